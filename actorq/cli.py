@@ -1,0 +1,49 @@
+"""The ``actorq`` command: ``run``, ``topology``, ``place``.
+
+Each subcommand lives in the module that owns its work; this file only parses
+arguments and dispatches, importing lazily so ``actorq topology`` does not
+pay for zmq or the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+# subcommand -> (module with add_arguments(parser) and run(args) -> exit code, help)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "topology": ("actorq.topology.cli", "print the machine and its scheduling universe"),
+    "place": ("actorq.placement_cli", "show where a described set of actors would land, and why"),
+    "run": ("actorq.run_cli", "run an app: actorq run module:attr"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actorq", description="A NUMA-aware actor runtime for Linux multicore machines."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in _COMMANDS.items():
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # that part of actorq is not installed in this build
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    runner: Callable[[argparse.Namespace], int] = args._run
+    return runner(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Every exception actorq raises on purpose, in one place.
+
+Each error names the thing that is wrong and, where there is one, what to do.
+Modules add their errors here (not locally) so users can import them all from
+``actorq``.
+"""
+
+from __future__ import annotations
+
+
+class ActorqError(Exception):
+    """Base of actorq's own errors."""
+
+
+# --- topology -----------------------------------------------------------------
+class ActorqTopologyError(ActorqError):
+    """Discovery could not make sense of a file under the sysfs/proc root."""
+
+
+# --- shared memory ------------------------------------------------------------
+class RingError(ActorqError):
+    """Base of ring/segment errors."""
+
+
+class RingFull(RingError):
+    """The ring has no room for the record now; wait for space or retry."""
+
+
+class RingCorrupt(RingError):
+    """A reader found an impossible header; the ring is not trusted any more."""
+
+
+class PayloadTooLarge(RingError, ValueError):
+    """A record is larger than the ring or the slab's largest class can carry."""
+
+
+# --- loop ---------------------------------------------------------------------
+class Cancelled(BaseException):
+    """A wait was cancelled. Derives from BaseException so ``except Exception``
+    in user code does not swallow it; let it propagate after cleanup."""
+
+
+# --- actors and runtime -------------------------------------------------------
+class ActorError(ActorqError):
+    """Base of errors about actors."""
+
+
+class ActorNotFound(ActorError, LookupError):
+    """No actor by that id or name exists (or ever existed) in this runtime."""
+
+
+class ActorDied(ActorError):
+    """The actor (or the worker hosting it) died before answering."""
+
+
+class RemoteError(ActorError):
+    """An actor method raised; carries the remote type, message and traceback."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        base = f"{self.type_name}: {self.message}"
+        if self.traceback_text:
+            return f"{base}\n--- remote traceback ---\n{self.traceback_text}"
+        return base
+
+
+class ConfigError(ActorqError, ValueError):
+    """A configuration file or option is malformed; the message names it."""

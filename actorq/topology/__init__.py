@@ -1,0 +1,1 @@
+"""Machine discovery: what the hardware is, and the scheduling universe built on it."""

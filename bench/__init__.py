@@ -1,0 +1,1 @@
+"""actorq's side-by-side benchmarks: ``python -m bench NAME [--json]``."""
