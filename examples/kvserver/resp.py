@@ -1,0 +1,343 @@
+"""RESP2, the Redis wire protocol: an incremental request parser, a general
+value decoder, and an encoder. Pure functions over bytes; no sockets.
+
+Why two parsers: a server only ever receives *requests* (an array of bulk
+strings, or an "inline" line typed by a human in telnet), and parsing those
+is the hot path at pipeline depth 16, so :class:`RequestParser` handles just
+that, with ``bytes.find`` and slicing and no per-byte Python. A client (and
+the tests) must decode every reply type, nested arrays included;
+:class:`Decoder` does that, more slowly.
+
+Malformed input never ends the connection. Redis replies
+``-ERR Protocol error`` and closes; we reply the same error and *resync*:
+the offending line is skipped up to its CRLF and parsing continues, so one
+bad frame costs one error reply. A frame that is merely incomplete is not
+an error: the parser keeps the bytes and waits for more.
+"""
+
+from __future__ import annotations
+
+CRLF = b"\r\n"
+#: Largest bulk string a request may carry (Redis's proto-max-bulk-len default).
+MAX_BULK = 512 * 1024 * 1024
+#: Largest inline command line / multibulk header line kept while waiting for CRLF.
+MAX_INLINE = 64 * 1024
+#: Most arguments in one request (Redis allows 1024*1024*1024; we keep memory bounded).
+MAX_ARGS = 1024 * 1024
+
+
+class SimpleString(str):
+    """A ``+OK``-style status reply (a str subclass, so it compares as text)."""
+
+    __slots__ = ()
+
+
+class Error(str):
+    """A ``-ERR ...`` error reply: its text, starting with the error kind."""
+
+    __slots__ = ()
+
+
+class ProtocolError(Error):
+    """A malformed request; the parser yields it in place of the bad frame."""
+
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------- encoding
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+NULL = b"$-1\r\n"
+NULL_ARRAY = b"*-1\r\n"
+ZERO = b":0\r\n"
+ONE = b":1\r\n"
+_SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1025)]
+
+
+def encode_int(n: int) -> bytes:
+    if -1 <= n <= 1024:
+        return _SMALL_INTS[n + 1]
+    return b":%d\r\n" % n
+
+
+def encode_bulk(b: bytes | None) -> bytes:
+    if b is None:
+        return NULL
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def encode_simple(s: str) -> bytes:
+    if "\r" in s or "\n" in s:
+        raise ValueError(f"a RESP simple string cannot hold CR or LF: {s!r}")
+    return b"+" + s.encode() + CRLF
+
+
+def encode_error(s: str) -> bytes:
+    # An error line cannot carry CR/LF either; fold them so a message with a
+    # newline in it (an exception text, say) still frames correctly.
+    return b"-" + s.replace("\r", " ").replace("\n", " ").encode() + CRLF
+
+
+def encode(value: object) -> bytes:
+    """Encode a Python value as one RESP2 frame.
+
+    ``None`` is the null bulk string, ``bytes``/``bytearray``/``memoryview``
+    and plain ``str`` are bulk strings, :class:`SimpleString` is ``+``,
+    :class:`Error` is ``-``, ``int`` (not bool) is ``:``, a list or tuple is
+    an array (nested freely).
+    """
+    parts: list[bytes] = []
+    _encode_into(value, parts)
+    return b"".join(parts)
+
+
+def _encode_into(value: object, out: list[bytes]) -> None:
+    if value is None:
+        out.append(NULL)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        b = bytes(value)
+        out.append(b"$%d\r\n" % len(b))
+        out.append(b)
+        out.append(CRLF)
+    elif isinstance(value, Error):
+        out.append(encode_error(value))
+    elif isinstance(value, SimpleString):
+        out.append(encode_simple(value))
+    elif isinstance(value, str):
+        _encode_into(value.encode(), out)
+    elif isinstance(value, bool):
+        raise TypeError("RESP2 has no boolean; send 0/1 as an int")
+    elif isinstance(value, int):
+        out.append(encode_int(value))
+    elif isinstance(value, list | tuple):
+        out.append(b"*%d\r\n" % len(value))
+        for item in value:
+            _encode_into(item, out)
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as RESP2")
+
+
+def encode_command(*args: bytes | str | int) -> bytes:
+    """A request as clients send it: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class RequestParser:
+    """Incremental parser for client requests.
+
+    ``feed(data)`` appends bytes and returns every request now complete, in
+    order: each is a ``list[bytes]`` (the command and its arguments) or a
+    :class:`ProtocolError` standing in for a malformed frame. Bytes of an
+    incomplete frame are kept for the next ``feed``. Empty inline lines and
+    ``*0``/``*-1`` arrays are skipped, as Redis does.
+    """
+
+    __slots__ = ("_have", "_held", "_need")
+
+    def __init__(self) -> None:
+        # Bytes of an incomplete frame, kept as chunks: a 100 MB value that
+        # arrives 64 KB at a time must not be re-joined and re-parsed on every
+        # read, so once the frame's total size is known (``_need``) we only
+        # append until it is reached.
+        self._held: list[bytes] = []
+        self._have = 0
+        self._need = 0
+
+    def pending(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return self._have
+
+    def feed(self, data: bytes) -> list[list[bytes] | ProtocolError]:
+        if self._held:
+            self._held.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._held)
+        else:
+            buf = data
+        need = 0
+        out: list[list[bytes] | ProtocolError] = []
+        pos = 0
+        n = len(buf)
+        find = buf.find
+        while pos < n:
+            if buf[pos] == 42:  # '*': multibulk
+                eol = find(CRLF, pos)
+                if eol < 0:
+                    if n - pos > MAX_INLINE:
+                        out.append(ProtocolError("ERR Protocol error: too big mbulk count string"))
+                        pos = n
+                    break
+                try:
+                    count = int(buf[pos + 1 : eol])
+                except ValueError:
+                    out.append(ProtocolError("ERR Protocol error: invalid multibulk length"))
+                    pos = eol + 2
+                    continue
+                if count > MAX_ARGS:
+                    out.append(ProtocolError("ERR Protocol error: invalid multibulk length"))
+                    pos = eol + 2
+                    continue
+                if count <= 0:
+                    pos = eol + 2
+                    continue
+                p = eol + 2
+                args: list[bytes] = []
+                bad: ProtocolError | None = None
+                for _ in range(count):
+                    if p >= n:
+                        break
+                    if buf[p] != 36:  # '$'
+                        bad = ProtocolError(
+                            f"ERR Protocol error: expected '$', got '{chr(buf[p])}'"
+                        )
+                        break
+                    eol = find(CRLF, p)
+                    if eol < 0:
+                        if n - p > MAX_INLINE:
+                            bad = ProtocolError("ERR Protocol error: too big bulk count string")
+                        break
+                    try:
+                        size = int(buf[p + 1 : eol])
+                    except ValueError:
+                        bad = ProtocolError("ERR Protocol error: invalid bulk length")
+                        break
+                    if size < 0 or size > MAX_BULK:
+                        bad = ProtocolError("ERR Protocol error: invalid bulk length")
+                        break
+                    end = eol + 2 + size
+                    if end + 2 > n:
+                        need = end + 2 - pos
+                        break
+                    if buf[end : end + 2] != CRLF:
+                        bad = ProtocolError("ERR Protocol error: bulk string not followed by CRLF")
+                        break
+                    args.append(buf[eol + 2 : end])
+                    p = end + 2
+                if bad is not None:
+                    out.append(bad)
+                    # Resync: drop the offending line (up to its CRLF, or all we have).
+                    eol = find(CRLF, p)
+                    pos = n if eol < 0 else eol + 2
+                    continue
+                if len(args) < count:
+                    break  # incomplete: wait for more bytes
+                out.append(args)
+                pos = p
+            else:  # inline command: a line of space-separated words
+                eol = find(b"\n", pos)
+                if eol < 0:
+                    if n - pos > MAX_INLINE:
+                        out.append(ProtocolError("ERR Protocol error: too big inline request"))
+                        pos = n
+                    break
+                line = buf[pos:eol]
+                pos = eol + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                words = line.split()
+                if words:
+                    out.append(words)
+        if pos >= n:
+            self._held = []
+            self._have = self._need = 0
+        else:
+            rest = buf[pos:] if pos else buf
+            self._held = [rest]
+            self._have = len(rest)
+            self._need = need
+        return out
+
+
+# ---------------------------------------------------------------- replies
+
+
+class _Incomplete(Exception):
+    pass
+
+
+class Decoder:
+    """Incremental decoder of any RESP2 value (what a client reads).
+
+    ``feed(data)`` then ``values()`` returns every complete value: bytes,
+    None, int, :class:`SimpleString`, :class:`Error`, or lists of these. A
+    malformed frame raises :class:`ValueError` (a client cannot resync with
+    a server that speaks garbage).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def values(self) -> list[object]:
+        out: list[object] = []
+        buf = bytes(self._buf)
+        pos = 0
+        while pos < len(buf):
+            try:
+                value, pos2 = self._one(buf, pos)
+            except _Incomplete:
+                break
+            out.append(value)
+            pos = pos2
+        del self._buf[:pos]
+        return out
+
+    def _line(self, buf: bytes, pos: int) -> tuple[bytes, int]:
+        eol = buf.find(CRLF, pos)
+        if eol < 0:
+            raise _Incomplete
+        return buf[pos:eol], eol + 2
+
+    def _one(self, buf: bytes, pos: int) -> tuple[object, int]:
+        if pos >= len(buf):
+            raise _Incomplete
+        kind = buf[pos : pos + 1]
+        line, pos = self._line(buf, pos + 1)
+        if kind == b"+":
+            return SimpleString(line.decode()), pos
+        if kind == b"-":
+            return Error(line.decode()), pos
+        if kind == b":":
+            return int(line), pos
+        if kind == b"$":
+            size = int(line)
+            if size < 0:
+                return None, pos
+            if pos + size + 2 > len(buf):
+                raise _Incomplete
+            if buf[pos + size : pos + size + 2] != CRLF:
+                raise ValueError(f"RESP bulk string of {size} bytes not followed by CRLF")
+            return buf[pos : pos + size], pos + size + 2
+        if kind == b"*":
+            count = int(line)
+            if count < 0:
+                return None, pos
+            items = []
+            for _ in range(count):
+                item, pos = self._one(buf, pos)
+                items.append(item)
+            return items, pos
+        raise ValueError(f"RESP frame starts with unknown type byte {kind!r}")
+
+
+def decode_all(data: bytes) -> list[object]:
+    """Every value in ``data`` (which must hold only complete frames)."""
+    d = Decoder()
+    d.feed(data)
+    values = d.values()
+    if d._buf:
+        raise ValueError(f"{len(d._buf)} trailing bytes do not make a complete RESP frame")
+    return values
+
