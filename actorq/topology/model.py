@@ -82,6 +82,7 @@ class Package:
     id: int
     cpus: frozenset[int]
     cores: tuple[int, ...]
+    os_index: int | None = None  # sysfs physical_package_id; None when -1 or inconsistent
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class Machine:
     # "libnuma 2.0.x: cross-checked", "libnuma not available: sysfs only", "not used (root=...)"
     numa_source: str = "sysfs"
     warnings: tuple[str, ...] = ()
+    # System-wide huge page pools: page size in bytes -> nr_hugepages.
+    hugepages: dict[int, int] = field(default_factory=dict)
 
     @property
     def online_cpus(self) -> frozenset[int]:

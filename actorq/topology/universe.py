@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Cache
+from ..errors import ActorqTopologyError
+from .model import Cache, Machine
 
 
 @dataclass(frozen=True)
@@ -52,3 +53,116 @@ class Universe:
 
     def group_of(self, cpu: int, depth: int) -> Group:
         return self.levels[depth].groups[self.cpu_path[cpu][depth]]
+
+
+# Candidate partitions, in the order the contract names them; build_universe
+# sorts them finest-first (stable), so a NUMA node smaller than its package
+# (Intel SNC, AMD Magny-Cours dies) lands below the package/L3 level.
+_KINDS = ("core", "l2", "cluster", "l3", "package", "node", "machine")
+
+
+def build_universe(machine: Machine, view: str = "allowed") -> Universe:
+    """Levels of groups over the usable CPUs (``view="allowed"``) or all online ones.
+
+    Each candidate partition (cores, L2 instances, clusters, L3 instances,
+    packages, NUMA nodes, the machine) is *joined* with the level below it (the
+    finest partition coarser than both), so groups nest even when the kernel's
+    sets do not; a join that changes nothing is dropped.
+    """
+    if view == "allowed":
+        cpus = machine.allowed_cpus
+    elif view == "all":
+        cpus = machine.online_cpus
+    else:
+        raise ValueError(f"view must be 'allowed' or 'all', not {view!r}")
+    if not cpus:
+        raise ActorqTopologyError(
+            f"{machine.root}: no {'usable' if view == 'allowed' else 'online'} CPU "
+            f"(cpuset {machine.limits.cpuset_source or 'none'}); nothing to schedule on"
+        )
+    ordered = sorted(cpus)
+    by_id = machine.cpus
+
+    def cache_key(level: int) -> dict[int, object]:
+        key: dict[int, object] = {}
+        for cache in machine.caches:
+            if cache.level == level and cache.type == "unified":
+                for c in cache.cpus & cpus:
+                    key.setdefault(c, ("cache", cache.id))
+        return key
+
+    l2, l3 = cache_key(2), cache_key(3)
+    keys: dict[str, dict[int, object]] = {
+        "core": {c: by_id[c].core for c in ordered},
+        "l2": {c: l2.get(c, ("cpu", c)) for c in ordered},
+        "cluster": {
+            c: by_id[c].cluster if by_id[c].cluster is not None else ("cpu", c) for c in ordered
+        },
+        "l3": {c: l3.get(c, ("cpu", c)) for c in ordered},
+        "package": {c: by_id[c].package for c in ordered},
+        "node": {c: by_id[c].node for c in ordered},
+        "machine": {c: 0 for c in ordered},
+    }
+    candidates = [(kind, _partition(keys[kind], ordered)) for kind in _KINDS]
+    first = candidates[0]
+    rest = sorted(candidates[1:], key=lambda kc: -len(kc[1]))  # stable: ties keep contract order
+
+    parts: list[tuple[str, list[frozenset[int]]]] = [first]
+    for kind, part in rest:
+        joined = _join(parts[-1][1], part)
+        if joined != parts[-1][1]:
+            parts.append((kind, joined))
+
+    levels: list[Level] = []
+    paths: dict[int, list[int]] = {c: [] for c in ordered}
+    for depth, (kind, groups) in enumerate(parts):
+        upper = parts[depth + 1][1] if depth + 1 < len(parts) else None
+        upper_of = {c: n for n, g in enumerate(upper) for c in g} if upper else {}
+        out = []
+        for n, g in enumerate(groups):
+            for c in g:
+                paths[c].append(n)
+            nodes = {by_id[c].node for c in g}
+            out.append(
+                Group(
+                    level=depth,
+                    index=n,
+                    cpus=g,
+                    caches=tuple(k for k in machine.caches if k.cpus & cpus == g),
+                    node=nodes.pop() if len(nodes) == 1 else None,
+                    parent=upper_of[min(g)] if upper else None,
+                )
+            )
+        levels.append(Level(depth=depth, kind=kind, groups=tuple(out)))
+    return Universe(levels=tuple(levels), cpu_path={c: tuple(p) for c, p in paths.items()})
+
+
+def _partition(key: dict[int, object], ordered: list[int]) -> list[frozenset[int]]:
+    acc: dict[object, list[int]] = {}
+    for c in ordered:
+        acc.setdefault(key[c], []).append(c)
+    return sorted((frozenset(v) for v in acc.values()), key=min)
+
+
+def _join(a: list[frozenset[int]], b: list[frozenset[int]]) -> list[frozenset[int]]:
+    """The finest partition coarser than both ``a`` and ``b`` (union-find over shared CPUs)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for part in (a, b):
+        for g in part:
+            it = iter(g)
+            r = find(next(it))
+            for x in it:
+                s = find(x)
+                if s != r:
+                    parent[s] = r
+    acc: dict[int, set[int]] = {}
+    for x in parent:
+        acc.setdefault(find(x), set()).add(x)
+    return sorted((frozenset(v) for v in acc.values()), key=min)
