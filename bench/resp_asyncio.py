@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import signal
 import sys
 
-from examples.kvserver.commands import execute
-from examples.kvserver.resp import RequestParser, encode_error
+from examples.kvserver.commands import execute, hello, session_command
+from examples.kvserver.resp import RequestParser, encode_error, to_resp3
 from examples.kvserver.store import Store
 
 from ._common import pin
@@ -31,8 +32,12 @@ from ._common import pin
 class RespProtocol(asyncio.Protocol):
     """One connection: parse what arrived, answer every complete request in one write."""
 
+    _ids = itertools.count(1)
+
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.proto = 2
+        self.id = next(self._ids)
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
 
@@ -47,8 +52,15 @@ class RespProtocol(asyncio.Protocol):
             if isinstance(req, str):  # ProtocolError
                 out.append(encode_error(req))
                 continue
-            out.append(execute(store, req))
-            if req[0].upper() == b"QUIT":
+            session = session_command(req)
+            if session is None:
+                reply = execute(store, req)
+                out.append(reply if self.proto == 2 else to_resp3(reply))
+            elif session == b"HELLO":
+                reply, self.proto = hello(req, self.proto, self.id)
+                out.append(reply)
+            else:  # QUIT
+                out.append(execute(store, req))
                 quit_ = True
                 break
         assert self.transport is not None

@@ -19,6 +19,7 @@ from examples.kvserver.resp import (
     encode_command,
     encode_error,
     encode_int,
+    to_resp3,
 )
 
 line_text = st.text(
@@ -179,3 +180,16 @@ def test_decoder_rejects_unknown_type_byte() -> None:
         d.values()
     with pytest.raises(ValueError, match="trailing"):
         decode_all(b"$5\r\nab")
+
+
+@given(values)
+def test_resp3_nulls_and_maps_round_trip(value: object) -> None:
+    assert decode_all(encode(value, resp3=True)) == [value]
+    assert decode_all(encode({b"k": value, b"n": None}, resp3=True)) == [{b"k": value, b"n": None}]
+
+
+def test_to_resp3_rewrites_only_nulls() -> None:
+    assert to_resp3(b"$-1\r\n") == b"_\r\n"
+    assert to_resp3(b"*2\r\n$-1\r\n$1\r\na\r\n") == b"*2\r\n_\r\n$1\r\na\r\n"
+    assert to_resp3(b"$5\r\n$-1\r\n\r\n") == b"$5\r\n$-1\r\n\r\n"  # a value that looks like null
+    assert to_resp3(b":3\r\n") == b":3\r\n"

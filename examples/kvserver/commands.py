@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from zlib import crc32
 
-from .resp import NULL, OK, ONE, PONG, ZERO, encode_bulk, encode_error, encode_int
+from .resp import NULL, OK, ONE, PONG, ZERO, encode, encode_bulk, encode_error, encode_int
 from .store import NOT_AN_INTEGER, KvError, Store, parse_int
 
 Reply = bytes
@@ -260,6 +260,47 @@ def execute(store: Store, args: list[bytes]) -> Reply:
     if isinstance(cmd, bytes):
         return cmd
     return cmd.handler(store, args)
+
+
+# ------------------------------------------------------------------ sessions
+
+#: Commands that change the connection rather than the data; the connection
+#: layer answers them itself (see :func:`session_command`).
+SESSION_LENGTHS = frozenset((4, 5))  # QUIT, HELLO: a cheap pre-check on the hot path
+
+
+def session_command(args: list[bytes]) -> bytes | None:
+    """``b"QUIT"`` or ``b"HELLO"`` if ``args`` is one of them, else None."""
+    if len(args[0]) in SESSION_LENGTHS:
+        name = args[0].upper()
+        if name in (b"QUIT", b"HELLO"):
+            return name
+    return None
+
+
+def hello(args: list[bytes], proto: int, client_id: int) -> tuple[bytes, int]:
+    """Answer HELLO [protover [SETNAME name]]: the reply and the connection's protocol after it.
+
+    redis-py 8 opens every connection with ``HELLO 3``; see :func:`.resp.to_resp3`.
+    """
+    new = proto
+    if len(args) > 1:
+        try:
+            new = int(args[1])
+        except ValueError:
+            return encode_error("ERR Protocol version is not an integer or out of range"), proto
+        if new not in (2, 3):
+            return encode_error("NOPROTO unsupported protocol version"), proto
+        rest = [a.upper() for a in args[2:]]
+        if b"AUTH" in rest:
+            return encode_error("ERR AUTH is not supported: this server has no passwords"), proto
+        if rest and (rest[0] != b"SETNAME" or len(rest) != 2):
+            return encode_error(SYNTAX), proto
+    info = {
+        "server": "actorq-kvserver", "version": "0.1.0", "proto": new, "id": client_id,
+        "mode": "standalone", "role": "master", "modules": [],
+    }
+    return encode(info, resp3=new == 3), new
 
 
 # ------------------------------------------------------------------ routing

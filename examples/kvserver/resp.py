@@ -79,22 +79,26 @@ def encode_error(s: str) -> bytes:
     return b"-" + s.replace("\r", " ").replace("\n", " ").encode() + CRLF
 
 
-def encode(value: object) -> bytes:
+NULL3 = b"_\r\n"
+
+
+def encode(value: object, *, resp3: bool = False) -> bytes:
     """Encode a Python value as one RESP2 frame.
 
     ``None`` is the null bulk string, ``bytes``/``bytearray``/``memoryview``
     and plain ``str`` are bulk strings, :class:`SimpleString` is ``+``,
     :class:`Error` is ``-``, ``int`` (not bool) is ``:``, a list or tuple is
-    an array (nested freely).
+    an array (nested freely). With ``resp3``, None is RESP3's ``_`` and a
+    dict is a RESP3 map (without it, a flat array of keys and values).
     """
     parts: list[bytes] = []
-    _encode_into(value, parts)
+    _encode_into(value, parts, resp3)
     return b"".join(parts)
 
 
-def _encode_into(value: object, out: list[bytes]) -> None:
+def _encode_into(value: object, out: list[bytes], resp3: bool = False) -> None:
     if value is None:
-        out.append(NULL)
+        out.append(NULL3 if resp3 else NULL)
     elif isinstance(value, bytes | bytearray | memoryview):
         b = bytes(value)
         out.append(b"$%d\r\n" % len(b))
@@ -106,6 +110,11 @@ def _encode_into(value: object, out: list[bytes]) -> None:
         out.append(encode_simple(value))
     elif isinstance(value, str):
         _encode_into(value.encode(), out)
+    elif isinstance(value, dict):
+        out.append(b"%%%d\r\n" % len(value) if resp3 else b"*%d\r\n" % (2 * len(value)))
+        for k, v in value.items():
+            _encode_into(k, out, resp3)
+            _encode_into(v, out, resp3)
     elif isinstance(value, bool):
         raise TypeError("RESP2 has no boolean; send 0/1 as an int")
     elif isinstance(value, int):
@@ -113,9 +122,24 @@ def _encode_into(value: object, out: list[bytes]) -> None:
     elif isinstance(value, list | tuple):
         out.append(b"*%d\r\n" % len(value))
         for item in value:
-            _encode_into(item, out)
+            _encode_into(item, out, resp3)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as RESP2")
+
+
+def to_resp3(reply: bytes) -> bytes:
+    """A RESP2-encoded reply as a RESP3 client expects it.
+
+    For the replies this server makes, RESP2 and RESP3 differ only in null:
+    RESP3 clients (redis-py 8 asks for RESP3 by default, with HELLO 3)
+    cannot read RESP2's ``$-1``. Only whole-reply nulls and arrays that
+    hold one need rewriting; every other reply passes through untouched.
+    """
+    if reply == NULL:
+        return NULL3
+    if reply[:1] == b"*" and b"$-1\r\n" in reply:
+        return encode(decode_all(reply)[0], resp3=True)
+    return reply
 
 
 def encode_command(*args: bytes | str | int) -> bytes:
@@ -329,6 +353,14 @@ class Decoder:
                 item, pos = self._one(buf, pos)
                 items.append(item)
             return items, pos
+        if kind == b"_":  # RESP3 null
+            return None, pos
+        if kind == b"%":  # RESP3 map
+            mapping = {}
+            for _ in range(int(line)):
+                key, pos = self._one(buf, pos)
+                mapping[key], pos = self._one(buf, pos)
+            return mapping, pos
         raise ValueError(f"RESP frame starts with unknown type byte {kind!r}")
 
 
