@@ -1,0 +1,20 @@
+"""actorq's per-worker event loop: edge-triggered epoll, continuations,
+coroutines driven by the loop itself, and kernel event sources.
+
+It knows nothing of actors: the worker wires rings and actors onto it.
+See ``core.py`` for the essay on edge-triggered semantics.
+"""
+
+from __future__ import annotations
+
+from ..errors import Cancelled as Cancelled
+from .core import Future as Future
+from .core import Handle as Handle
+from .core import Loop as Loop
+from .core import Source as Source
+from .core import Task as Task
+from .core import current_loop as current_loop
+from .core import sleep as sleep
+from .core import wait_for as wait_for
+from .core import wait_readable as wait_readable
+from .core import wait_writable as wait_writable

@@ -1,0 +1,1015 @@
+"""The worker's event loop: one edge-triggered epoll set, one dispatch path.
+
+Edge-triggered epoll, and what it asks of every callback
+========================================================
+
+``epoll`` can report readiness in two ways. Level-triggered (the default, and
+what ``selectors`` and asyncio use) reports an fd on *every* ``epoll_wait``
+for as long as it is readable; edge-triggered (``EPOLLET``) reports it once
+each time its state *changes* -- when new data arrives on a socket, when an
+eventfd counter is written, when a timer expires. An edge is a promise that
+something happened, not a statement about what is there now.
+
+So a loop that uses ``EPOLLET`` asks one thing of every callback: **drain**.
+Consume everything the fd has, because nothing will remind you of what is
+left. What "everything" means depends on the kind of file, and the rule for
+each is different (a literal "read until EAGAIN" costs one failing syscall
+plus a raised exception per event -- as much as a whole 64 B send+receive
+here -- so we stop as early as each kind allows):
+
+- *stream sockets and pipes*: a read that returns fewer bytes than were asked
+  for has emptied the buffer at that instant; bytes that arrive later raise a
+  new edge. Stop at the first short read. A read of 0 bytes is end of file.
+- *datagram sockets* (UDP, netlink): one read is one datagram, whatever its
+  size, so a short read says nothing. Read until ``BlockingIOError``.
+- *eventfd* (not ``EFD_SEMAPHORE``): one successful read returns the whole
+  counter and resets it to 0. One read drains it. In semaphore mode each read
+  takes 1: read until ``BlockingIOError``.
+- *timerfd*: one read returns the number of expirations since the last read
+  and resets it. One read drains it.
+- *signalfd*: a read returns as many 128-byte ``signalfd_siginfo`` records as
+  are pending and fit; a read shorter than the buffer has drained it.
+- *inotify*: a read returns as many whole events as fit. If fewer bytes came
+  back than ``buffer - (16 + NAME_MAX + 1)`` the next event would have fit, so
+  none is pending.
+- *ZeroMQ sockets*: the FD is zmq's own internal signalling edge, not the
+  socket's readiness; see ``ZmqSource`` in ``sources.py``.
+
+Draining everything can starve the rest of the loop when a peer writes faster
+than we read, so a source may stop early, after a *budget* of records, and
+return ``True`` from its callback: "I am not drained; call me again". The loop
+puts it at the back of the ready queue, behind everything already waiting,
+and calls it again on the next turn. No edge is lost (we never waited for
+one) and no source starves another.
+
+Why edge-triggered and not ``EPOLLONESHOT``
+-------------------------------------------
+One-shot disarms the fd after each report, so every event costs an extra
+``epoll_ctl(MOD)`` syscall to re-arm it -- a second syscall per message on a
+path where one syscall is already a third of the cost. Level-triggered costs
+no re-arming but reports a busy fd on every ``epoll_wait`` even while its
+callback is waiting its turn, and forces a drain to EAGAIN anyway to stop the
+reports. Edge-triggered reports each fd once per change with no re-arming,
+and the "drain, or say you are not drained" rule above makes it lossless.
+(One-shot earns its keep with several threads on one epoll set, which a
+pinned worker never has.)
+
+What dup, close and fork do to registrations
+--------------------------------------------
+epoll registers the *open file description* (the kernel's ``struct file``)
+paired with the fd number you gave it, not the number alone:
+
+- ``close(fd)`` removes the registration only when it closes the *last*
+  reference to the file. If a ``dup`` of it lives on (another fd, a child
+  process after fork, an fd passed with ``SCM_RIGHTS``), the registration
+  stays and keeps reporting events under the old fd number -- which may by
+  then name a different file. So: **unregister before close**
+  (``remove_reader``/``remove_source`` first). This loop tolerates an fd that
+  was closed while registered: removing it later is not an error, and a new
+  registration that reuses the number replaces the stale entry.
+- ``fork()`` gives the child the *same* epoll instance (epoll fds are files
+  too). A child that called ``epoll_ctl`` on it would change the parent's
+  registrations. A Loop therefore refuses to run in a process other than the
+  one that made it; a child makes its own Loop. ``wake()`` is the exception:
+  it only writes an eventfd, which is safe from any thread or process.
+- ``exec`` closes the loop's fds (they are all ``O_CLOEXEC``).
+
+The rest
+========
+``call_soon`` appends to a plain deque, ``call_later``/``call_at`` push onto a
+heap of ``(when, seq, handle)`` tuples (a delay that is not positive goes
+straight to the deque), fd events dispatch through one dict lookup to the
+callback. Nothing on the path of an event grows with the number of sources.
+Coroutines are driven by :class:`Task` here, not by asyncio: a coroutine
+awaits a :class:`Future` (``sleep``, ``wait_readable``, ``wait_for`` are built
+on it) and the task resumes when the future is resolved.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar
+
+from ..errors import Cancelled
+
+__all__ = [
+    "Cancelled",
+    "Future",
+    "Handle",
+    "Loop",
+    "Source",
+    "Task",
+    "current_loop",
+    "sleep",
+    "wait_for",
+    "wait_readable",
+    "wait_writable",
+]
+
+log = logging.getLogger("actorq.loop")
+
+T = TypeVar("T")
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLET = select.EPOLLET
+_READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
+_WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+
+
+class Source(Protocol):
+    """What ``Loop.add_source`` accepts (the classes in ``sources.py`` are Sources).
+
+    ``on_ready()`` is called on each edge; it drains the fd and returns True if
+    it stopped early (budget spent) and wants to be called again.
+    ``attach``/``detach`` are called by ``add_source``/``remove_source``.
+    """
+
+    kind: str
+    events: int
+
+    def fileno(self) -> int: ...
+
+    def on_ready(self) -> bool | None: ...
+
+    def attach(self, loop: Loop) -> None: ...
+
+    def detach(self, loop: Loop) -> None: ...
+
+
+class Handle:
+    """A scheduled callback; ``cancel()`` stops it from running (O(1))."""
+
+    __slots__ = ("_args", "_cancelled", "_fn", "_loop", "_when")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple, loop: Loop | None, when: float | None
+    ) -> None:
+        self._fn = fn
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._when = when
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            if self._when is not None and self._loop is not None:
+                self._loop._timer_cancelled()
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def when(self) -> float | None:
+        """The loop time a timer is due at (None for ``call_soon`` handles)."""
+        return self._when
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        at = f" at {self._when:.6f}" if self._when is not None else ""
+        return f"<Handle {getattr(self._fn, '__qualname__', self._fn)!s}{at}{state}>"
+
+
+class _Entry:
+    """One registered fd: its reader and writer callbacks and its event count."""
+
+    __slots__ = ("count", "fd", "kind", "mask", "rargs", "reader", "source", "wargs", "writer")
+
+    def __init__(self, fd: int, kind: str) -> None:
+        self.fd = fd
+        self.reader: Callable[..., Any] | None = None
+        self.rargs: tuple = ()
+        self.writer: Callable[..., Any] | None = None
+        self.wargs: tuple = ()
+        self.mask = 0
+        self.kind = kind
+        self.count = 0
+        self.source: Source | None = None
+
+
+class _Local(threading.local):
+    loop: Loop | None = None
+
+
+_local = _Local()
+
+
+def current_loop() -> Loop:
+    """The loop running in this thread; RuntimeError outside one."""
+    loop = _local.loop
+    if loop is None:
+        raise RuntimeError(
+            "no actorq loop is running in this thread (call this from a callback or coroutine)"
+        )
+    return loop
+
+
+def _again(loop: Loop, fn: Callable[..., Any], args: tuple) -> None:
+    """Call a not-yet-drained callback again; re-queue while it says it is not drained."""
+    if fn(*args) is True:
+        loop._ready.append(Handle(_again, (loop, fn, args), None, None))
+
+
+class Loop:
+    """A single-threaded edge-triggered epoll loop (see the module essay).
+
+    ``clock`` (default ``time.monotonic``) gives the loop's time in seconds;
+    timers and statistics use it, so tests can inject one. ``slow_callback``
+    is the time (clock units) after which a callback holding the loop is
+    logged as a warning.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] | None = None,
+        *,
+        slow_callback: float = 0.1,
+        max_events: int = 256,
+    ) -> None:
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._ep = select.epoll(sizehint=max_events)
+        self._max_events = max_events
+        self._pid = os.getpid()
+        self._ready: collections.deque[Handle] = collections.deque()
+        self._timers: list[tuple[float, int, Handle]] = []
+        self._seq = itertools.count()
+        self._cancelled_timers = 0
+        self._fds: dict[int, _Entry] = {}
+        self._sources: dict[int, Source] = {}  # id(source) -> source
+        self._before_sleep: list[Callable[[], Any]] = []
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._exception_handler: Callable[[BaseException, Any], None] | None = None
+        # statistics
+        self._slow = slow_callback
+        self._callbacks = 0
+        self._cb_time = 0.0
+        self._longest = 0.0
+        self._longest_what = ""
+        self._turns = 0
+        self._events_by_kind: dict[str, int] = collections.defaultdict(int)
+        # wake-up doorbell: an eventfd, safe to write from any thread or process
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_entry = _Entry(self._wake_fd, "wake")
+        self._wake_entry.reader = self._drain_wake
+        self._wake_entry.mask = EPOLLIN
+        self._fds[self._wake_fd] = self._wake_entry
+        self._ep.register(self._wake_fd, EPOLLIN | EPOLLET)
+
+    # --- time and continuations -------------------------------------------
+    def time(self) -> float:
+        """The loop's clock, in seconds."""
+        return self._clock()
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
+        """Run ``fn(*args)`` on the next turn, after what is already queued."""
+        h = Handle(fn, args, None, None)
+        self._ready.append(h)
+        return h
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Handle:
+        """``call_soon`` from another thread: queue it and wake the loop."""
+        h = Handle(fn, args, None, None)
+        self._ready.append(h)  # deque.append is atomic under the GIL
+        self.wake()
+        return h
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Handle:
+        """Run ``fn(*args)`` after ``delay`` seconds; a delay <= 0 is ``call_soon``."""
+        if delay <= 0:
+            h = Handle(fn, args, None, None)
+            self._ready.append(h)
+            return h
+        when = self._clock() + delay
+        h = Handle(fn, args, self, when)
+        heapq.heappush(self._timers, (when, next(self._seq), h))
+        return h
+
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
+        """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
+        h = Handle(fn, args, self, when)
+        heapq.heappush(self._timers, (when, next(self._seq), h))
+        return h
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
+        timers = self._timers
+        # Lazy deletion, with a rebuild once most of the heap is dead.
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
+            self._timers = [t for t in timers if not t[2]._cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def wake(self) -> None:
+        """Interrupt a sleeping ``poll`` (safe from any thread, or a forked child)."""
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except BlockingIOError:  # counter saturated: the loop is awake anyway
+            pass
+        except OSError as e:
+            if e.errno != errno.EBADF:  # closed loop: nothing to wake
+                raise
+
+    def _drain_wake(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)  # one read resets the counter: drained
+        except BlockingIOError:
+            pass
+
+    def before_sleep(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``fn()`` each time the loop is about to block in ``epoll_wait``.
+
+        A hook that finds work (e.g. zmq messages whose edge was consumed
+        elsewhere) schedules it with ``call_soon`` and the loop will not
+        block. Returns a function that removes the hook.
+        """
+        self._before_sleep.append(fn)
+
+        def remove() -> None:
+            try:
+                self._before_sleep.remove(fn)
+            except ValueError:
+                pass
+
+        return remove
+
+    # --- file descriptors ----------------------------------------------------
+    def _fd_of(self, fd: Any) -> int:
+        return fd if isinstance(fd, int) else fd.fileno()
+
+    def _update(self, entry: _Entry, mask: int, force: bool = False) -> None:
+        fd = entry.fd
+        if mask == entry.mask and not force:
+            return
+        ep = self._ep
+        if mask == 0:
+            try:
+                ep.unregister(fd)
+            except (OSError, ValueError):
+                pass  # closed while registered (EBADF), or the kernel already dropped it
+            entry.mask = 0
+            return
+        if entry.mask == 0:
+            try:
+                ep.register(fd, mask | EPOLLET)
+            except FileExistsError:
+                # A stale registration under this number (the old file was closed
+                # without unregistering and a dup kept it alive, or we never saw the
+                # close): replace it.
+                ep.modify(fd, mask | EPOLLET)
+        else:
+            try:
+                ep.modify(fd, mask | EPOLLET)
+            except FileNotFoundError:
+                # The fd was closed and reopened under the same number: the kernel
+                # dropped the old registration with the old file.
+                ep.register(fd, mask | EPOLLET)
+        entry.mask = mask
+
+    def _entry(self, fd: int, kind: str) -> _Entry:
+        e = self._fds.get(fd)
+        if e is None:
+            e = self._fds[fd] = _Entry(fd, kind)
+        return e
+
+    def add_reader(self, fd: Any, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on each readable edge of ``fd`` (edge-triggered: drain!).
+
+        ``fn`` may return True to say it stopped before draining (budget spent);
+        it is then called again after the other ready work (only ``True`` counts,
+        not any truthy value). Replaces an
+        existing reader of the same fd.
+        """
+        fd = self._fd_of(fd)
+        e = self._entry(fd, "fd")
+        if e.source is not None:
+            raise RuntimeError(f"fd {fd} belongs to source {e.source!r}; remove_source it first")
+        e.reader, e.rargs = fn, args
+        # Always tell the kernel: the number may name a new file since we last did.
+        self._update(e, e.mask | EPOLLIN, True)
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for reading; True if it was watched. Safe after close."""
+        fd = self._fd_of(fd) if not isinstance(fd, int) else fd
+        e = self._fds.get(fd)
+        if e is None or e.reader is None or e.source is not None:
+            return False
+        e.reader, e.rargs = None, ()
+        self._update(e, e.mask & ~EPOLLIN)
+        if e.mask == 0:
+            self._forget(e)
+        return True
+
+    def add_writer(self, fd: Any, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on each writable edge of ``fd`` (write until EAGAIN or done)."""
+        fd = self._fd_of(fd)
+        e = self._entry(fd, "fd")
+        if e.source is not None:
+            raise RuntimeError(f"fd {fd} belongs to source {e.source!r}; remove_source it first")
+        e.writer, e.wargs = fn, args
+        self._update(e, e.mask | EPOLLOUT, True)
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for writing; True if it was watched. Safe after close."""
+        fd = self._fd_of(fd) if not isinstance(fd, int) else fd
+        e = self._fds.get(fd)
+        if e is None or e.writer is None or e.source is not None:
+            return False
+        e.writer, e.wargs = None, ()
+        self._update(e, e.mask & ~EPOLLOUT)
+        if e.mask == 0:
+            self._forget(e)
+        return True
+
+    def _forget(self, e: _Entry) -> None:
+        if self._fds.get(e.fd) is e:
+            del self._fds[e.fd]
+        if e.count:
+            self._events_by_kind[e.kind] += e.count
+            e.count = 0
+
+    # --- sources -------------------------------------------------------------
+    def add_source(self, src: Source) -> None:
+        """Register a source (timerfd, signalfd, inotify, netlink, zmq, eventfd...)."""
+        fd = src.fileno()
+        old = self._fds.get(fd)
+        if old is not None and (
+            old.reader is not None or old.writer is not None or old.source is not None
+        ):
+            raise RuntimeError(
+                f"fd {fd} is already registered with this loop; remove it before add_source"
+            )
+        e = self._entry(fd, getattr(src, "kind", "source"))
+        e.kind = getattr(src, "kind", "source")
+        e.source = src
+        events = getattr(src, "events", EPOLLIN)
+        if events & EPOLLIN:
+            e.reader, e.rargs = src.on_ready, ()
+        if events & EPOLLOUT:
+            e.writer, e.wargs = src.on_ready, ()
+        self._sources[id(src)] = src
+        attach = getattr(src, "attach", None)
+        if attach is not None:
+            attach(self)
+        self._update(e, events & (EPOLLIN | EPOLLOUT))
+
+    def remove_source(self, src: Source) -> bool:
+        """Unregister a source (call before closing it); True if it was registered."""
+        if self._sources.pop(id(src), None) is None:
+            return False
+        fd = src.fileno()
+        e = self._fds.get(fd)
+        if e is not None and e.source is src:
+            self._update(e, 0)
+            e.reader = e.writer = None
+            e.source = None
+            self._forget(e)
+        detach = getattr(src, "detach", None)
+        if detach is not None:
+            detach(self)
+        return True
+
+    # --- futures and tasks ---------------------------------------------------
+    def create_future(self) -> Future:
+        return Future(self)
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> Task[T]:
+        """Run a coroutine on this loop; the Task is a Future of its result."""
+        return Task(coro, self)
+
+    # --- running ---------------------------------------------------------------
+    def _check_runnable(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Loop is closed; create a new one")
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"this Loop was created in process {self._pid}; "
+                "after fork, create a new Loop in the child"
+            )
+        if self._running:
+            raise RuntimeError("this Loop is already running")
+
+    def run_forever(self) -> None:
+        """Run turns until ``stop()`` is called."""
+        self._check_runnable()
+        prev = _local.loop
+        _local.loop = self
+        self._running = True
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            self._stopping = False
+            self._running = False
+            _local.loop = prev
+
+    def run_until_complete(self, aw: Awaitable[T]) -> T:
+        """Run until ``aw`` (a coroutine or Future) is done; return its result or raise."""
+        self._check_runnable()
+        if isinstance(aw, Future):
+            fut = aw
+        elif isinstance(aw, Coroutine):
+            fut = Task(aw, self)
+        else:
+            raise TypeError(
+                f"run_until_complete needs a coroutine or an actorq Future, not {type(aw).__name__}"
+            )
+        fut.add_done_callback(self._stop_cb)
+        try:
+            self.run_forever()
+        finally:
+            fut.remove_done_callback(self._stop_cb)
+        if not fut.done():
+            raise RuntimeError("the loop stopped before the awaitable completed")
+        return fut.result()
+
+    def _stop_cb(self, _fut: Future) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        """Finish the current turn, then return from ``run_forever``."""
+        self._stopping = True
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Detach every source and close the loop's own fds (not the sources' fds)."""
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("cannot close a running Loop; stop() it first")
+        for src in list(self._sources.values()):
+            self.remove_source(src)
+        self._closed = True
+        self._ready.clear()
+        self._timers.clear()
+        self._fds.clear()
+        self._ep.close()
+        os.close(self._wake_fd)
+
+    def set_exception_handler(self, handler: Callable[[BaseException, Any], None] | None) -> None:
+        """``handler(exc, what)`` is called when a callback raises (default: log it)."""
+        self._exception_handler = handler
+
+    def _callback_raised(self, exc: BaseException, what: Any) -> None:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
+        if self._exception_handler is not None:
+            self._exception_handler(exc, what)
+        else:
+            log.error("callback %r raised %s", what, type(exc).__name__, exc_info=exc)
+
+    def _slow_callback(self, d: float, what: Any) -> None:
+        if d > self._longest:
+            self._longest = d
+            self._longest_what = _describe(what)
+        if d > self._slow:
+            log.warning(
+                "callback %s held the loop for %.3f s (threshold %.3f s)",
+                _describe(what),
+                d,
+                self._slow,
+            )
+
+    def _run_once(self) -> None:
+        """One turn: poll, dispatch fd edges, move due timers, run what was ready."""
+        ready = self._ready
+        timers = self._timers
+        clock = self._clock
+        if ready or self._stopping:
+            timeout = 0.0
+        else:
+            if self._before_sleep:
+                for hook in tuple(self._before_sleep):
+                    hook()
+            if ready:
+                timeout = 0.0
+            elif timers:
+                timeout = timers[0][0] - clock()
+                if timeout < 0:
+                    timeout = 0.0
+            else:
+                timeout = -1.0
+        events = self._ep.poll(timeout, self._max_events)
+        self._turns += 1
+
+        floor = self._longest if self._longest < self._slow else self._slow
+        ncb = 0
+        t = t0 = clock()
+        if events:
+            fds = self._fds
+            for fd, ev in events:
+                e = fds.get(fd)
+                if e is None:
+                    continue  # removed earlier in this turn
+                e.count += 1
+                if ev & _READ_EVENTS:
+                    fn = e.reader
+                    if fn is not None:
+                        ncb += 1
+                        try:
+                            if fn(*e.rargs) is True:
+                                ready.append(Handle(_again, (self, fn, e.rargs), None, None))
+                        except BaseException as exc:
+                            self._callback_raised(exc, fn)
+                if ev & _WRITE_EVENTS:
+                    fn = e.writer
+                    if fn is not None and (fn is not e.reader or not ev & _READ_EVENTS):
+                        ncb += 1
+                        try:
+                            if fn(*e.wargs) is True:
+                                ready.append(Handle(_again, (self, fn, e.wargs), None, None))
+                        except BaseException as exc:
+                            self._callback_raised(exc, fn)
+                t2 = clock()
+                if t2 - t > floor:
+                    self._slow_callback(t2 - t, e.reader or e.writer)
+                    floor = self._longest if self._longest < self._slow else self._slow
+                t = t2
+
+        if timers:
+            now = t
+            while timers and timers[0][0] <= now:
+                h = heapq.heappop(timers)[2]
+                if h._cancelled:
+                    self._cancelled_timers -= 1
+                    continue
+                h._when = None  # fired: a late cancel() must not count it as a dead heap entry
+                ready.append(h)
+
+        n = len(ready)
+        ncb += n
+        popleft = ready.popleft
+        while n:
+            n -= 1
+            h = popleft()
+            if h._cancelled:
+                continue
+            try:
+                h._fn(*h._args)
+            except BaseException as exc:
+                self._callback_raised(exc, h)
+            t2 = clock()
+            if t2 - t > floor:
+                self._slow_callback(t2 - t, h)
+                floor = self._longest if self._longest < self._slow else self._slow
+            t = t2
+        self._callbacks += ncb
+        self._cb_time += t - t0
+
+    # --- statistics ----------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        """Counters since the loop was made.
+
+        ``events``: fd edges dispatched, per source kind (``fd``, ``timer``,
+        ``signal``, ``inotify``, ``netlink``, ``zmq``, ``eventfd``, ``condvar``,
+        ``wake``); ``callbacks``: callbacks run (fd callbacks and queued ones);
+        ``callback_time``: seconds spent in them; ``longest_callback`` and
+        ``longest_callback_what``; ``turns``; ``ready``, ``timers``, ``fds``:
+        what is queued/registered now.
+        """
+        events = collections.Counter(self._events_by_kind)
+        for e in self._fds.values():
+            if e.count:
+                events[e.kind] += e.count
+        return {
+            "events": dict(events),
+            "callbacks": self._callbacks,
+            "callback_time": self._cb_time,
+            "longest_callback": self._longest,
+            "longest_callback_what": self._longest_what,
+            "turns": self._turns,
+            "ready": len(self._ready),
+            "timers": len(self._timers) - self._cancelled_timers,
+            "fds": len(self._fds),
+        }
+
+
+def _describe(what: Any) -> str:
+    if isinstance(what, Handle):
+        what = what._fn
+        if what is _again or what is Task._step:
+            return repr(what)
+    return getattr(what, "__qualname__", None) or repr(what)
+
+
+# --- futures and tasks ---------------------------------------------------------
+_PENDING, _DONE, _CANCELLED = 0, 1, 2
+
+
+class Future:
+    """A result that a callback will provide; ``await fut`` waits for it."""
+
+    __slots__ = ("__weakref__", "_callbacks", "_exc", "_loop", "_result", "_state")
+
+    def __init__(self, loop: Loop | None = None) -> None:
+        self._loop = loop if loop is not None else current_loop()
+        self._state = _PENDING
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._callbacks: list[Callable[[Future], Any]] = []
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    def result(self) -> Any:
+        """The result; raises the exception it was given, ``Cancelled``, or
+        RuntimeError if it is not done yet."""
+        if self._state == _DONE:
+            if self._exc is not None:
+                raise self._exc
+            return self._result
+        if self._state == _CANCELLED:
+            raise self._exc if self._exc is not None else Cancelled()
+        raise RuntimeError("the Future is not done yet; await it or add_done_callback")
+
+    def exception(self) -> BaseException | None:
+        if self._state == _PENDING:
+            raise RuntimeError("the Future is not done yet")
+        return self._exc
+
+    def _finish(self) -> None:
+        cbs = self._callbacks
+        if cbs:
+            self._callbacks = []
+            ready = self._loop._ready
+            for cb in cbs:
+                ready.append(Handle(cb, (self,), None, None))
+
+    def set_result(self, result: Any) -> None:
+        if self._state != _PENDING:
+            raise RuntimeError(
+                f"the Future is already {'cancelled' if self._state == _CANCELLED else 'done'}"
+            )
+        self._result = result
+        self._state = _DONE
+        self._finish()
+
+    def set_exception(self, exc: BaseException) -> None:
+        if self._state != _PENDING:
+            raise RuntimeError(
+                f"the Future is already {'cancelled' if self._state == _CANCELLED else 'done'}"
+            )
+        if isinstance(exc, type):
+            exc = exc()
+        self._exc = exc
+        self._state = _DONE
+        self._finish()
+
+    def cancel(self, msg: str | None = None) -> bool:
+        """Cancel it; awaiting it then raises ``Cancelled``. False if already done."""
+        if self._state != _PENDING:
+            return False
+        self._exc = Cancelled(msg) if msg else Cancelled()
+        self._state = _CANCELLED
+        self._finish()
+        return True
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(fut)`` (soon, on the loop) once it is done."""
+        if self._state != _PENDING:
+            self._loop._ready.append(Handle(fn, (self,), None, None))
+        else:
+            self._callbacks.append(fn)
+
+    def remove_done_callback(self, fn: Callable[[Future], Any]) -> int:
+        n = len(self._callbacks)
+        self._callbacks = [cb for cb in self._callbacks if cb != fn]
+        return n - len(self._callbacks)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._state == _PENDING:
+            yield self
+        return self.result()
+
+    __iter__ = __await__
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "cancelled")[self._state]
+        return f"<{type(self).__name__} {state}>"
+
+
+class Task(Future):
+    """Drives a coroutine on the loop. ``cancel()`` throws ``Cancelled`` into it
+    at the ``await`` where it waits; its cleanup (``finally``) runs."""
+
+    __slots__ = ("_coro", "_must_cancel", "_waiting", "name")
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], loop: Loop | None = None, name: str | None = None
+    ) -> None:
+        if not isinstance(coro, Coroutine):
+            raise TypeError(
+                f"spawn needs a coroutine (call the async function), not {type(coro).__name__}"
+            )
+        super().__init__(loop)
+        self._coro = coro
+        self._waiting: Future | None = None
+        self._must_cancel = False
+        self.name = name or getattr(coro, "__qualname__", "task")
+        self._loop._ready.append(Handle(self._step, (None, None), None, None))
+
+    def cancel(self, msg: str | None = None) -> bool:
+        if self._state != _PENDING:
+            return False
+        w = self._waiting
+        if w is not None:
+            # Cancelling what we wait on wakes us with Cancelled (and cleans up a
+            # sleep's timer or a wait's fd registration through their finally).
+            if w.cancel(msg):
+                return True
+            w.remove_done_callback(self._wakeup)
+            self._waiting = None
+            self._loop._ready.append(Handle(self._step, (None, None), None, None))
+        self._must_cancel = True
+        return True
+
+    def _step(self, value: Any, exc: BaseException | None) -> None:
+        if self._state != _PENDING:
+            return
+        if self._must_cancel:
+            self._must_cancel = False
+            if not isinstance(exc, Cancelled):
+                exc = Cancelled()
+        prev = _local.loop
+        _local.loop = self._loop
+        try:
+            y = self._coro.send(value) if exc is None else self._coro.throw(exc)
+        except StopIteration as stop:
+            self._result = stop.value
+            self._state = _DONE
+            self._finish()
+        except Cancelled as c:
+            self._exc = c
+            self._state = _CANCELLED
+            self._finish()
+        except (KeyboardInterrupt, SystemExit) as e:
+            self._exc = e
+            self._state = _DONE
+            self._finish()
+            raise
+        except BaseException as e:
+            self._exc = e
+            self._state = _DONE
+            self._finish()
+        else:
+            if y is None:  # a bare yield: let others run, resume next turn
+                self._loop._ready.append(Handle(self._step, (None, None), None, None))
+            elif isinstance(y, Future):
+                if y._loop is not self._loop:
+                    self._loop._ready.append(
+                        Handle(
+                            self._step,
+                            (None, RuntimeError(f"{y!r} belongs to another Loop")),
+                            None,
+                            None,
+                        )
+                    )
+                else:
+                    self._waiting = y
+                    if y._state != _PENDING:
+                        self._loop._ready.append(Handle(self._wakeup, (y,), None, None))
+                    else:
+                        y._callbacks.append(self._wakeup)
+            else:
+                err = RuntimeError(
+                    f"a coroutine on the actorq loop yielded {y!r}; await actorq awaitables "
+                    "(sleep, wait_readable, Future...), not asyncio ones"
+                )
+                self._loop._ready.append(Handle(self._step, (None, err), None, None))
+        finally:
+            _local.loop = prev
+
+    def _wakeup(self, fut: Future) -> None:
+        if self._waiting is not fut:
+            return
+        self._waiting = None
+        if fut._state == _DONE and fut._exc is None:
+            self._step(fut._result, None)
+        else:
+            self._step(None, fut._exc if fut._exc is not None else Cancelled())
+
+    def __repr__(self) -> str:
+        state = ("pending", "done", "cancelled")[self._state]
+        return f"<Task {self.name} {state}>"
+
+
+class _Yield:
+    """Awaitable that gives the loop one turn."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield None
+
+
+def _resolve(fut: Future, value: Any) -> None:
+    if fut._state == _PENDING:
+        fut.set_result(value)
+
+
+async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment]
+    """Wait ``delay`` seconds (0: just let the other ready work run first)."""
+    if delay <= 0:
+        await _Yield()
+        return result
+    loop = current_loop()
+    fut = Future(loop)
+    h = loop.call_later(delay, _resolve, fut, result)
+    try:
+        return await fut
+    finally:
+        h.cancel()
+
+
+async def _wait_fd(fd: Any, writable: bool) -> None:
+    loop = current_loop()
+    fdn = loop._fd_of(fd)
+    e = loop._fds.get(fdn)
+    if e is not None and (e.source is not None or (e.writer if writable else e.reader) is not None):
+        raise RuntimeError(
+            f"fd {fdn} already has a {'writer' if writable else 'reader'} on this loop; "
+            "one waiter per fd and direction"
+        )
+    fut = Future(loop)
+    if writable:
+        loop.add_writer(fdn, _resolve, fut, None)
+    else:
+        loop.add_reader(fdn, _resolve, fut, None)
+    try:
+        await fut
+    finally:
+        if writable:
+            loop.remove_writer(fdn)
+        else:
+            loop.remove_reader(fdn)
+
+
+def wait_readable(fd: Any) -> Coroutine[Any, Any, None]:
+    """Wait until ``fd`` is readable (a one-shot registration: readiness that
+    is already there when you call it is reported at once)."""
+    return _wait_fd(fd, False)
+
+
+def wait_writable(fd: Any) -> Coroutine[Any, Any, None]:
+    """Wait until ``fd`` is writable."""
+    return _wait_fd(fd, True)
+
+
+async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
+    """Await ``aw`` for at most ``timeout`` seconds; on timeout it is cancelled
+    (its cleanup runs to the end) and ``TimeoutError`` is raised."""
+    loop = current_loop()
+    if isinstance(aw, Future):
+        inner = aw
+    elif isinstance(aw, Coroutine):
+        inner = Task(aw, loop)
+    else:
+        raise TypeError(f"wait_for needs a coroutine or an actorq Future, not {type(aw).__name__}")
+    if timeout is None:
+        return await inner
+    timed_out = False
+
+    def expire() -> None:
+        nonlocal timed_out
+        if not inner.done():
+            timed_out = True
+            inner.cancel()
+
+    h = loop.call_later(timeout, expire) if timeout > 0 else None
+    if h is None:
+        expire()
+    waiter = Future(loop)
+    inner.add_done_callback(lambda f: _resolve(waiter, None))
+    try:
+        await waiter
+    except Cancelled:
+        # We were cancelled ourselves: pass it on and wait for the inner cleanup.
+        if h is not None:
+            h.cancel()
+        inner.cancel()
+        raise
+    finally:
+        if h is not None:
+            h.cancel()
+    if timed_out and inner.cancelled():
+        raise TimeoutError(f"timed out after {timeout} s")
+    return inner.result()
