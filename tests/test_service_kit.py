@@ -1,0 +1,108 @@
+"""The service kit in runtime/: the example config is what the runtime's own
+loader accepts and documents every option; the systemd unit stops, limits and
+pins the service the way the runtime expects."""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOML = ROOT / "runtime" / "actorq.toml"
+UNIT = ROOT / "runtime" / "actorq@.service"
+
+
+def unit() -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
+    cp.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    cp.read(UNIT)
+    return cp
+
+
+def cpu_list(text: str) -> set[int]:
+    out: set[int] = set()
+    for part in text.replace(" ", ",").split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            out.update(range(int(lo), int(hi) + 1))
+        elif part:
+            out.add(int(part))
+    return out
+
+
+def test_example_config_loads_with_the_runtime_loader() -> None:
+    config = pytest.importorskip("actorq.config")
+    cfg = config.load_config(TOML)
+    assert cfg.workers == 2
+    assert cfg.cpus == (0, 1)
+    assert cfg.restart in ("on-crash", "never")
+    # The same text under [tool.actorq] of a pyproject.toml reads the same.
+    assert cfg.stop_timeout > 0
+
+
+def test_example_config_documents_every_option() -> None:
+    config = pytest.importorskip("actorq.config")
+    known = {f.name for f in dataclasses.fields(config.Config)} - {"source"}
+    lines = TOML.read_text().splitlines()
+    keys = [(i, ln.split("=", 1)[0].strip()) for i, ln in enumerate(lines)
+            if re.match(r"^[a-z_]+\s*=", ln)]
+    assert {k for _, k in keys} == known, "runtime/actorq.toml must set every option once"
+    for i, key in keys:
+        assert lines[i - 1].startswith("#"), f"option {key!r} has no comment above it"
+
+
+def test_example_config_typo_is_refused_by_name(tmp_path: Path) -> None:
+    config = pytest.importorskip("actorq.config")
+    errors = pytest.importorskip("actorq.errors")
+    bad = tmp_path / "actorq.toml"
+    bad.write_text(TOML.read_text().replace("workers = 2", "wokers = 2"))
+    with pytest.raises(errors.ConfigError, match="wokers"):
+        config.load_config(bad)
+
+
+def test_unit_stops_with_the_signal_the_runtime_handles() -> None:
+    svc = unit()["Service"]
+    assert svc["KillSignal"] == "SIGTERM"
+    # SIGTERM to the supervisor only; it stops its workers itself.
+    assert svc["KillMode"] == "mixed"
+    assert svc["ExecStart"].split()[1] == "run"
+    config = pytest.importorskip("actorq.config")
+    stop_timeout = config.load_config(TOML).stop_timeout
+    assert float(svc["TimeoutStopSec"]) > stop_timeout, (
+        "TimeoutStopSec must leave the runtime its stop_timeout before systemd SIGKILLs"
+    )
+
+
+def test_unit_limits_pinning_and_restart() -> None:
+    cp = unit()
+    svc = cp["Service"]
+    assert int(svc["LimitNOFILE"]) >= 65536
+    assert svc["Restart"] in ("on-failure", "always", "on-abnormal")
+    assert svc["NUMAPolicy"] in ("bind", "preferred", "interleave", "local", "default")
+    assert cpu_list(svc["CPUAffinity"])
+    assert "StartLimitBurst" in cp["Unit"]  # belongs in [Unit], where systemd reads it
+    config = pytest.importorskip("actorq.config")
+    cfg = config.load_config(TOML)
+    assert set(cfg.cpus) <= cpu_list(svc["CPUAffinity"]), "actorq.toml cpus outside CPUAffinity"
+    assert cfg.runtime_dir == "/run/" + svc["RuntimeDirectory"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify wants the ExecStart binary to exist: point it at this interpreter's actorq.
+    exe = Path(sys.executable).with_name("actorq")
+    text = UNIT.read_text().replace("/opt/actorq/venv/bin/actorq", str(exe))
+    target = tmp_path / "actorq@kit.service"
+    target.write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", str(target)], capture_output=True,
+                          text=True, timeout=60)
+    complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                  if str(target) in ln or "actorq@kit" in ln]
+    assert not complaints, "\n".join(complaints)
