@@ -42,22 +42,25 @@ def test_call_soon_runs_in_order_and_cancel_skips(loop):
     assert out == [1, 3]
 
 
-def test_call_soon_from_a_callback_runs_on_a_later_turn(loop):
-    turns = []
+def test_call_soon_chain_runs_after_queued_work_and_io_is_polled(loop):
+    """A callback's call_soon runs after what was already queued; a long chain
+    still lets the loop poll (turn budget)."""
+    order = []
+    polled_turns = []
 
-    def first():
-        turns.append(("first", loop.statistics()["turns"]))
-        loop.call_soon(second)
+    def link(i):
+        order.append(i)
+        if i < 1000:
+            loop.call_soon(link, i + 1)
+        else:
+            loop.stop()
 
-    def second():
-        turns.append(("second", loop.statistics()["turns"]))
-        loop.stop()
-
-    loop.call_soon(first)
+    loop.call_soon(link, 0)
+    loop.call_soon(order.append, "queued")
+    loop.call_soon(lambda: polled_turns.append(loop.statistics()["turns"]))
     loop.run_forever()
-    assert turns[0][0] == "first"
-    assert turns[1][0] == "second"
-    assert turns[1][1] > turns[0][1]
+    assert order[:3] == [0, "queued", 1]
+    assert loop.statistics()["turns"] > 1000 // 128
 
 
 def test_zero_delay_timer_goes_to_ready_queue(loop):

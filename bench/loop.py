@@ -1,0 +1,221 @@
+"""Loop overhead per event: actorq's loop against asyncio's default loop and uvloop.
+
+Three workloads, every contender measured in the same run, interleaved
+repetition by repetition (the VM's speed drifts, so only ratios within a run
+mean anything), all in this one process pinned to one CPU:
+
+- ``echo``: a 64-byte message bounced over a socketpair, both ends served by
+  reader callbacks on the same loop (``add_reader`` everywhere: raw loop
+  overhead, no transports). ``msgs_per_s`` = round trips/s; p50/p99 are the
+  round trip times.
+- ``call_soon``: schedule N callbacks, run them all; callbacks/s.
+- ``call_soon_chain``: N callbacks, each scheduling the next with
+  ``call_soon`` (one in flight: the loop's per-turn cost shows); callbacks/s.
+- ``timer0``: N ``call_later(0, ...)``; callbacks/s.
+- ``timer``: N ``call_later(d, ...)`` with distinct positive delays spread
+  over 1 ms (far less than the time to run them, so this is heap cost, not
+  waiting); callbacks/s.
+
+``python -m bench loop [--json] [--reps 9] [--workload echo ...] [--cpu N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from bench._common import Result, emit, machine_info, median_spread, percentile, pin
+
+CONTENDERS = ("actorq-loop", "asyncio", "uvloop")
+WORKLOADS = ("echo", "call_soon", "call_soon_chain", "timer0", "timer")
+
+
+class _Adapter:
+    """The handful of loop operations the workloads need, for each contender."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if name == "actorq-loop":
+            from actorq.loop import Loop
+
+            self.loop: Any = Loop()
+        elif name == "asyncio":
+            self.loop = asyncio.SelectorEventLoop()
+        else:
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def _echo(ad: _Adapter, n: int) -> tuple[float, list[float]]:
+    loop = ad.loop
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    msg = b"x" * 64
+    rtts: list[float] = []
+    clock = time.perf_counter
+    state = {"n": 0, "t": 0.0}
+    arecv, asend, brecv, bsend = a.recv, a.send, b.recv, b.send
+
+    def server() -> None:
+        data = brecv(4096)  # < 4096 bytes back: drained (the essay's stream rule)
+        bsend(data)
+
+    def client() -> None:
+        arecv(4096)
+        now = clock()
+        rtts.append(now - state["t"])
+        state["n"] += 1
+        if state["n"] >= n:
+            loop.stop()
+            return
+        state["t"] = now
+        asend(msg)
+
+    loop.add_reader(b.fileno(), server)
+    loop.add_reader(a.fileno(), client)
+    start = clock()
+    state["t"] = start
+    asend(msg)
+    loop.run_forever()
+    took = clock() - start
+    loop.remove_reader(a.fileno())
+    loop.remove_reader(b.fileno())
+    a.close()
+    b.close()
+    return n / took, rtts
+
+
+def _storm(ad: _Adapter, n: int, schedule: Callable[[Any, Callable[[], None], int], None]) -> float:
+    loop = ad.loop
+    left = [n]
+
+    def cb() -> None:
+        left[0] -= 1
+        if not left[0]:
+            loop.stop()
+
+    start = time.perf_counter()
+    for i in range(n):
+        schedule(loop, cb, i)
+    loop.run_forever()
+    return n / (time.perf_counter() - start)
+
+
+def _chain(ad: _Adapter, n: int) -> float:
+    loop = ad.loop
+    left = [n]
+
+    def cb() -> None:
+        left[0] -= 1
+        if left[0]:
+            loop.call_soon(cb)
+        else:
+            loop.stop()
+
+    start = time.perf_counter()
+    loop.call_soon(cb)
+    loop.run_forever()
+    return n / (time.perf_counter() - start)
+
+
+def _call_soon(loop: Any, cb: Callable[[], None], i: int) -> None:
+    loop.call_soon(cb)
+
+
+def _timer0(loop: Any, cb: Callable[[], None], i: int) -> None:
+    loop.call_later(0, cb)
+
+
+def _make_timer(n: int) -> Callable[[Any, Callable[[], None], int], None]:
+    # Distinct positive delays over 1 ms, in a scrambled order (so the heap works).
+    step = 0.001 / n
+
+    def sched(loop: Any, cb: Callable[[], None], i: int) -> None:
+        loop.call_later(step * (1 + (i * 7919) % n), cb)
+
+    return sched
+
+
+def run(workloads: list[str], reps: int, n_echo: int, n_storm: int) -> dict[str, list[Result]]:
+    out: dict[str, list[Result]] = {}
+    for w in workloads:
+        rates: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+        rtts: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+        for _ in range(reps):
+            for c in CONTENDERS:
+                ad = _Adapter(c)
+                gc.collect()
+                gc.disable()
+                try:
+                    if w == "echo":
+                        r, t = _echo(ad, n_echo)
+                        rtts[c].extend(t)
+                    elif w == "call_soon":
+                        r = _storm(ad, n_storm, _call_soon)
+                    elif w == "call_soon_chain":
+                        r = _chain(ad, n_storm)
+                    elif w == "timer0":
+                        r = _storm(ad, n_storm, _timer0)
+                    else:
+                        r = _storm(ad, n_storm, _make_timer(n_storm))
+                finally:
+                    gc.enable()
+                    ad.close()
+                rates[c].append(r)
+        results = []
+        for c in CONTENDERS:
+            med, spread = median_spread(rates[c])
+            p50 = p99 = None
+            if rtts[c]:
+                s = sorted(rtts[c])
+                p50, p99 = percentile(s, 50) * 1e6, percentile(s, 99) * 1e6
+            results.append(Result(c, 64 if w == "echo" else None, med, p50, p99, spread))
+        out[w] = results
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench loop", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--json", action="store_true", help="JSON records, one per contender and workload"
+    )
+    p.add_argument("--reps", type=int, default=9, help="repetitions per contender (median)")
+    p.add_argument("--workload", action="append", choices=WORKLOADS, help="repeat to pick several")
+    p.add_argument("--echo-n", type=int, default=20000, help="round trips per echo repetition")
+    p.add_argument("--storm-n", type=int, default=100000, help="callbacks per storm repetition")
+    p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last one)")
+    args = p.parse_args(argv)
+    import os
+
+    pin(args.cpu if args.cpu is not None else max(os.sched_getaffinity(0)))
+    results = run(args.workload or list(WORKLOADS), args.reps, args.echo_n, args.storm_n)
+    if args.json:
+        records = []
+        for w, rs in results.items():
+            for r in rs:
+                records.append({"workload": w, **asdict(r)})
+        print(json.dumps(records, indent=1))
+        return 0
+    info = machine_info()
+    print(
+        f"# {info['cpu_model']}, {info['cpus']} CPUs, "
+        f"Python {info['python']}, kernel {info['kernel']}"
+    )
+    for w, rs in results.items():
+        emit(rs, False, title=f"\n== {w} ==")
+        base = next(r for r in rs if r.contender == "asyncio").msgs_per_s or 1.0
+        ratios = (f"{r.contender} {(r.msgs_per_s or 0) / base:.2f}x" for r in rs)
+        print("ratio to asyncio: " + ", ".join(ratios))
+    return 0
