@@ -1,0 +1,199 @@
+"""Join the benchmark matrix's results into one Markdown table and one plot.
+
+    python -m bench report [--results bench/results] [--markdown PATH] [--png PATH]
+
+Reads every ``*.json`` under ``--results`` (the cells ``python -m bench
+matrix`` writes; a bare ``--json`` list from any benchmark works too, with
+its factors unknown), prints a Markdown table and writes it to
+``REPORT.md`` beside a grouped bar chart ``matrix.png`` (matplotlib, the
+``bench`` extra; without it the table is still written and the plot is
+skipped with a message).
+
+Rows are grouped by benchmark, factors and case (a benchmark may measure
+several cases per cell, such as the kv benchmark's ``SET -P 16``). In each
+group the contender whose name starts with ``actorq`` is the reference, and
+every peer gets ``actorq ÷ peer``: above 1 actorq moves more messages per
+second, below 1 the peer does. Cells that failed or were skipped are listed
+under the table with the reason, so a missing number is never silent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(results_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Flattened rows (one per contender and case) and (cell, note) for cells without rows."""
+    rows: list[dict[str, Any]] = []
+    notes: list[tuple[str, str]] = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            notes.append((path.name, f"unreadable: {exc}"))
+            continue
+        if isinstance(data, list):
+            data = {"benchmark": path.stem, "factors": {}, "results": data}
+        if not isinstance(data, dict):
+            notes.append((path.name, "not a results file"))
+            continue
+        if data.get("skipped"):
+            notes.append((path.stem, "skipped: " + str(data["skipped"])))
+            continue
+        if data.get("error"):
+            notes.append((path.stem, "error: " + str(data["error"])))
+        factors = data.get("factors") or {}
+        applied = data.get("applied")
+        for r in data.get("results") or []:
+            if not isinstance(r, dict) or "contender" not in r:
+                continue
+            rows.append({
+                "benchmark": data.get("benchmark", path.stem),
+                "payload": r.get("payload", factors.get("payload")),
+                "workers": factors.get("workers") if applied is None or "workers" in applied
+                else None,
+                "placement": factors.get("placement")
+                if applied is None or "placement" in applied else None,
+                "case": r.get("case", ""),
+                "contender": r["contender"],
+                "msgs_per_s": r.get("msgs_per_s"),
+                "rtt_p50_us": r.get("rtt_p50_us"),
+                "rtt_p99_us": r.get("rtt_p99_us"),
+                "spread": r.get("spread"),
+                "machine": data.get("machine", {}),
+                "file": path.name,
+            })
+    return rows, notes
+
+
+def group_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["benchmark"], r["payload"] or 0, str(r["workers"] or ""), r["placement"] or "",
+            r["case"])
+
+
+def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row gains ``ratio`` = actorq's rate ÷ this row's rate (None for actorq itself)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[group_key(r)].append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
+        members = groups[key]
+        ref = next((m for m in members if str(m["contender"]).startswith("actorq")), None)
+        members.sort(key=lambda m: (m is not ref, str(m["contender"])))
+        for m in members:
+            rate, base = m["msgs_per_s"], (ref or {}).get("msgs_per_s")
+            m["ratio"] = base / rate if ref is not None and m is not ref and rate and base else None
+            out.append(m)
+    return out
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(rows: list[dict[str, Any]], notes: list[tuple[str, str]]) -> str:
+    lines = [
+        "| benchmark | payload | workers | placement | case | contender | msgs/s | actorq ÷ peer "
+        "| p50 µs | p99 µs | spread |",
+        "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['benchmark']} | {_fmt(r['payload'], 'd')} | {r['workers'] or '–'} "
+            f"| {r['placement'] or '–'} | {r['case'] or '–'} | {r['contender']} "
+            f"| {_fmt(r['msgs_per_s'], ',.0f')} | {_fmt(r['ratio'], '.2f')} "
+            f"| {_fmt(r['rtt_p50_us'], '.1f')} | {_fmt(r['rtt_p99_us'], '.1f')} "
+            f"| {_fmt(r['spread'], '.2f')} |"
+        )
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in rows if r["machine"]}
+    if machines:
+        lines.append("")
+        for m in sorted(machines):
+            d = json.loads(m)
+            lines.append(f"Machine: {d.get('cpu_model')}, {d.get('cpus')} CPUs, "
+                         f"Python {d.get('python')}, kernel {d.get('kernel')}.")
+    if notes:
+        lines.append("")
+        lines.append("Cells without numbers:")
+        lines += [f"- `{cell}`: {why}" for cell, why in notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], png: Path) -> str | None:
+    """A grouped bar chart per benchmark (log scale); returns why not, if it could not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]'); no plot"
+    benches = sorted({r["benchmark"] for r in rows if r["msgs_per_s"]})
+    if not benches:
+        return "no rates to plot"
+    fig, axes = plt.subplots(len(benches), 1, figsize=(12, 3.6 * len(benches)), squeeze=False)
+    for ax, bench in zip(axes[:, 0], benches, strict=True):
+        sub = [r for r in rows if r["benchmark"] == bench and r["msgs_per_s"]]
+        cells = sorted({group_key(r)[1:] for r in sub}, key=lambda k: tuple(str(x) for x in k))
+        contenders = sorted({r["contender"] for r in sub},
+                            key=lambda c: (not str(c).startswith("actorq"), c))
+        width = 0.8 / len(contenders)
+        for j, c in enumerate(contenders):
+            xs, ys = [], []
+            for i, cell in enumerate(cells):
+                for r in sub:
+                    if r["contender"] == c and group_key(r)[1:] == cell:
+                        xs.append(i + j * width)
+                        ys.append(r["msgs_per_s"])
+            ax.bar(xs, ys, width, label=c)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))])
+        ax.set_xticklabels(
+            ["\n".join(str(x) for x in (f"{p} B", f"w{w}" if w else "", pl, case) if x)
+             for p, w, pl, case in cells], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("msgs/s (log)")
+        ax.set_title(f"{bench}: actorq beside its peers")
+        ax.legend(fontsize=7, ncols=min(4, len(contenders)))
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench report", description=__doc__.split("\n")[0])
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--markdown", default=None, help="default: RESULTS_DIR/REPORT.md")
+    ap.add_argument("--png", default=None, help="default: RESULTS_DIR/matrix.png")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    if not results.is_dir():
+        print(f"bench report: {results} does not exist; run `tox -m bench` or "
+              "`python -m bench matrix ...` first", file=sys.stderr)
+        return 2
+    rows, notes = load(results)
+    if not rows and not notes:
+        print(f"bench report: no *.json results in {results}", file=sys.stderr)
+        return 2
+    text = markdown(with_ratios(rows), notes)
+    md = Path(args.markdown) if args.markdown else results / "REPORT.md"
+    md.write_text(text)
+    print(text)
+    why = plot(rows, Path(args.png) if args.png else results / "matrix.png")
+    print(f"bench report: wrote {md}" + (f"; {why}" if why else
+                                         f" and {args.png or results / 'matrix.png'}"),
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
