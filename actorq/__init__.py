@@ -13,6 +13,7 @@ from .errors import ActorqTopologyError as ActorqTopologyError
 from .errors import Cancelled as Cancelled
 from .errors import ConfigError as ConfigError
 from .errors import PayloadTooLarge as PayloadTooLarge
+from .errors import PlacementError as PlacementError
 from .errors import RemoteError as RemoteError
 from .errors import RingCorrupt as RingCorrupt
 from .errors import RingFull as RingFull

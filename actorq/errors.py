@@ -71,3 +71,8 @@ class RemoteError(ActorError):
 
 class ConfigError(ActorqError, ValueError):
     """A configuration file or option is malformed; the message names it."""
+
+
+# --- placement ----------------------------------------------------------------
+class PlacementError(ActorqError, ValueError):
+    """An actor cannot be placed as asked (a pin outside the CPUs, bad hints); see the message."""
