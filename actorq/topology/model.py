@@ -141,6 +141,7 @@ class Machine:
     warnings: tuple[str, ...] = ()
     # System-wide huge page pools: page size in bytes -> nr_hugepages.
     hugepages: dict[int, int] = field(default_factory=dict)
+    memory_total: int | None = None  # bytes, /proc/meminfo MemTotal (all nodes)
 
     @property
     def online_cpus(self) -> frozenset[int]:

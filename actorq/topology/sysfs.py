@@ -32,6 +32,8 @@ What sysfs says and how it lies (all seen in real snapshots):
   ``cpuset.cpus.effective``; cgroup v1 prefers ``cpuset.effective_cpus`` (what
   the kernel enforces) over ``cpuset.cpus`` (what was asked for; hwloc reads
   this one); the legacy cpuset filesystem has ``cpus``/``mems``.
+* The base page size of a snapshot comes from ``proc/hwloc-nofile-info``
+  (written by hwloc-gather-topology); without it, 4096 is assumed.
 
 Bad input: a root without ``sys/devices/system/cpu`` or a file that does not
 parse raises :class:`ActorqTopologyError` naming the file and what was
@@ -314,8 +316,8 @@ class _Discovery:
             raw[i] = info
             if not f.isdir(t):
                 self.warn.append(
-                    f"{f.path(t)}: missing for online CPU {i}; "
-                    "treated as a core and a package of its own"
+                    f"{f.path(t)}: missing for online CPU {i}; treated as a core of its own, "
+                    "in the package other CPUs' masks put it in (else a package of its own)"
                 )
                 core_uf.union_all([i])
                 pkg_uf.union_all([i])
@@ -407,7 +409,9 @@ class _Discovery:
             )
 
         hugepages = self._hugepages("sys/kernel/mm/hugepages")
-        base = self.live.page_size() or self._snapshot_page_size() or 4096
+        base = (
+            (self.live.page_size() if self.is_live else None) or self._snapshot_page_size() or 4096
+        )
         for n, node in list(nodes.items()):
             nodes[n] = replace(node, page_sizes={base: -1, **node.page_sizes})
         devices = self._devices()
@@ -425,7 +429,15 @@ class _Discovery:
             numa_source=numa_source,
             warnings=tuple(self.warn),
             hugepages=hugepages,
+            memory_total=self._meminfo_total(),
         )
+
+    def _meminfo_total(self) -> int | None:
+        for line in (self.f.read("proc/meminfo") or "").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "MemTotal:" and parts[1].isdigit():
+                return int(parts[1]) * 1024
+        return None
 
     # ---- caches ------------------------------------------------------------
     def _caches(
@@ -623,19 +635,35 @@ class _Discovery:
 
     # ---- processor types -----------------------------------------------------
     def _cpuinfo(self) -> dict[int, dict[str, str]]:
+        """processor number -> its fields (lower-cased keys).
+
+        Old ARM kernels print shared fields (``Features``, ``CPU part``) in a
+        block of their own and the model as ``Processor : ARMv7 ...``; those
+        are merged into every CPU.
+        """
         text = self.f.read("proc/cpuinfo")
         out: dict[int, dict[str, str]] = {}
+        common: dict[str, str] = {}
         if not text:
             return out
         for block in text.split("\n\n"):
             fields: dict[str, str] = {}
             for line in block.splitlines():
                 key, sep, value = line.partition(":")
-                if sep:
-                    fields.setdefault(key.strip().lower(), value.strip())
+                if not sep:
+                    continue
+                key = key.strip()
+                name = "model name" if key == "Processor" else key.lower()
+                fields.setdefault(name, value.strip())
             proc = fields.get("processor", "")
             if proc.isdigit():
                 out[int(proc)] = fields
+            else:
+                common.update(fields)
+        if common:
+            for fields in out.values():
+                for k, v in common.items():
+                    fields.setdefault(k, v)
         return out
 
     def _types(
@@ -672,8 +700,12 @@ class _Discovery:
                 for c in cpu_caches.get(i, ())
                 if caches[c].level <= 2
             )
-            vendor = fi.get("vendor_id") or fi.get("cpu implementer") or first.get("vendor_id")
+            vendor = fi.get("vendor_id") or first.get("vendor_id")
             model_name = fi.get("model name") or fi.get("cpu") or first.get("model name")
+            if "cpu implementer" in fi:  # ARM: no names in cpuinfo, only MIDR fields
+                impl, part = fi["cpu implementer"].lower(), fi.get("cpu part", "?").lower()
+                vendor = _ARM_IMPLEMENTERS.get(impl, f"implementer {impl}")
+                model_name = model_name or _ARM_PARTS.get((impl, part), f"{vendor} part {part}")
             key = (
                 vendor,
                 model_name,
@@ -885,6 +917,12 @@ class _Discovery:
         addr = os.path.basename(link)
         target = self.f.link_target(rel)
         if target is not None and self.f.isdir(target):
+            # virtio and similar sit under their PCI function: use the nearest PCI ancestor.
+            up = target
+            while up and up != "." and not _PCI.fullmatch(os.path.basename(up)):
+                up = os.path.dirname(up)
+            if up and up != ".":
+                return up, os.path.basename(up)
             return target, addr
         # Snapshots sometimes copy class/net/X as a directory, so its relative
         # ``device`` link no longer resolves; find the PCI function by name.
@@ -919,5 +957,31 @@ class _Discovery:
             irq_affinity=irqs,
         )
 
+
+# MIDR implementer and part numbers for the ARM machines we have seen (names from
+# the vendors' reference manuals); unknown ones are printed as numbers.
+_ARM_IMPLEMENTERS = {
+    "0x41": "ARM",
+    "0x42": "Broadcom",
+    "0x48": "HiSilicon",
+    "0x4e": "NVIDIA",
+    "0x51": "Qualcomm",
+    "0x61": "Apple",
+    "0xc0": "Ampere",
+}
+_ARM_PARTS = {
+    ("0x41", "0xc09"): "Cortex-A9",
+    ("0x41", "0xc07"): "Cortex-A7",
+    ("0x41", "0xc0f"): "Cortex-A15",
+    ("0x41", "0xd03"): "Cortex-A53",
+    ("0x41", "0xd08"): "Cortex-A72",
+    ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd40"): "Neoverse-V1",
+    ("0x41", "0xd49"): "Neoverse-N2",
+    ("0x41", "0xd4f"): "Neoverse-V2",
+    ("0x41", "0xd85"): "Cortex-X925",
+    ("0x41", "0xd87"): "Cortex-A725",
+    ("0x48", "0xd01"): "Kunpeng 920 (TaiShan v110)",
+}
 
 _PCI = re.compile(r"[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")

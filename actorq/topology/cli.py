@@ -1,0 +1,45 @@
+"""``actorq topology [--root DIR] [--json] [--all]``: print the machine and its universe."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        default=None,
+        help="read sysfs/proc under DIR instead of / (default: $ACTORQ_FSROOT or /)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (schema in actorq.topology.render)"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="build the universe over every online CPU, not only those this process may use",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ..errors import ActorqTopologyError
+    from . import build_universe, discover
+    from .render import to_json, to_text
+
+    view = "all" if args.all else "allowed"
+    try:
+        machine = discover(args.root)
+        universe = build_universe(machine, view)
+    except ActorqTopologyError as exc:
+        print(f"actorq topology: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(to_json(machine, universe, view), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(to_text(machine, universe, view))
+    return 0
