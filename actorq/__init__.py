@@ -5,6 +5,15 @@ Public API only; everything is re-exported from the modules that own it.
 
 from __future__ import annotations
 
+from ._api import ActorRef as ActorRef
+from ._api import Runtime as Runtime
+from ._api import actor as actor
+from ._api import current_loop as current_loop
+from ._api import run as run
+from ._api import runtime as runtime
+from ._api import self_ref as self_ref
+from ._api import sleep as sleep
+from .client import connect as connect
 from .errors import ActorDied as ActorDied
 from .errors import ActorError as ActorError
 from .errors import ActorNotFound as ActorNotFound
@@ -12,6 +21,7 @@ from .errors import ActorqError as ActorqError
 from .errors import ActorqTopologyError as ActorqTopologyError
 from .errors import Cancelled as Cancelled
 from .errors import ConfigError as ConfigError
+from .errors import Overloaded as Overloaded
 from .errors import PayloadTooLarge as PayloadTooLarge
 from .errors import PlacementError as PlacementError
 from .errors import RemoteError as RemoteError

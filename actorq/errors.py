@@ -73,6 +73,10 @@ class ConfigError(ActorqError, ValueError):
     """A configuration file or option is malformed; the message names it."""
 
 
+class Overloaded(ActorError):
+    """The actor's mailbox is full (its ``mailbox=`` bound); retry later or slow down."""
+
+
 # --- placement ----------------------------------------------------------------
 class PlacementError(ActorqError, ValueError):
     """An actor cannot be placed as asked (a pin outside the CPUs, bad hints); see the message."""

@@ -1,0 +1,204 @@
+"""Outside processes talking to a runtime: ``actorq.connect(address)``.
+
+A forked web worker, a cron script or a REPL is not a node of the mesh; it
+connects a ZeroMQ DEALER to the supervisor's control socket and sends
+lookup/ask/tell/stop requests there, and the supervisor forwards them to the
+actors over its own channels. That costs a hop through the supervisor, which
+is the price of needing nothing but the address (the runtime directory, or
+``ipc://<dir>/control``, which ``rt.address`` gives and the log prints).
+
+Two forms:
+
+    client = actorq.connect(address)                 # blocking
+    hits = client.lookup("hits")
+    hits.add(5)                 # -> 15 (waits for the reply)
+    hits.add.tell(1)
+
+    client = actorq.connect(address, asyncio=True)   # for asyncio programs
+    hits = await client.lookup("hits")
+    await hits.add(5)
+
+Refs a client receives (from lookup, or inside replies) are bound to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import zmq
+
+from . import _codec
+from ._api import ActorRef
+from .control import decode, encode, error_from, normalize_address
+
+
+class _Base:
+    def __init__(self, address: str | os.PathLike[str], timeout: float | None) -> None:
+        self.address = normalize_address(address)
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+
+    def _ref(self, body: dict[str, Any], name: str | None) -> ActorRef:
+        return ActorRef(body["id"], body["cls"], name, via=self)
+
+    def _ext(self, code: int, data: bytes) -> Any:
+        if code == _codec.EXT_ACTOR_REF:
+            aid, cls, name = _codec.unpack(data)
+            return ActorRef(aid, cls, name, via=self)
+        return _codec._ext_hook(code, data)
+
+    def _body(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+        body = {"id": ref.id, "method": method, "args": list(args), "kwargs": kwargs}
+        try:
+            _codec.pack(body)
+        except (TypeError, OverflowError, ValueError):
+            raise _codec.explain_unsendable(
+                f"{ref!r}.{method}", args, kwargs, ref.method_fn(method)
+            ) from None
+        return body
+
+
+class Client(_Base):
+    """Blocking client (see the module docstring). Not thread-safe: one per thread."""
+
+    def __init__(self, address: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
+        super().__init__(address, timeout)
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.address)
+
+    def _call(self, op: str, body: Any) -> Any:
+        req = next(self._ids)
+        self._sock.send(encode(op, req, body))
+        deadline = None if self.timeout is None else self.timeout * 1000
+        while True:
+            if not self._sock.poll(deadline):
+                raise TimeoutError(
+                    f"no answer from the runtime at {self.address} within {self.timeout} s "
+                    "(is it running?)"
+                )
+            frame = self._sock.recv()
+            rop, rreq, rbody = decode_with(frame, self._ext)
+            if rreq != req:
+                continue  # a late answer to an earlier request that timed out
+            if rop == "ok":
+                return rbody
+            raise error_from(rbody)
+
+    def lookup(self, name: str) -> ActorRef:
+        return self._ref(self._call("lookup", {"name": name}), name)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("stats", {})
+
+    def ping(self) -> dict[str, Any]:
+        return self._call("ping", {})
+
+    def shutdown(self) -> None:
+        self._call("shutdown", {})
+
+    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
+        return self._call("ask", self._body(ref, method, args, kwargs))
+
+    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+        self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
+
+    def _stop(self, ref: ActorRef) -> None:
+        return self._call("stop", {"id": ref.id})
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """asyncio client: every call is a coroutine; many may be in flight at once."""
+
+    def __init__(self, address: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
+        import zmq.asyncio
+
+        super().__init__(address, timeout)
+        self._ctx = zmq.asyncio.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.address)
+        self._waiting: dict[int, Any] = {}
+        self._reader: Any = None
+
+    async def _read_loop(self) -> None:
+        while self._waiting:
+            frame = await self._sock.recv()
+            rop, rreq, rbody = decode_with(frame, self._ext)
+            fut = self._waiting.pop(rreq, None)
+            if fut is None or fut.done():
+                continue
+            if rop == "ok":
+                fut.set_result(rbody)
+            else:
+                fut.set_exception(error_from(rbody))
+        self._reader = None
+
+    async def _call(self, op: str, body: Any) -> Any:
+        import asyncio
+
+        req = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[req] = fut
+        await self._sock.send(encode(op, req, body))
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read_loop())
+        try:
+            return await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no answer from the runtime at {self.address} within {self.timeout} s"
+            ) from None
+        finally:
+            self._waiting.pop(req, None)
+
+    async def lookup(self, name: str) -> ActorRef:
+        return self._ref(await self._call("lookup", {"name": name}), name)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._call("stats", {})
+
+    async def shutdown(self) -> None:
+        await self._call("shutdown", {})
+
+    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
+        return self._call("ask", self._body(ref, method, args, kwargs))
+
+    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+        self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
+
+    def _stop(self, ref: ActorRef) -> Any:
+        return self._call("stop", {"id": ref.id})
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+
+def decode_with(frame: bytes, ext: Any) -> tuple[str, int, Any]:
+    """Like control.decode, but refs in the body are bound to this client."""
+    op, req, _ = decode(frame)
+    _, _, _, body = _codec.unpack(frame, ext_hook=ext)
+    return op, req, body
+
+
+def connect(
+    address: str | os.PathLike[str], *, asyncio: bool = False, timeout: float | None = 30.0
+) -> Client | AsyncClient:
+    """A client of the runtime at ``address`` (``rt.address``, or its runtime directory)."""
+    return AsyncClient(address, timeout) if asyncio else Client(address, timeout)

@@ -1,0 +1,149 @@
+"""Runtime configuration: ``actorq.toml`` or ``[tool.actorq]`` in pyproject.toml.
+
+Precedence, lowest first: built-in defaults, the file, command-line flags (or
+``actorq.run(...)`` keyword arguments). A key this version does not know is an
+error naming the key and the file, because a typo that is silently ignored
+("wokers = 4") is worse than one that stops the start.
+
+Example ``actorq.toml``::
+
+    workers = 2
+    cpus = "0-1"
+    log_level = "info"
+    stop_timeout = 5.0
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Config:
+    workers: int | None = None  # None: one per physical core in the cpuset
+    cpus: tuple[int, ...] | None = None  # None: every CPU the process may use
+    log_level: str = "warning"
+    runtime_dir: str | None = None  # None: a fresh private dir under $XDG_RUNTIME_DIR or /tmp
+    restart: str = "on-crash"  # workers: "on-crash" (restart within 1 s) or "never"
+    explain: bool = False  # log every placement decision and its reason
+    stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
+    ring_capacity: int = 1 << 18  # bytes per worker-to-worker ring
+    source: str | None = None  # the file the values came from
+
+    def merged(self, **overrides: Any) -> Config:
+        """A copy with every override that is not None applied (flags win over the file)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        for key in clean:
+            if key not in _KEYS:
+                raise ConfigError(f"unknown option {key!r}; known: {', '.join(sorted(_KEYS))}")
+        out = replace(self, **{k: _coerce(k, v, "argument") for k, v in clean.items()})
+        return out
+
+
+_KEYS = {f.name for f in fields(Config)} - {"source"}
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def parse_cpus(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """``"0-3,6"`` or ``[0, 1]`` -> sorted unique CPU numbers."""
+    if isinstance(text, list | tuple):
+        if not all(isinstance(c, int) and c >= 0 for c in text):
+            raise ConfigError(f"cpus: {text!r} must be non-negative integers")
+        return tuple(sorted(set(text)))
+    cpus: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                cpus.update(range(lo, hi + 1))
+            else:
+                cpus.add(int(part))
+        except ValueError:
+            raise ConfigError(
+                f"cpus: cannot read {part!r} in {text!r}; write a list like 0-3,6"
+            ) from None
+    if not cpus:
+        raise ConfigError(f"cpus: {text!r} names no CPU")
+    return tuple(sorted(cpus))
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    def bad(expect: str) -> ConfigError:
+        return ConfigError(f"{where}: {key} = {value!r} must be {expect}")
+
+    if key == "workers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad("a positive integer")
+        return value
+    if key == "cpus":
+        return parse_cpus(value)
+    if key == "log_level":
+        if not isinstance(value, str) or value.lower() not in _LEVELS:
+            raise bad(f"one of {', '.join(_LEVELS)}")
+        return value.lower()
+    if key == "runtime_dir":
+        if not isinstance(value, str | os.PathLike):
+            raise bad("a directory path")
+        return str(value)
+    if key == "restart":
+        if value not in ("on-crash", "never"):
+            raise bad('"on-crash" or "never"')
+        return value
+    if key == "explain":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key == "stop_timeout":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise bad("a positive number of seconds")
+        return float(value)
+    if key == "ring_capacity":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 4096:
+            raise bad("an integer number of bytes >= 4096")
+        return value
+    raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(_KEYS))}")
+
+
+def _from_table(table: dict[str, Any], where: str) -> Config:
+    values = {key: _coerce(key, value, where) for key, value in table.items()}
+    return Config(**values, source=where)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, cwd: str | os.PathLike[str] = "."
+) -> Config:
+    """Read the configuration: ``path`` if given, else ``actorq.toml`` or
+    ``[tool.actorq]`` of ``pyproject.toml`` in ``cwd``; defaults if neither exists."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        candidates = [p]
+    else:
+        base = Path(cwd)
+        candidates = [c for c in (base / "actorq.toml", base / "pyproject.toml") if c.is_file()]
+    for p in candidates:
+        try:
+            data = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        if p.name == "pyproject.toml":
+            table = data.get("tool", {}).get("actorq")
+            if table is None:
+                if path is not None:
+                    raise ConfigError(f"{p}: has no [tool.actorq] table")
+                continue
+            return _from_table(table, f"{p} [tool.actorq]")
+        return _from_table(data, str(p))
+    return Config()

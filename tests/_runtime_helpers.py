@@ -1,0 +1,96 @@
+"""Helpers for the end-to-end runtime tests: write an app, run it as a real runtime.
+
+Every runtime gets its own runtime directory under the test's tmp_path, so
+tests are safe under pytest-xdist; nothing listens on a TCP port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_app(tmp_path: Path, source: str, name: str = "app") -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(REPO), e.get("PYTHONPATH", "")])
+    e.pop("ACTORQ_FSROOT", None)
+    return e
+
+
+def actorq_cmd(tmp_path: Path, target: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "actorq",
+        "run",
+        target,
+        "--runtime-dir",
+        str(tmp_path / "rt"),
+        *extra,
+    ]
+
+
+def run_app(
+    tmp_path: Path, target: str, *extra: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        actorq_cmd(tmp_path, target, *extra),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_app(tmp_path: Path, target: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        actorq_cmd(tmp_path, target, *extra),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"runtime did not exit; stderr:\n{err}") from None
+    return proc.returncode, out, err
