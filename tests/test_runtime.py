@@ -1,0 +1,249 @@
+"""Termination paths and crash recovery, with real processes and real signals.
+
+After each path the ``no_leaks`` fixture checks that no child process, memfd
+or /dev/shm entry is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from _runtime_helpers import finish, run_app, start_app, wait_for, workers_of, write_app
+
+KEEPER = r"""
+import os, sys
+import actorq
+
+PATH = sys.argv[0] and os.environ.get("KEEPER_LOG", "stops.log")
+
+@actorq.actor
+class Keeper:
+    def __init__(self, slow_stop: bool = False) -> None:
+        self.slow_stop = slow_stop
+    async def on_stop(self) -> None:
+        if self.slow_stop:
+            await actorq.sleep(60)
+        with open(PATH, "a") as f:
+            f.write(f"stopped {os.getpid()}\n")
+    def pid(self) -> int:
+        return os.getpid()
+
+async def main(rt: actorq.Runtime) -> None:
+    slow = os.environ.get("SLOW_STOP") == "1"
+    refs = [await rt.spawn(Keeper, slow, cpu=c) for c in rt.workers]
+    pids = [await r.pid() for r in refs]
+    print("READY " + " ".join(map(str, pids)), flush=True)
+    while True:
+        await actorq.sleep(3600)
+"""
+
+
+def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool = False):
+    write_app(tmp_path, KEEPER)
+    monkeypatch.setenv("KEEPER_LOG", str(tmp_path / "stops.log"))
+    monkeypatch.setenv("SLOW_STOP", "1" if slow else "0")
+    proc = start_app(tmp_path, "app:main", "--workers", "2")
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), (line, proc.stderr.read() if proc.poll() is not None else "")
+    pids = [int(p) for p in line.split()[1:]]
+    return proc, pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_is_an_orderly_stop(tmp_path, monkeypatch, no_leaks, sig) -> None:
+    proc, pids = _start(tmp_path, monkeypatch)
+    proc.send_signal(sig)
+    rc, _, err = finish(proc)
+    assert rc == 0, err
+    stops = (tmp_path / "stops.log").read_text().split("\n")
+    assert sorted(int(s.split()[1]) for s in stops if s) == sorted(pids)  # every on_stop ran
+    assert not (tmp_path / "rt" / "control").exists()
+
+
+def test_second_sigint_stops_at_once(tmp_path, monkeypatch, no_leaks) -> None:
+    proc, pids = _start(tmp_path, monkeypatch, slow=True)  # on_stop would take 60 s
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc, timeout=10)
+    assert rc == 130, err
+    assert time.monotonic() - t0 < 5
+    assert not (tmp_path / "stops.log").exists()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_sigkill_of_the_supervisor_takes_the_workers(tmp_path, monkeypatch, no_leaks) -> None:
+    proc, pids = _start(tmp_path, monkeypatch)
+    assert sorted(p.pid for p in workers_of(proc.pid)) == sorted(pids)
+    proc.kill()
+    proc.wait(timeout=10)
+    t0 = time.monotonic()
+
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                pass
+        return True
+
+    wait_for(gone, timeout=5, what="workers to die with their supervisor")
+    assert time.monotonic() - t0 < 1.5
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+CRASH = r"""
+import json, os, signal, time
+import actorq
+
+@actorq.actor
+class Slow:
+    async def wait(self, d):
+        await actorq.sleep(d)
+        return "late"
+    def pid(self):
+        return os.getpid()
+
+@actorq.actor(restart="always")
+class Phoenix:
+    def __init__(self, start):
+        self.n = start
+    def inc(self):
+        self.n += 1
+        return self.n
+
+async def main(rt):
+    out = {}
+    w = rt.workers[-1]
+    s = await rt.spawn(Slow, cpu=w, name="slow")
+    ph = await rt.spawn(Phoenix, 10, cpu=w, name="phoenix")
+    await ph.inc()
+    await ph.inc()
+    pid = await s.pid()
+    asks = [s.wait(30) for _ in range(5)]
+    await actorq.sleep(0.05)  # the asks are in the worker now
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    outcomes = []
+    for f in asks:
+        try:
+            outcomes.append(await f)
+        except actorq.ActorDied:
+            outcomes.append("died")
+    out["asks"] = outcomes
+    out["noticed_s"] = time.monotonic() - t0
+    while True:
+        st = await rt.stats()
+        me = [x for x in st["workers"] if x["worker"] == s.worker][0]
+        if me["pid"] != pid and "actors" in me:
+            break
+        await actorq.sleep(0.01)
+    out["back_s"] = time.monotonic() - t0
+    out["phoenix"] = await ph.inc()           # re-created from __init__(10)
+    out["phoenix_lookup"] = (await rt.lookup("phoenix")) == ph
+    try:
+        await rt.lookup("slow")
+    except actorq.ActorNotFound:
+        out["slow_lookup"] = "gone"
+    try:
+        await s.pid()
+    except actorq.ActorDied:
+        out["slow_ask"] = "died"
+    s.pid.tell()
+    s.pid.tell()
+    await ph.inc()  # same pair as the tells: they have been handled when this returns
+    st = await rt.stats()
+    out["dead_letters"] = st["dead_letters"]
+    out["restarts"] = st["restarts"]
+    print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+def test_worker_sigkill_fails_pending_asks_and_restarts(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, CRASH)
+    proc = run_app(tmp_path, "app:main", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, proc.stderr
+    out = json.loads(line[0][7:])
+    assert out["asks"] == ["died"] * 5
+    assert out["noticed_s"] < 1.0
+    assert out["back_s"] < 1.0
+    assert out["phoenix"] == 11
+    assert out["phoenix_lookup"] is True
+    assert out["slow_lookup"] == "gone"
+    assert out["slow_ask"] == "died"
+    assert out["dead_letters"] >= 2
+    assert out["restarts"] == 1
+    assert "died: killed by SIGKILL" in proc.stderr
+
+
+def test_main_raising_exits_1_and_cleans_up(tmp_path, no_leaks) -> None:
+    write_app(
+        tmp_path,
+        """
+        async def main(rt):
+            raise RuntimeError("app broke")
+    """,
+    )
+    proc = run_app(tmp_path, "app:main", "--workers", "1")
+    assert proc.returncode == 1
+    assert "app broke" in proc.stderr
+    assert not (tmp_path / "rt" / "control").exists()
+
+
+def test_run_from_python_returns_mains_value(tmp_path, no_leaks) -> None:
+    import subprocess
+    import sys
+
+    from _runtime_helpers import env
+
+    script = write_app(
+        tmp_path,
+        """
+        import actorq
+
+        @actorq.actor
+        class Echo:
+            def echo(self, x):
+                return x
+
+        async def main(rt):
+            e = await rt.spawn(Echo)
+            return await e.echo({"a": [1, 2, b"x"]})
+
+        if __name__ == "__main__":
+            print(actorq.run(main, workers=1, runtime_dir=RTDIR))
+    """.replace("RTDIR", repr(str(tmp_path / "rt"))),
+        name="script",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "{'a': [1, 2, b'x']}"
+
+
+def test_runtime_dir_must_be_private(tmp_path) -> None:
+    rt = tmp_path / "rt"
+    rt.mkdir(mode=0o755)
+    os.chmod(rt, 0o755)
+    write_app(tmp_path, "async def main(rt):\n    pass\n")
+    proc = run_app(tmp_path, "app:main", "--workers", "1")
+    assert proc.returncode == 2
+    assert "0700" in proc.stderr
