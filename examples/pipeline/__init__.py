@@ -1,0 +1,1 @@
+"""parse -> transform -> aggregate on separate workers, with backpressure; see :mod:`.app`."""
