@@ -1,0 +1,51 @@
+"""``actorq run`` with bad targets: one line on stderr, exit code 2, nothing started."""
+
+from __future__ import annotations
+
+import pytest
+from _runtime_helpers import run_app, write_app
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expect"),
+    [
+        (None, "nosuchmodule_xyz:main", "no module named 'nosuchmodule_xyz'"),
+        ("async def main(rt):\n    pass\n", "app:mian", "has no attribute 'mian'"),
+        ("def main(rt):\n    pass\n", "app:main", "must be an async function"),
+        ("async def main():\n    pass\n", "app:main", "exactly one argument"),
+        ("main = 3\n", "app:main", "not callable"),
+        ("async def main(rt):\n    pass\n", ":main", "MODULE:ATTR"),
+    ],
+)
+def test_bad_target(tmp_path, no_leaks, source, target, expect) -> None:
+    if source is not None:
+        write_app(tmp_path, source)
+    proc = run_app(tmp_path, target)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert expect in lines[0]
+    assert lines[0].startswith("actorq run: ")
+
+
+def test_bad_config_is_exit_2(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, "async def main(rt):\n    pass\n")
+    (tmp_path / "actorq.toml").write_text("wokers = 2\n")
+    proc = run_app(tmp_path, "app:main")
+    assert proc.returncode == 2
+    assert "wokers" in proc.stderr
+
+
+def test_cpus_outside_the_affinity_mask(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, "async def main(rt):\n    pass\n")
+    proc = run_app(tmp_path, "app:main", "--cpus", "4095")
+    assert proc.returncode == 2
+    assert "4095" in proc.stderr
+
+
+def test_attr_defaults_to_main_and_config_is_read(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, "async def main(rt):\n    print('workers', len(rt.workers))\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.actorq]\nworkers = 1\n")
+    proc = run_app(tmp_path, "app")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "workers 1"
