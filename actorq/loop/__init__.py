@@ -18,3 +18,12 @@ from .core import sleep as sleep
 from .core import wait_for as wait_for
 from .core import wait_readable as wait_readable
 from .core import wait_writable as wait_writable
+from .sources import CondVar as CondVar
+from .sources import EventfdSource as EventfdSource
+from .sources import FdSource as FdSource
+from .sources import Inotify as Inotify
+from .sources import Netlink as Netlink
+from .sources import Signals as Signals
+from .sources import Timer as Timer
+from .sources import ZmqSource as ZmqSource
+from .sources import block_signals as block_signals

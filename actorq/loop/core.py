@@ -459,7 +459,7 @@ class Loop:
         if events & EPOLLIN:
             e.reader, e.rargs = src.on_ready, ()
         if events & EPOLLOUT:
-            e.writer, e.wargs = src.on_ready, ()
+            e.writer, e.wargs = getattr(src, "on_writable", src.on_ready), ()
         self._sources[id(src)] = src
         attach = getattr(src, "attach", None)
         if attach is not None:
@@ -968,7 +968,7 @@ async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment
         h.cancel()
 
 
-async def _wait_fd(fd: Any, writable: bool) -> None:
+async def _wait_fd(fd: Any, writable: bool, kind: str = "fd") -> None:
     loop = current_loop()
     fdn = loop._fd_of(fd)
     e = loop._fds.get(fdn)
@@ -982,6 +982,7 @@ async def _wait_fd(fd: Any, writable: bool) -> None:
         loop.add_writer(fdn, _resolve, fut, None)
     else:
         loop.add_reader(fdn, _resolve, fut, None)
+    loop._fds[fdn].kind = kind
     try:
         await fut
     finally:
