@@ -1,0 +1,815 @@
+"""A single-producer, single-consumer ring of byte records in shared memory.
+
+Memory ordering: why this is correct, and where
+===============================================
+
+Two processes share the ring's pages. The writer copies a record into the
+data area and then stores the new *head* (a byte position that only grows);
+the reader loads head, reads every record below it and then stores the new
+*tail*. Nothing else coordinates them, so the design leans entirely on what
+the CPU promises about the order in which one core's memory operations become
+visible to another.
+
+x86-64 is TSO (total store order). It promises: (1) stores become visible to
+other cores in program order; (2) loads are not reordered with other loads;
+(3) a store is not reordered with an *earlier* load; but (4) a load may be
+satisfied before an *earlier* store to a different address is visible (the
+store buffer). Aligned 8-byte loads and stores are single-copy atomic.
+
+* Publication (writer): record bytes, then the record's header word, then
+  ``head``. By (1) a reader that sees the new head also sees the header and
+  the bytes. The reader loads head, then the header and bytes; by (2) those
+  loads cannot run ahead of the head load. So a record is never read before
+  it is complete.
+* Reuse (reader -> writer): the reader's loads of a record come before its
+  store of the new tail; by (3) the writer cannot observe that tail and
+  overwrite the bytes while the reader could still be loading them. With
+  ``zero_copy=True`` the tail is stored only after the callback returned, so
+  a memoryview handed out stays valid for the callback's duration.
+* Atomicity from Python: every shared word is written through
+  ``memoryview.cast('Q')[i] = v`` on an 8-byte-aligned slot: one aligned
+  8-byte store. ``struct.pack_into`` is NOT one store (it clears then writes;
+  a concurrent reader can see a transient zero), so it is never used on a
+  shared word. The C compiler cannot move these stores across the opaque
+  interpreter calls between two Python statements.
+* Sleep/wake (Dekker's pattern). The reader announces "sleeping", then
+  re-reads head; the writer stores head, then reads "sleeping". (4) allows
+  each side's load to pass its own earlier store: both could read stale
+  values, the writer skips the doorbell and the reader sleeps on a record.
+  Both sides therefore execute a full fence between the store and the load:
+  an uncontended CPython lock acquire/release, which is a ``lock``-prefixed
+  instruction on x86-64 (see ``doorbell.make_fence``). The same fenced
+  pattern protects the space doorbell (writer stores "want space", fences,
+  re-reads tail; reader stores tail, fences, reads "want space") and the
+  Inbox's ready flags (see ``inbox.py``).
+
+A weaker CPU (aarch64, POWER, RISC-V) allows stores to be seen out of order
+and loads to pass loads. There the writer would need a release store of head
+(``stlr`` or a ``dmb ish`` before it), the reader an acquire load of head
+(``ldar`` or ``dmb ishld`` after it), and the reader a barrier between its
+last record load and the tail store. Python exposes none of those, and a
+lock acquire/release there is not guaranteed to order plain memoryview
+accesses made outside the lock. Rather than corrupt data silently, the ring
+refuses to run on anything but x86-64 (``RingError`` at create/attach).
+
+Layout
+======
+
+The segment starts with a 256-byte control block of 8-byte words, one 64-byte
+cache line per writer (so head and tail never share a line):
+
+* line 0, constant: magic, version, capacity, max record, slab threshold.
+* line 1, written by the writer: ``head``, ``want_tail``/``want_seq`` (space
+  doorbell request), doorbells rung.
+* line 2, written by the reader: ``tail``, ``sleeping``.
+
+Records follow at offset 256, each 8-byte aligned: one 8-byte header word
+``tag << 32 | length`` then the payload padded to 8 bytes. Tags carry a magic
+so a reader can tell garbage from a record: INLINE (payload follows), SLAB
+(an 8-byte slab handle follows; see ``slab.py``) and WRAP (the rest of the
+area up to its end is padding: the next record starts at offset 0). A record
+never straddles the end, so it is always one contiguous memoryview. That caps
+an inline record at ``capacity // 2 - 8`` bytes: any such record fits in an
+empty ring wherever head happens to be. Larger ones go through the slab.
+
+Doorbells and backpressure
+==========================
+
+``publish()`` stores head and rings the reader's doorbell eventfd only if the
+reader announced sleep; while both sides are busy there is no syscall at all.
+``send_nowait`` raises ``RingFull`` rather than wait or drop. To wait, call
+``wait_for_space(n)``: it arms a request (the tail position the writer needs)
+and returns True if there is room already; otherwise watch ``space_fd``,
+which the reader rings, once per request, when a drain (or a slab release)
+has satisfied it. The reader never blocks on the writer. A worker whose
+outbound ring is full must keep draining its own inbound rings while it
+waits (Seastar's nested-call deadlock), so waiting is the caller's choice of
+loop, never a blocking call inside the ring.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import PayloadTooLarge, RingCorrupt, RingError, RingFull
+from . import doorbell as _bell
+from .segment import Segment
+
+__all__ = ["DEFAULT_CAPACITY", "Ring", "RingReader", "RingWriter"]
+
+DEFAULT_CAPACITY = 1 << 20
+HDR = 256
+MAGIC = 0x61637471_72696E67  # "actqring"
+VERSION = 1
+
+# control words (index into the 'Q' view of the control block)
+_MAGIC, _VERSION, _CAPACITY, _MAXREC, _THRESHOLD = 0, 1, 2, 3, 4
+_HEAD, _WANT_TAIL, _WANT_SEQ, _DOORBELLS = 8, 9, 10, 11
+_TAIL, _SLEEPING = 16, 17
+
+# record header: tag << 32 | length
+_TAG_INLINE = 0xAC01_0000
+_TAG_SLAB = 0xAC02_0000
+_TAG_WRAP = 0xAC03_0000
+_H_INLINE = _TAG_INLINE << 32
+_H_SLAB = _TAG_SLAB << 32 | 8
+_H_WRAP = _TAG_WRAP << 32
+_LEN = 0xFFFF_FFFF
+
+_ARCH_OK = platform.machine() in ("x86_64", "AMD64", "amd64")
+
+
+def _require_tso() -> None:
+    if not _ARCH_OK:
+        raise RingError(
+            f"actorq rings rely on x86-64 total store order; this CPU is {platform.machine()!r}, "
+            "where Python cannot issue the acquire/release barriers the ring needs "
+            "(see the essay at the top of actorq/shm/ring.py). Use the ZeroMQ transport instead."
+        )
+
+
+def _rec_size(n: int) -> int:
+    """Bytes an inline record of n payload bytes takes: header + payload padded to 8."""
+    return 8 + ((n + 7) & ~7)
+
+
+class Ring:
+    """A ring in a memfd segment, with its doorbell and space doorbell.
+
+    One side creates it and hands ``handles()`` to the other (fork or
+    ``socket.send_fds``), which calls ``Ring.attach(*handles)``. Exactly one
+    process may use ``writer()`` and one ``reader()``.
+    """
+
+    def __init__(
+        self,
+        seg: Segment,
+        doorbell_fd: int,
+        space_fd: int,
+        slab: Any = None,
+        inbox_seg: Segment | None = None,
+        sender_id: int = -1,
+    ) -> None:
+        self.segment = seg
+        self.doorbell_fd = doorbell_fd
+        self.space_fd = space_fd
+        self.slab = slab
+        self.inbox_segment = inbox_seg
+        self.sender_id = sender_id
+        ctl = seg.buf[:HDR].cast("Q")
+        try:
+            if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != VERSION:
+                raise RingCorrupt(
+                    f"ring {seg.name!r} (fd {seg.fd}): bad magic/version at offset 0; "
+                    "this fd is not an actorq ring of this version"
+                )
+            self.capacity: int = ctl[_CAPACITY]
+            self.max_record: int = ctl[_MAXREC]
+            self.slab_threshold: int = ctl[_THRESHOLD]
+        finally:
+            ctl.release()
+        if self.capacity & (self.capacity - 1) or HDR + self.capacity > seg.size:
+            raise RingCorrupt(
+                f"ring {seg.name!r}: impossible capacity {self.capacity} at offset 16"
+            )
+        self.name = seg.name
+        self._closed = False
+        self._ends: list[RingWriter | RingReader] = []
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        node: int | None = None,
+        name: str = "actorq-ring",
+        slab: Any = "default",
+        slab_threshold: int = 16384,
+        inbox: Any = None,
+        sender_id: int | None = None,
+    ) -> Ring:
+        """A new ring with ``capacity`` bytes of record space (a power of two >= 64).
+
+        ``slab``: size classes for large records (``"default"``, None for no
+        slab, a sequence of ``(size, count)``, or a ``Slab``); records over
+        ``slab_threshold`` bytes go there. ``inbox``/``sender_id``: make this
+        one of an ``Inbox``'s inbound rings (its doorbell is the inbox's).
+        """
+        _require_tso()
+        if capacity < 64 or capacity & (capacity - 1):
+            raise ValueError(f"ring capacity must be a power of two >= 64, not {capacity}")
+        max_record = capacity // 2 - 8
+        seg = Segment.create(HDR + capacity, name=name, node=node)
+        ctl = seg.buf[:HDR].cast("Q")
+        ctl[_CAPACITY] = capacity
+        ctl[_MAXREC] = max_record
+        ctl[_THRESHOLD] = min(max(0, slab_threshold), max_record)
+        ctl[_VERSION] = VERSION
+        ctl[_MAGIC] = MAGIC
+        ctl.release()
+        fds: list[int] = []
+        slab_obj = None
+        inbox_seg = None
+        try:
+            if inbox is not None:
+                if sender_id is None or not 0 <= sender_id < inbox.max_senders:
+                    raise ValueError(
+                        f"sender_id must be in 0..{inbox.max_senders - 1} for this inbox, "
+                        f"not {sender_id}"
+                    )
+                doorbell = os.dup(inbox.doorbell_fd)
+                fds.append(doorbell)
+                inbox_seg = Segment.from_fd(os.dup(inbox.segment.fd))
+            else:
+                sender_id = -1
+                doorbell = _bell.new_eventfd()
+                fds.append(doorbell)
+            space = _bell.new_eventfd()
+            fds.append(space)
+            if slab is not None:
+                from .slab import Slab
+
+                if isinstance(slab, Slab):
+                    slab_obj = slab
+                else:
+                    classes = None if slab == "default" else slab
+                    slab_obj = Slab.create(classes, node=node, name=name + "-slab")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            if inbox_seg is not None:
+                inbox_seg.close()
+            seg.close()
+            raise
+        return cls(seg, doorbell, space, slab_obj, inbox_seg, sender_id)
+
+    def handles(self) -> tuple[int, ...]:
+        """Plain ints to pass to another process: (ring fd, doorbell fd, space fd,
+        slab fd or -1, inbox fd or -1, sender id or -1). Send the fds with
+        ``socket.send_fds`` (or inherit them) and the ints as data."""
+        return (
+            self.segment.fd,
+            self.doorbell_fd,
+            self.space_fd,
+            self.slab.fd if self.slab is not None else -1,
+            self.inbox_segment.fd if self.inbox_segment is not None else -1,
+            self.sender_id,
+        )
+
+    @classmethod
+    def attach(
+        cls,
+        ring_fd: int,
+        doorbell_fd: int,
+        space_fd: int,
+        slab_fd: int = -1,
+        inbox_fd: int = -1,
+        sender_id: int = -1,
+    ) -> Ring:
+        """The ring behind ``handles()`` as received here; takes ownership of the fds."""
+        _require_tso()
+        seg = Segment.from_fd(ring_fd)
+        slab = inbox_seg = None
+        try:
+            if slab_fd >= 0:
+                from .slab import Slab
+
+                slab = Slab.from_fd(slab_fd)
+            if inbox_fd >= 0:
+                inbox_seg = Segment.from_fd(inbox_fd)
+            return cls(seg, doorbell_fd, space_fd, slab, inbox_seg, sender_id)
+        except BaseException:
+            seg.close()
+            if slab is not None:
+                slab.close()
+            if inbox_seg is not None:
+                inbox_seg.close()
+            raise
+
+    def writer(self) -> RingWriter:
+        end = RingWriter(self)
+        self._ends.append(end)
+        return end
+
+    def reader(self, *, zero_copy: bool = False) -> RingReader:
+        end = RingReader(self, zero_copy=zero_copy)
+        self._ends.append(end)
+        return end
+
+    def close(self) -> None:
+        """Close this side's fds and mappings (the memory goes when both sides closed)."""
+        if self._closed:
+            return
+        self._closed = True
+        for end in self._ends:
+            end.close()
+        self._ends.clear()
+        for fd in (self.doorbell_fd, self.space_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.slab is not None:
+            self.slab.close()
+        if self.inbox_segment is not None:
+            self.inbox_segment.close()
+        self.segment.close()
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Ring {self.name!r} capacity={self.capacity} fd={self.segment.fd}>"
+
+
+class RingWriter:
+    """The producing end. ``write`` appends without publishing; ``publish``
+    makes everything written visible at once (batching); ``send_nowait`` is
+    both. ``doorbells`` counts the doorbell writes this writer made."""
+
+    def __init__(self, ring: Ring) -> None:
+        self.ring = ring
+        buf = ring.segment.buf
+        self._ctl = buf[:HDR].cast("Q")
+        self._data = buf[HDR : HDR + ring.capacity]
+        self._dq = self._data.cast("Q")
+        self._cap = ring.capacity
+        self._mask = ring.capacity - 1
+        self._head = self._published = self._ctl[_HEAD]
+        self._tail = self._ctl[_TAIL]
+        self._inline_max = ring.slab_threshold if ring.slab is not None else ring.max_record
+        self._slab = ring.slab.writer() if ring.slab is not None else None
+        self._doorbell = ring.doorbell_fd
+        self.space_fd = ring.space_fd
+        self._acq, self._rel = _bell.make_fence()
+        if ring.inbox_segment is not None:
+            from .inbox import flags_view, sleep_view
+
+            self._flags: memoryview | None = flags_view(ring.inbox_segment)
+            self._sleepq = sleep_view(ring.inbox_segment)
+            self._sleepi = 0
+        else:
+            self._flags = None
+            self._sleepq = self._ctl
+            self._sleepi = _SLEEPING
+        self._sid = ring.sender_id
+        self._want_seq = self._ctl[_WANT_SEQ]
+        self.doorbells = 0
+
+    # -- hot path -------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append one record without publishing it. Raises RingFull, PayloadTooLarge."""
+        n = len(data)
+        if n > self._inline_max:
+            self._write_slab(data, n)
+            return
+        need = 8 + ((n + 7) & ~7)
+        head = self._head
+        off = head & self._mask
+        pad = self._cap - off
+        if need > pad:  # does not fit before the end: wrap marker, then at 0
+            if head + pad + need - self._tail > self._cap:
+                self._tail = self._ctl[_TAIL]
+                if head + pad + need - self._tail > self._cap:
+                    raise RingFull(self._full_msg(n))
+            self._dq[off >> 3] = _H_WRAP
+            head += pad
+            off = 0
+        elif head + need - self._tail > self._cap:
+            self._tail = self._ctl[_TAIL]
+            if head + need - self._tail > self._cap:
+                raise RingFull(self._full_msg(n))
+        self._data[off + 8 : off + 8 + n] = data
+        self._dq[off >> 3] = _H_INLINE | n
+        self._head = head + need
+
+    def publish(self) -> None:
+        """Make written records visible; ring the doorbell only if the reader sleeps."""
+        head = self._head
+        if head == self._published:
+            return
+        self._published = head
+        self._ctl[_HEAD] = head
+        self._acq()
+        self._rel()
+        flags = self._flags
+        if flags is not None and not flags[self._sid]:
+            flags[self._sid] = 1
+            self._acq()
+            self._rel()
+        if self._sleepq[self._sleepi]:
+            _bell.ring(self._doorbell)
+            self.doorbells += 1
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
+        """Append and publish one record (no syscall unless the reader sleeps)."""
+        n = len(data)
+        if n > self._inline_max:
+            self._write_slab(data, n)
+            self.publish()
+            return
+        # write() and publish() inlined: this is every actor message's path.
+        need = 8 + ((n + 7) & ~7)
+        head = self._head
+        off = head & self._mask
+        pad = self._cap - off
+        if need > pad:
+            if head + pad + need - self._tail > self._cap:
+                self._tail = self._ctl[_TAIL]
+                if head + pad + need - self._tail > self._cap:
+                    raise RingFull(self._full_msg(n))
+            self._dq[off >> 3] = _H_WRAP
+            head += pad
+            off = 0
+        elif head + need - self._tail > self._cap:
+            self._tail = self._ctl[_TAIL]
+            if head + need - self._tail > self._cap:
+                raise RingFull(self._full_msg(n))
+        self._data[off + 8 : off + 8 + n] = data
+        self._dq[off >> 3] = _H_INLINE | n
+        head += need
+        self._head = self._published = head
+        ctl = self._ctl
+        ctl[_HEAD] = head
+        self._acq()
+        self._rel()
+        flags = self._flags
+        if flags is not None and not flags[self._sid]:
+            flags[self._sid] = 1
+            self._acq()
+            self._rel()
+        if self._sleepq[self._sleepi]:
+            _bell.ring(self._doorbell)
+            self.doorbells += 1
+
+    # -- slab records ---------------------------------------------------------------
+    def _write_slab(self, data: bytes | bytearray | memoryview, n: int) -> None:
+        slab = self._slab
+        if slab is None or n > slab.largest:
+            where = (
+                f"the slab's largest class is {slab.largest} bytes"
+                if slab is not None
+                else f"the ring carries at most {self._inline_max} bytes inline and has no slab"
+            )
+            raise PayloadTooLarge(
+                f"ring {self.ring.name!r}: a {n}-byte record is too large ({where}); "
+                "split the payload or create the ring with larger slab classes"
+            )
+        head = self._head
+        off = head & self._mask
+        pad = self._cap - off
+        total = 16 + (pad if pad < 16 else 0)
+        if head + total - self._tail > self._cap:
+            self._tail = self._ctl[_TAIL]
+            if head + total - self._tail > self._cap:
+                raise RingFull(self._full_msg(n))
+        handle, view = slab.alloc(n)  # raises RingFull when the class is exhausted
+        view[:n] = data
+        view.release()
+        if pad < 16:
+            self._dq[off >> 3] = _H_WRAP
+            head += pad
+            off = 0
+        self._dq[(off >> 3) + 1] = handle
+        self._dq[off >> 3] = _H_SLAB
+        self._head = head + 16
+
+    # -- backpressure ---------------------------------------------------------------
+    def _room_target(self, nbytes: int) -> int:
+        """The tail position at which a record of ``nbytes`` would fit."""
+        need = 16 if nbytes > self._inline_max else _rec_size(nbytes)
+        head = self._head
+        pad = self._cap - (head & self._mask)
+        total = need + (pad if need > pad else 0)
+        return head + total - self._cap
+
+    def _has_room(self, nbytes: int) -> bool:
+        if nbytes > self._inline_max:
+            if self._slab is None or nbytes > self._slab.largest:
+                return True  # send will raise PayloadTooLarge: do not wait for it
+            if not self._slab.can_alloc(nbytes):
+                return False
+        self._tail = self._ctl[_TAIL]
+        return self._tail >= self._room_target(nbytes)
+
+    def wait_for_space(self, nbytes: int) -> bool:
+        """Arm the space doorbell for a record of ``nbytes``; True if there is room now.
+
+        On False, wait until ``space_fd`` is readable (edge-triggered: the
+        reader rings it once for this request), then retry the send; call
+        this again if it still does not fit."""
+        _bell.clear(self.space_fd)
+        if self._has_room(nbytes):
+            return True
+        # Waiting for a slab buffer: target 0, so any release or drain rings.
+        target = 0 if nbytes > self._inline_max else self._room_target(nbytes)
+        self._want_seq += 1
+        ctl = self._ctl
+        ctl[_WANT_TAIL] = target
+        ctl[_WANT_SEQ] = self._want_seq
+        self._acq()
+        self._rel()
+        return self._has_room(nbytes)
+
+    def send(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
+        """Blocking send for threads and tests: parks on ``space_fd`` while full.
+        An event loop should use ``send_nowait`` + ``wait_for_space`` instead."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = None
+        while True:
+            try:
+                self.send_nowait(data)
+                return
+            except RingFull:
+                if self.wait_for_space(len(data)):
+                    continue
+            if poller is None:
+                poller = select.poll()
+                poller.register(self.space_fd, select.POLLIN)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise RingFull(self._full_msg(len(data)) + f" (waited {timeout} s)")
+            poller.poll(None if left is None else max(1, int(left * 1000)))
+
+    def _full_msg(self, n: int) -> str:
+        used = self._head - self._tail
+        return (
+            f"ring {self.ring.name!r} is full: a {n}-byte record does not fit "
+            f"({used} of {self._cap} bytes in use); wait_for_space() and retry"
+        )
+
+    @property
+    def free(self) -> int:
+        """Bytes free as last seen by this writer (reads the reader's tail)."""
+        self._tail = self._ctl[_TAIL]
+        return self._cap - (self._head - self._tail)
+
+    def close(self) -> None:
+        """Release this end's views of the segment (Ring.close() does it too)."""
+        views = [self._ctl, self._dq, self._data]
+        if self._flags is not None:
+            views += [self._flags, self._sleepq]
+        for v in views:
+            v.release()
+        if self._slab is not None:
+            self._slab.close()
+
+
+class RingReader:
+    """The consuming end. ``drain`` hands every published record to a callback
+    in order; the sleep handshake (``spin`` / ``prepare_sleep`` / ``wake_up``)
+    lets a worker sleep on ``doorbell_fd`` without ever losing a wake-up."""
+
+    def __init__(self, ring: Ring, *, zero_copy: bool = False) -> None:
+        self.ring = ring
+        buf = ring.segment.buf
+        self._ctl = buf[:HDR].cast("Q")
+        self._data = buf[HDR : HDR + ring.capacity]
+        self._dq = self._data.cast("Q")
+        self._cap = ring.capacity
+        self._mask = ring.capacity - 1
+        self._tail = self._ctl[_TAIL]
+        self._max_record = ring.max_record
+        self._zero_copy = zero_copy
+        self._slab = ring.slab.reader() if ring.slab is not None else None
+        self._held: tuple[int, memoryview] | None = None
+        self.doorbell_fd = ring.doorbell_fd
+        self.space_fd = ring.space_fd
+        self._acq, self._rel = _bell.make_fence()
+        # Requests are numbered from 1; one made before this reader existed is
+        # still owed a ring, so start from "none rung" (a spare ring is harmless).
+        self._rung_seq = 0
+        self._corrupt: RingCorrupt | None = None
+        self.spinner = _bell.Spinner()
+        self.space_rings = 0
+
+    def pending(self) -> bool:
+        """True when a published record awaits (one shared load)."""
+        return self._ctl[_HEAD] != self._tail
+
+    def drain(self, callback: Callable[[Any], object], limit: int | None = None) -> int:
+        """Call ``callback(record)`` for each available record, in order; return the count.
+
+        ``record`` is bytes, or with ``zero_copy=True`` a memoryview valid only
+        until the callback returns (it is released then; copy what you keep,
+        or call ``hold()`` for a slab record). Keeps going until the ring is
+        empty or ``limit`` records were handled. If the callback raises, the
+        record counts as consumed and the exception propagates."""
+        return self._drain(callback, limit, -1)
+
+    def _drain(self, callback: Callable[..., object], limit: int | None, sid: int) -> int:
+        if self._corrupt is not None:
+            raise self._corrupt
+        ctl = self._ctl
+        tail = self._tail
+        head = ctl[_HEAD]
+        if head == tail:
+            return 0
+        data, dq, mask, cap = self._data, self._dq, self._mask, self._cap
+        zero_copy = self._zero_copy
+        left = -1 if limit is None else limit
+        count = 0
+        try:
+            while head != tail and left != 0:
+                if not 0 < head - tail <= cap:
+                    self._fail(tail & mask, f"head {head} is not within one ring of tail {tail}")
+                while tail != head:
+                    off = tail & mask
+                    hdr = dq[off >> 3]
+                    tag = hdr >> 32
+                    if tag == _TAG_INLINE:
+                        n = hdr & _LEN
+                        step = 8 + ((n + 7) & ~7)
+                        if off + step > cap or step > head - tail:
+                            self._fail(off, f"record length {n} runs past the published data")
+                        if zero_copy:
+                            rec = data[off + 8 : off + 8 + n]
+                            tail += step
+                            if sid < 0:
+                                callback(rec)
+                            else:
+                                callback(sid, rec)
+                            try:
+                                rec.release()
+                            except BufferError:
+                                pass
+                        else:
+                            rec = data[off + 8 : off + 8 + n].tobytes()
+                            tail += step
+                            if sid < 0:
+                                callback(rec)
+                            else:
+                                callback(sid, rec)
+                    elif tag == _TAG_WRAP:
+                        if hdr & _LEN or cap - off > head - tail:
+                            self._fail(off, f"wrap marker {hdr:#018x} runs past the published data")
+                        tail += cap - off
+                        continue
+                    elif tag == _TAG_SLAB and hdr == _H_SLAB and off + 16 <= cap:
+                        if head - tail < 16:
+                            self._fail(off, "slab record runs past the published data")
+                        handle = dq[(off >> 3) + 1]
+                        tail += 16
+                        self._slab_record(callback, handle, off, sid)
+                    else:
+                        self._fail(off, f"impossible record header {hdr:#018x}")
+                    count += 1
+                    left -= 1
+                    if left == 0:
+                        break
+                if left != 0:
+                    head = ctl[_HEAD]
+        finally:
+            if tail != self._tail:
+                self._tail = tail
+                ctl[_TAIL] = tail
+                self._after_free()
+        return count
+
+    def _slab_record(
+        self, callback: Callable[..., object], handle: int, off: int, sid: int
+    ) -> None:
+        slab = self._slab
+        if slab is None:
+            self._fail(off, "slab record in a ring that has no slab")
+        try:
+            view = slab.view(handle)
+        except ValueError as exc:
+            self._fail(off + 8, f"bad slab handle {handle:#x}: {exc}")
+        if self._zero_copy:
+            self._held = (handle, view)
+            try:
+                if sid < 0:
+                    callback(view)
+                else:
+                    callback(sid, view)
+            finally:
+                if self._held is not None:
+                    self._held = None
+                    try:
+                        view.release()
+                    except BufferError:
+                        pass
+                    slab.free(handle)
+        else:
+            rec = view.tobytes()
+            view.release()
+            slab.free(handle)
+            if sid < 0:
+                callback(rec)
+            else:
+                callback(sid, rec)
+
+    def hold(self) -> SlabLease:
+        """Inside a zero-copy callback for a slab record: keep its buffer past
+        the callback. The lease's ``view`` stays valid until ``release()``."""
+        held = self._held
+        if held is None:
+            raise RuntimeError("hold() works only inside a zero-copy callback for a slab record")
+        self._held = None
+        return SlabLease(self, *held)
+
+    def _after_free(self) -> None:
+        """After tail moved or a slab buffer came back: ring the writer's space
+        doorbell if it asked and its request is now satisfied (once per request)."""
+        self._acq()
+        self._rel()
+        ctl = self._ctl
+        seq = ctl[_WANT_SEQ]
+        if seq != self._rung_seq and self._tail >= ctl[_WANT_TAIL]:
+            self._rung_seq = seq
+            _bell.ring(self.space_fd)
+            self.space_rings += 1
+
+    def _fail(self, off: int, why: str) -> None:
+        exc = RingCorrupt(
+            f"ring {self.ring.name!r} (fd {self.ring.segment.fd}): {why} at data offset {off} "
+            f"(tail {self._tail}); the ring is not trusted any more: recreate it"
+        )
+        self._corrupt = exc
+        raise exc
+
+    # -- sleeping ---------------------------------------------------------------------
+    def spin(self) -> bool:
+        """Poll for a bounded, adaptive few microseconds; True if work arrived."""
+        return self.spinner.spin(self.pending)
+
+    def prepare_sleep(self) -> bool:
+        """Announce sleep, fence, re-check. True: safe to wait on ``doorbell_fd``;
+        False: work arrived (the announcement is withdrawn)."""
+        if self.ring.inbox_segment is not None:
+            raise RuntimeError(
+                f"ring {self.ring.name!r} belongs to an Inbox: use Inbox.prepare_sleep()"
+            )
+        ctl = self._ctl
+        ctl[_SLEEPING] = 1
+        self._acq()
+        self._rel()
+        if ctl[_HEAD] != self._tail:
+            ctl[_SLEEPING] = 0
+            return False
+        self.spinner.sleeping()
+        return True
+
+    def wake_up(self) -> None:
+        """Withdraw the sleep announcement and reset the doorbell (call on waking)."""
+        self._ctl[_SLEEPING] = 0
+        _bell.clear(self.doorbell_fd)
+        self.spinner.woke()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocking helper for threads, tests and benchmarks: spin, then sleep on
+        the doorbell until work arrives or ``timeout``; True if work is pending."""
+        if self.pending() or self.spin():
+            return True
+        if not self.prepare_sleep():
+            return True
+        try:
+            fds = select.select([self.doorbell_fd], [], [], timeout)[0]
+        finally:
+            self.wake_up()
+        return bool(fds) or self.pending()
+
+    def close(self) -> None:
+        """Release this end's views of the segment (Ring.close() does it too)."""
+        for v in (self._ctl, self._dq, self._data):
+            v.release()
+        if self._slab is not None:
+            self._slab.close()
+
+
+class SlabLease:
+    """A slab record kept past its callback; ``release()`` recycles the buffer."""
+
+    __slots__ = ("_handle", "_reader", "view")
+
+    def __init__(self, reader: RingReader, handle: int, view: memoryview) -> None:
+        self._reader = reader
+        self._handle: int | None = handle
+        self.view = view
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        try:
+            self.view.release()
+        except BufferError:
+            pass
+        self._reader._slab.free(handle)  # type: ignore[union-attr]
+        self._reader._after_free()
+
+    def __enter__(self) -> SlabLease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,431 @@
+"""The SPSC ring: records, wrap-around, batching, doorbells, backpressure,
+corruption, slabs and the inbox. Cross-process tests fork real children."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from actorq.errors import PayloadTooLarge, RingCorrupt, RingFull
+from actorq.shm import Inbox, Ring
+from actorq.shm import ring as ringmod
+
+
+def memfd_maps() -> list[str]:
+    with open("/proc/self/maps") as f:
+        return [line for line in f if "/memfd:actorq" in line]
+
+
+def fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    """Run fn(*args) in a forked child; its exit code is 0 iff it returned True."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if fn(*args) else 1
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap(pid: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not finish in {timeout} s")
+
+
+def rec(i: int, n: int) -> bytes:
+    """Record i of n bytes whose content proves its index (and size)."""
+    return (i.to_bytes(8, "little") * (n // 8 + 1))[:n] if n else b""
+
+
+# -- single process ---------------------------------------------------------------------
+def test_records_come_out_in_order_across_many_wraps(no_leaks: None) -> None:
+    with Ring.create(256, slab=None) as ring:
+        w, r = ring.writer(), ring.reader()
+        assert ring.max_record == 120
+        got: list[bytes] = []
+        sizes = [i % (ring.max_record + 1) for i in range(2000)]
+        for i, n in enumerate(sizes):
+            while True:
+                try:
+                    w.send_nowait(rec(i, n))
+                    break
+                except RingFull:
+                    assert r.drain(got.append) > 0
+        r.drain(got.append)
+        assert got == [rec(i, n) for i, n in enumerate(sizes)]
+
+
+def test_batched_write_is_invisible_until_publish() -> None:
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        for i in range(10):
+            w.write(rec(i, 16))
+        assert not r.pending()
+        assert r.drain(print) == 0
+        w.publish()
+        got: list[bytes] = []
+        assert r.drain(got.append) == 10
+        assert got == [rec(i, 16) for i in range(10)]
+
+
+def test_drain_limit_and_callback_errors_keep_order() -> None:
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        for i in range(10):
+            w.send_nowait(rec(i, 8))
+        got: list[bytes] = []
+        assert r.drain(got.append, limit=3) == 3
+
+        def boom(x: bytes) -> None:
+            got.append(x)
+            if len(got) == 5:
+                raise KeyError("callback failed")
+
+        with pytest.raises(KeyError):
+            r.drain(boom)
+        assert r.drain(got.append) == 5
+        assert got == [rec(i, 8) for i in range(10)]
+
+
+def test_zero_copy_views_are_released_after_the_callback() -> None:
+    with Ring.create(4096, slab=None) as ring:
+        w, r = ring.writer(), ring.reader(zero_copy=True)
+        w.send_nowait(b"abcdef")
+        kept: list[memoryview] = []
+        seen: list[bytes] = []
+
+        def cb(v: memoryview) -> None:
+            assert isinstance(v, memoryview)
+            seen.append(bytes(v))
+            kept.append(v)
+
+        r.drain(cb)
+        assert seen == [b"abcdef"]
+        with pytest.raises(ValueError):
+            bytes(kept[0])  # released: no reading the ring after the writer may reuse it
+
+
+def test_full_ring_raises_ringfull_and_payload_too_large_names_sizes() -> None:
+    with Ring.create(256, slab=None) as ring:
+        w = ring.writer()
+        with pytest.raises(PayloadTooLarge, match="121-byte record"):
+            w.send_nowait(bytes(121))
+        w.send_nowait(bytes(120))
+        w.send_nowait(bytes(120))  # 2 x (8 + 120) = 256: exactly full
+        with pytest.raises(RingFull, match="is full"):
+            w.send_nowait(b"")
+
+
+def test_busy_ring_rings_no_doorbell_and_a_sleeping_reader_is_woken() -> None:
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        for i in range(100):
+            w.send_nowait(rec(i, 32))
+            if i % 10 == 0:
+                r.drain(lambda x: None)
+        assert w.doorbells == 0  # reader never announced sleep: no syscall per record
+        r.drain(lambda x: None)
+        assert r.prepare_sleep()  # empty: safe to sleep
+        assert not select.select([r.doorbell_fd], [], [], 0)[0]
+        w.send_nowait(b"wake")
+        assert w.doorbells == 1
+        assert select.select([r.doorbell_fd], [], [], 1)[0]
+        r.wake_up()
+        assert not select.select([r.doorbell_fd], [], [], 0)[0]  # reset
+        w.send_nowait(b"again")
+        assert w.doorbells == 1  # awake again: no more rings
+
+
+def test_prepare_sleep_refuses_when_work_is_waiting() -> None:
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        w.send_nowait(b"x")
+        assert not r.prepare_sleep()
+        w.send_nowait(b"y")
+        assert w.doorbells == 0  # the announcement was withdrawn
+
+
+# -- corruption -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (0xDEAD_BEEF_0000_0010, "impossible record header"),
+        ((ringmod._TAG_INLINE << 32) | 5000, "runs past"),
+        ((ringmod._TAG_WRAP << 32) | 3, "wrap marker"),
+    ],
+)
+def test_impossible_header_raises_ringcorrupt_naming_ring_and_offset(header: int, why: str) -> None:
+    with Ring.create(4096, name="actorq-corrupt") as ring:
+        w, r = ring.writer(), ring.reader()
+        w.send_nowait(b"good")
+        w.send_nowait(b"soon-bad")
+        r.drain(lambda x: None, limit=1)
+        dq = ring.segment.buf[ringmod.HDR :].cast("Q")
+        dq[2] = header  # second record's header word, at data offset 16
+        dq.release()
+        got: list[bytes] = []
+        with pytest.raises(RingCorrupt, match=rf"actorq-corrupt.*{why}.*offset 16"):
+            r.drain(got.append)
+        assert got == []  # never hands garbage to the caller
+        with pytest.raises(RingCorrupt):
+            r.drain(got.append)  # stays poisoned
+
+
+def test_head_beyond_capacity_is_corruption() -> None:
+    with Ring.create(4096, name="actorq-corrupt2") as ring:
+        r = ring.reader()
+        ctl = ring.segment.buf[: ringmod.HDR].cast("Q")
+        ctl[ringmod._HEAD] = 1 << 40
+        ctl.release()
+        with pytest.raises(RingCorrupt, match=r"actorq-corrupt2.*not within one ring"):
+            r.drain(print)
+
+
+def test_not_a_ring_is_refused() -> None:
+    from actorq.shm import Segment
+
+    seg = Segment.create(8192, name="actorq-notring")
+    with pytest.raises(RingCorrupt, match="bad magic"):
+        Ring(seg, -1, -1)
+    seg.close()
+
+
+def test_non_x86_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ringmod, "_ARCH_OK", False)
+    with pytest.raises(ringmod.RingError, match="total store order"):
+        Ring.create(4096)
+
+
+# -- slab -------------------------------------------------------------------------------
+def test_large_records_go_through_the_slab_and_buffers_recycle(no_leaks: None) -> None:
+    classes = ((8192, 3), (65536, 1))
+    with Ring.create(4096, slab=classes, slab_threshold=1000) as ring:
+        w, r = ring.writer(), ring.reader()
+        got: list[bytes] = []
+        sizes = [5000, 100, 8192, 20000, 1001, 3]
+        for rnd in range(5):  # more rounds than buffers: they must come back
+            for i, n in enumerate(sizes):
+                w.send_nowait(rec(rnd * 10 + i, n))
+            r.drain(got.append)
+        assert got == [rec(rnd * 10 + i, n) for rnd in range(5) for i, n in enumerate(sizes)]
+        with pytest.raises(PayloadTooLarge, match="largest class"):
+            w.send_nowait(bytes(65537))
+        w.send_nowait(bytes(9000))  # takes the only 64 KiB buffer
+        with pytest.raises(RingFull, match="slab"):
+            w.send_nowait(bytes(9000))
+
+
+def test_zero_copy_slab_record_can_be_held_and_released() -> None:
+    with Ring.create(4096, slab=((8192, 1),), slab_threshold=100) as ring:
+        w, r = ring.writer(), ring.reader(zero_copy=True)
+        w.send_nowait(b"L" * 5000)
+        leases = []
+        r.drain(lambda v: leases.append(r.hold()))
+        (lease,) = leases
+        assert bytes(lease.view) == b"L" * 5000
+        assert not w.wait_for_space(5000)  # the only buffer is held
+        lease.release()
+        assert select.select([w.space_fd], [], [], 1)[0]  # release rang the space doorbell
+        assert w.wait_for_space(5000)
+        w.send_nowait(b"M" * 5000)
+        assert r.drain(lambda v: None) == 1
+
+
+# -- backpressure -----------------------------------------------------------------------
+def test_wait_for_space_rings_once_the_reader_frees_room() -> None:
+    with Ring.create(256, slab=None) as ring:
+        w, r = ring.writer(), ring.reader()
+        w.send_nowait(bytes(100))
+        w.send_nowait(bytes(100))
+        assert w.wait_for_space(100) is False
+        assert not select.select([w.space_fd], [], [], 0)[0]
+        r.drain(lambda x: None, limit=1)
+        assert select.select([w.space_fd], [], [], 1)[0]
+        assert w.wait_for_space(100) is True
+        w.send_nowait(bytes(100))
+        r.drain(lambda x: None)
+        assert r.space_rings == 1  # once per request, not per drain
+
+
+def _slow_reader(ring: Ring, n: int) -> bool:
+    r = ring.reader()
+    got: list[bytes] = []
+    while len(got) < n:
+        if not r.wait(timeout=10):
+            return False
+        time.sleep(0.01)  # slower than the writer: it must park
+        r.drain(got.append, limit=3)
+    return got == [rec(i, 100) for i in range(n)]
+
+
+def test_full_ring_parks_the_sender_and_resumes_it(no_leaks: None) -> None:
+    with Ring.create(512, slab=None) as ring:
+        pid = fork(_slow_reader, ring, 40)
+        w = ring.writer()
+        parked = 0
+        for i in range(40):
+            data = rec(i, 100)
+            try:
+                w.send_nowait(data)
+            except RingFull:
+                parked += 1
+                w.send(data, timeout=20)  # parks on space_fd until the reader frees room
+        assert reap(pid) == 0
+        assert parked > 0
+
+
+# -- cross-process ----------------------------------------------------------------------
+def _echo(ring_in: Ring, ring_out: Ring, n: int) -> bool:
+    r, w = ring_in.reader(), ring_out.writer()
+    done = 0
+    while done < n:
+        if not r.wait(timeout=10):
+            return False
+        done += r.drain(w.send)
+    return True
+
+
+def test_ping_pong_between_processes_with_sleeping_readers(no_leaks: None) -> None:
+    before = memfd_maps()
+    a, b = Ring.create(4096), Ring.create(4096)
+    pid = fork(_echo, a, b, 200)
+    w, r = a.writer(), b.reader()
+    for i in range(200):
+        w.send_nowait(rec(i, i % 64))
+        got: list[bytes] = []
+        while not got:
+            assert r.wait(timeout=10)
+            r.drain(got.append)
+        assert got == [rec(i, i % 64)]
+        if i % 50 == 0:
+            time.sleep(0.02)  # let the echo side fall asleep: it must be woken
+    assert reap(pid) == 0
+    assert w.doorbells > 0
+    a.close()
+    b.close()
+    assert memfd_maps() == before
+
+
+def test_ring_handles_work_in_an_unrelated_interpreter(no_leaks: None) -> None:
+    ring = Ring.create(4096, name="actorq-handles")
+    parent, child = socket.socketpair()
+    code = textwrap.dedent(
+        """
+        import socket, sys
+        from actorq.shm import Ring
+        s = socket.socket(fileno=int(sys.argv[1]))
+        msg, fds, _, _ = socket.recv_fds(s, 64, 8, socket.MSG_CMSG_CLOEXEC)
+        handles = list(fds) + [int(x) for x in msg.split()]
+        ring = Ring.attach(*handles)
+        w = ring.writer()
+        for i in range(1000):
+            w.send(str(i).encode(), timeout=10)
+        ring.close()
+        """
+    )
+    h = ring.handles()
+    fds = [fd for fd in h[:5] if fd >= 0]
+    assert h[4] == -1
+    with parent, child:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(child.fileno())], pass_fds=[child.fileno()]
+        )
+        socket.send_fds(parent, [b"-1 -1"], fds)  # no inbox, no sender id
+        r = ring.reader()
+        got: list[bytes] = []
+        while len(got) < 1000:
+            assert r.wait(timeout=10)
+            r.drain(got.append)
+        assert proc.wait(timeout=30) == 0
+    assert got == [str(i).encode() for i in range(1000)]
+    ring.close()
+
+
+# -- inbox ------------------------------------------------------------------------------
+def test_inbox_finds_flagged_rings_and_keeps_per_sender_order(no_leaks: None) -> None:
+    with Inbox.create(64, name="actorq-inbox-test") as inbox:
+        rings = {s: inbox.ring(s, 4096) for s in (3, 17, 63)}
+        writers = {s: ring.writer() for s, ring in rings.items()}
+        got: list[tuple[int, bytes]] = []
+        assert inbox.drain(lambda s, x: got.append((s, x))) == 0  # fresh rings: looked at once
+        writers[17].send_nowait(b"a")
+        writers[63].send_nowait(b"b")
+        writers[17].send_nowait(b"c")
+        assert inbox._flags.tobytes().count(1) == 2  # only the senders with work are flagged
+        assert inbox.drain(lambda s, x: got.append((s, x))) == 3
+        assert sorted(got) == [(17, b"a"), (17, b"c"), (63, b"b")]
+        assert not inbox.pending()
+        assert inbox.prepare_sleep()
+        writers[3].send_nowait(b"z")
+        assert writers[3].doorbells == 1
+        assert writers[17].doorbells == 0
+        assert inbox.wait(timeout=1)
+        got.clear()
+        inbox.drain(lambda s, x: got.append((s, x)))
+        assert got == [(3, b"z")]
+
+
+def test_inbox_drain_limit_leaves_the_rest_flagged() -> None:
+    with Inbox.create(4) as inbox:
+        writers = [inbox.ring(s, 4096).writer() for s in range(4)]
+        for w in writers:
+            for i in range(5):
+                w.send_nowait(rec(i, 8))
+        inbox.drain(lambda s, x: None)
+        for w in writers:
+            for i in range(5):
+                w.send_nowait(rec(i, 8))
+        got: list[tuple[int, bytes]] = []
+        assert inbox.drain(lambda s, x: got.append((s, x)), limit=7) == 7
+        assert inbox.pending()
+        assert inbox.drain(lambda s, x: got.append((s, x))) == 13
+        for s in range(4):
+            assert [x for t, x in got if t == s] == [rec(i, 8) for i in range(5)]
+
+
+def _inbox_sender(ring: Ring, sid: int, n: int) -> bool:
+    w = ring.writer()
+    for i in range(n):
+        w.send(sid.to_bytes(2, "little") + rec(i, 8 + i % 40), timeout=20)
+        if i % 97 == 0:
+            time.sleep(0.003)  # let the reader fall asleep now and then
+    return True
+
+
+def test_inbox_many_senders_across_processes(no_leaks: None) -> None:
+    n = 500
+    with Inbox.create(8) as inbox:
+        rings = [inbox.ring(s, 1024) for s in range(4)]
+        pids = [fork(_inbox_sender, rings[s], s, n) for s in range(4)]
+        got: dict[int, list[bytes]] = {s: [] for s in range(4)}
+
+        def cb(s: int, x: bytes) -> None:
+            assert int.from_bytes(x[:2], "little") == s
+            got[s].append(x[2:])
+
+        deadline = time.monotonic() + 60
+        while sum(map(len, got.values())) < 4 * n and time.monotonic() < deadline:
+            inbox.wait(timeout=1)
+            inbox.drain(cb)
+        assert [reap(p) for p in pids] == [0, 0, 0, 0]
+        for s in range(4):
+            assert got[s] == [rec(i, 8 + i % 40) for i in range(n)]
