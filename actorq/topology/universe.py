@@ -113,6 +113,11 @@ def build_universe(machine: Machine, view: str = "allowed") -> Universe:
         if joined != parts[-1][1]:
             parts.append((kind, joined))
 
+    # Caches by the usable CPUs they serve, so each group finds its own in O(1).
+    serving: dict[frozenset[int], list[Cache]] = {}
+    for k in machine.caches:
+        serving.setdefault(k.cpus & cpus, []).append(k)
+
     levels: list[Level] = []
     paths: dict[int, list[int]] = {c: [] for c in ordered}
     for depth, (kind, groups) in enumerate(parts):
@@ -128,7 +133,7 @@ def build_universe(machine: Machine, view: str = "allowed") -> Universe:
                     level=depth,
                     index=n,
                     cpus=g,
-                    caches=tuple(k for k in machine.caches if k.cpus & cpus == g),
+                    caches=tuple(serving.get(g, ())),
                     node=nodes.pop() if len(nodes) == 1 else None,
                     parent=upper_of[min(g)] if upper else None,
                 )
