@@ -41,12 +41,10 @@ def parse_cpumask(text: str) -> frozenset[int]:
         return frozenset()
     value = int(text, 16)
     out = []
-    bit = 0
-    while value:
-        if value & 1:
-            out.append(bit)
-        value >>= 1
-        bit += 1
+    while value:  # one step per set bit, not per bit: masks are 256+ bits wide
+        low = value & -value
+        out.append(low.bit_length() - 1)
+        value ^= low
     return frozenset(out)
 
 

@@ -154,8 +154,18 @@ class _Files:
     def read(self, rel: str) -> str | None:
         """File text without NULs and surrounding whitespace; None if absent."""
         try:
-            with open(self.path(rel), "rb") as f:
-                data = f.read()
+            fd = os.open(self.path(rel), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            self.warnings.append(f"{self.path(rel)}: unreadable ({exc.strerror}); ignored")
+            return None
+        try:
+            # procfs may return less than asked before the end: read to EOF.
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            data = b"".join(chunks)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except IsADirectoryError:
@@ -165,6 +175,8 @@ class _Files:
         except OSError as exc:
             self.warnings.append(f"{self.path(rel)}: unreadable ({exc.strerror}); ignored")
             return None
+        finally:
+            os.close(fd)
         return data.replace(b"\x00", b"").decode("utf-8", "replace").strip()
 
     def parse(self, rel: str, parser: Callable[[str], object], what: str) -> object | None:
