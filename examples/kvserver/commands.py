@@ -193,14 +193,14 @@ def _client(store: Store, args: list[bytes]) -> Reply:
 # ------------------------------------------------------------------ the table
 
 #: Where a command runs in the sharded server.
-LOCAL, KEY, MULTI, ALL = "local", "key", "multi", "all"
+LOCAL, KEY, MULTI, ALL, SESSION = "local", "key", "multi", "all", "session"
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str
     arity: int  # as Redis counts: the command name included; negative = at least -arity
-    where: str  # LOCAL, KEY, MULTI (keys at args[1:], step ``step``), ALL
+    where: str  # LOCAL, KEY, MULTI (keys at args[1:], step ``step``), ALL, SESSION
     handler: Handler
     step: int = 1
 
@@ -209,7 +209,8 @@ COMMANDS: dict[bytes, Command] = {}
 for _c in (
     Command("ping", -1, LOCAL, _ping),
     Command("echo", 2, LOCAL, _echo),
-    Command("quit", -1, LOCAL, _quit),
+    Command("quit", -1, SESSION, _quit),
+    Command("hello", -1, SESSION, lambda store, args: hello(args, 2, 0)[0]),
     Command("config", -2, LOCAL, _config),
     Command("client", -2, LOCAL, _client),
     Command("get", 2, KEY, _get),
@@ -332,10 +333,15 @@ def route(args: list[bytes], nshards: int) -> bytes | int | Fanout:
     cmd = check(args)
     if isinstance(cmd, bytes):
         return cmd
+    return route_checked(cmd, args, nshards)
+
+
+def route_checked(cmd: Command, args: list[bytes], nshards: int) -> bytes | int | Fanout:
+    """:func:`route` for a request already :func:`check`-ed (the server's hot path)."""
     where = cmd.where
     if where is KEY:
         return crc32(args[1]) % nshards if nshards > 1 else 0
-    if where is LOCAL:
+    if where is LOCAL or where is SESSION:
         return cmd.handler(Store(), args)  # these touch no keys
     if nshards == 1:
         return 0

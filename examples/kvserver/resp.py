@@ -153,6 +153,11 @@ def encode_command(*args: bytes | str | int) -> bytes:
 
 # ---------------------------------------------------------------- requests
 
+# Lookup tables for the fast path below: a dict lookup is several times
+# cheaper than int() on a slice. Headers outside them take the general path.
+_MBULK_HEADERS = {b"*%d" % n: n for n in range(1, 1025)}
+_BULK_LENGTHS = {b"$%d" % n: n for n in range(0, 8193)}
+
 
 class RequestParser:
     """Incremental parser for client requests.
@@ -179,6 +184,39 @@ class RequestParser:
         """Bytes held for a frame not yet complete."""
         return self._have
 
+    @staticmethod
+    def _fast(buf: bytes, out: list[list[bytes] | ProtocolError]) -> int:
+        """Parse the leading run of well-formed multibulk requests; return where it stopped.
+
+        Splitting the whole buffer on CRLF once (in C) and taking the
+        arguments as slices of the token list is ~3x cheaper per request than
+        walking it with ``find``. A bulk value may itself contain CRLF: then
+        its declared length no longer matches its token, the check below
+        fails, and the general loop in :meth:`feed` takes over from that
+        request on, as it does for anything unusual (inline commands,
+        malformed or incomplete frames, values over 8 KiB).
+        """
+        parts = buf.split(b"\r\n")
+        last = len(parts) - 1  # parts[last] follows the final CRLF: never complete
+        headers = _MBULK_HEADERS.get
+        lengths = _BULK_LENGTHS.get
+        i = 0
+        while i < last:
+            count = headers(parts[i])
+            if count is None:
+                break
+            end = i + 2 * count + 1
+            if end > last:
+                break
+            args = parts[i + 2 : end : 2]
+            if list(map(len, args)) != list(map(lengths, parts[i + 1 : end : 2])):
+                break
+            out.append(args)
+            i = end
+        if i == 0:
+            return 0
+        return sum(map(len, parts[:i])) + 2 * i
+
     def feed(self, data: bytes) -> list[list[bytes] | ProtocolError]:
         if self._held:
             self._held.append(data)
@@ -192,6 +230,8 @@ class RequestParser:
         out: list[list[bytes] | ProtocolError] = []
         pos = 0
         n = len(buf)
+        if buf[:1] == b"*":
+            pos = self._fast(buf, out)
         find = buf.find
         while pos < n:
             if buf[pos] == 42:  # '*': multibulk

@@ -37,10 +37,11 @@ import os
 import socket
 from collections.abc import Callable
 from typing import Any
+from zlib import crc32
 
 import actorq
 
-from .commands import Fanout, execute, hello, route, session_command
+from .commands import COMMANDS, KEY, SESSION, Fanout, check, execute, hello, route_checked
 from .resp import RequestParser, encode_error, to_resp3
 from .store import Store
 
@@ -161,30 +162,64 @@ class Connection:
         me = shard.index
         n = shard.nshards
         queue = self.queue
+        # Replies ready while nothing is pending ahead of them go straight to
+        # ``ready`` (one join, one send); once a reply must wait for another
+        # shard, it and everything after it go through ``queue`` to keep order.
+        ready: list[bytes] = []
+        resp2 = self.proto == 2
+        commands = COMMANDS
         for req in self.parser.feed(data):
             if self.quitting:
                 break
-            if isinstance(req, str):  # ProtocolError: answer it, keep the connection
-                queue.append(encode_error(req))
-                continue
-            if session_command(req) is not None:
-                queue.append(self.session(req))
-                continue
-            where = route(req, n)
-            if where.__class__ is int:
-                if where == me:
-                    reply = execute(store, req)
-                    queue.append(reply if self.proto == 2 else to_resp3(reply))
-                else:
-                    slot = Slot()
-                    slot.parts = 1
-                    queue.append(slot)
-                    shard.outbox.submit(where, req, self.filler(slot))
-            elif where.__class__ is bytes:
-                queue.append(where)
+            if req.__class__ is not list:  # ProtocolError: answer it, keep the connection
+                reply = encode_error(req)  # type: ignore[arg-type]
             else:
-                queue.append(self.fan_out(where))
-        self.flush()
+                cmd = commands.get(req[0])
+                arity = cmd.arity if cmd is not None else 0
+                if cmd is None or (len(req) != arity if arity > 0 else len(req) < -arity):
+                    reply = check(req)  # type: ignore[assignment]  # the error reply
+                elif cmd.where is KEY:  # the hot path: one key, one shard
+                    where = crc32(req[1]) % n
+                    if where == me:
+                        reply = cmd.handler(store, req)
+                        if not resp2:
+                            reply = to_resp3(reply)
+                    else:
+                        slot = Slot()
+                        slot.parts = 1
+                        queue.append(slot)
+                        shard.outbox.submit(where, req, self.filler(slot))
+                        continue
+                elif cmd.where is SESSION:
+                    reply = self.session(req)
+                    resp2 = self.proto == 2
+                else:
+                    where = route_checked(cmd, req, n)
+                    if where.__class__ is bytes:
+                        reply = where  # type: ignore[assignment]
+                    elif where.__class__ is int and where == me:
+                        reply = execute(store, req)
+                        if not resp2:
+                            reply = to_resp3(reply)
+                    else:
+                        if where.__class__ is int:
+                            slot = Slot()
+                            slot.parts = 1
+                            shard.outbox.submit(where, req, self.filler(slot))  # type: ignore[arg-type]
+                        else:
+                            slot = self.fan_out(where)  # type: ignore[arg-type]
+                        queue.append(slot)
+                        continue
+            if queue:
+                queue.append(reply)
+            else:
+                ready.append(reply)
+        if ready:
+            self.write(b"".join(ready) if len(ready) > 1 else ready[0])
+        if queue:
+            self.flush()
+        elif self.quitting and not self.outbuf:
+            self.close()
 
     def session(self, req: list[bytes]) -> bytes:
         if req[0].upper() == b"QUIT":
