@@ -286,3 +286,77 @@ def test_numa_source_says_snapshot(machines):
         m = machines[name]
         if m.nodes:
             assert m.numa_source.startswith("sysfs only"), name
+
+
+# ------------------------------------------------------------- against hwloc
+# (expected output file, hwloc object) -> why our count differs from hwloc's on purpose
+HWLOC_DIFFERS: dict[tuple[str, str], str] = {
+    ("16amd64-8n2c-cpusets.console", "Package"): (
+        "hwloc keeps package P#4 (no usable CPU) because it holds allowed NUMA node 4; "
+        "we count packages that have a usable CPU, the only ones placement can use"
+    ),
+    ("32amd64-4s2n4c-cgroup2.xml", "Package"): "as above: mems 0-5 allowed, CPUs only 0-5",
+    ("32amd64-4s2n4c-cgroup2.xml", "L3Cache"): "as above: L3s of memory-only nodes",
+    ("64amd64-4s2n4ca2co.console", "Core"): (
+        "Bulldozer compute units: the kernel reports the two integer cores as thread "
+        "siblings (shared L1i, L2, FPU); hwloc splits them by core_id, we keep the kernel's"
+    ),
+    ("64intel64-fakeKNL-SNC4-hybrid.console", "L3Cache"): (
+        "hwloc's 4 L3 are MCDRAM memory-side caches from its own KNL dump "
+        "(var/run/hwloc), not CPU caches in sysfs"
+    ),
+    ("nvidiagpunumanodes.console", "NUMANode"): (
+        "hwloc hides NVIDIA GPU memory nodes 250-255 by default; we report every node "
+        "(the -kept output, HWLOC_KEEP_NVIDIA_GPU_NUMA_NODES=1, agrees with us)"
+    ),
+    ("2arm-2c.console", "NUMANode"): (
+        "no node/ directory: hwloc invents one node from /proc/meminfo, we report none "
+        "and Machine.memory_total carries MemTotal"
+    ),
+}
+
+_HWLOC_OBJECTS = ("Package", "Core", "PU", "NUMANode", "L1dCache", "L1iCache", "L2Cache", "L3Cache")
+
+
+def _our_counts(m: Machine, view: str) -> dict[str, int]:
+    cpus = m.allowed_cpus if view == "allowed" else m.online_cpus
+    counts = {
+        "Package": len({m.cpus[c].package for c in cpus}),
+        "Core": len({m.cpus[c].core for c in cpus}),
+        "PU": len(cpus),
+        "NUMANode": sum(1 for n in m.nodes.values() if view == "all" or n.allowed),
+    }
+    for level, ctype, obj in ((1, "data", "L1dCache"), (1, "instruction", "L1iCache")):
+        counts[obj] = sum(
+            1 for k in m.caches if (k.level, k.type) == (level, ctype) and k.cpus & cpus
+        )
+    for level in (2, 3):
+        counts[f"L{level}Cache"] = sum(
+            1 for k in m.caches if k.level == level and k.type == "unified" and k.cpus & cpus
+        )
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("name", "out"),
+    [(n, o) for n in MACHINES for o in EXPECTED[n]["expected_outputs"]],
+    ids=[o["file"] for n in MACHINES for o in EXPECTED[n]["expected_outputs"]],
+)
+def test_against_hwloc_output(machines, name, out):
+    """Object counts in hwloc's own expected lstopo output, differences explained."""
+    m = machines[name]
+    # Default lstopo shows the cpuset's view; --disallowed shows everything.
+    # nvidiagpunumanodes: hwloc reads cgroup v1 cpuset.cpus (everything),
+    # we read cpuset.effective_cpus (0-87), so hwloc's view there is our "all".
+    all_view = "--disallowed" in (out.get("lstopo_options") or "") or name.startswith(
+        "nvidiagpunumanodes"
+    )
+    ours = _our_counts(m, "all" if all_view else "allowed")
+    for obj in _HWLOC_OBJECTS:
+        if obj not in out["counts"]:
+            continue
+        hw = out["counts"][obj]
+        if (out["file"], obj) in HWLOC_DIFFERS:
+            assert ours[obj] != hw, f"{obj} now agrees with hwloc; drop the exception"
+        else:
+            assert ours[obj] == hw, f"{obj}: ours {ours[obj]}, hwloc {hw}"
