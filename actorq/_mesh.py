@@ -32,7 +32,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, RingFull
 
 log = logging.getLogger("actorq.mesh")
 
@@ -175,19 +175,190 @@ class SocketPort(Port):
         self.socks.clear()
 
 
-def make_mesh(nodes: int, capacity: int) -> Any:
-    """The best channels this build has: shared-memory rings, else socketpairs."""
+def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -> Any:
+    """The best channels this build has: shared-memory rings, else socketpairs.
+
+    ``$ACTORQ_MESH`` = ``ring`` or ``socket`` forces one (benchmarks compare them).
+    """
     kind = os.environ.get("ACTORQ_MESH", "auto")
     if kind in ("auto", "ring"):
         try:
-            from .shm import Ring  # noqa: F401
+            return RingMesh(nodes, capacity, numa)
         except ImportError:
             if kind == "ring":
                 raise
-        else:
-            return RingMesh(nodes, capacity)
+        except Exception as exc:  # e.g. RingError on a CPU without TSO
+            if kind == "ring":
+                raise
+            log.warning("shared-memory rings unavailable (%s); using socketpairs", exc)
     return SocketMesh(nodes, capacity)
 
 
-class RingMesh(SocketMesh):  # placeholder until the ring wiring below replaces it
-    kind = "socket"
+# --- shared-memory rings -----------------------------------------------------------
+
+
+class RingMesh:
+    """Channels as SPSC rings (actorq.shm): node j's ``Inbox`` holds one ring
+    per sender, all behind one doorbell, memory bound to j's NUMA node.
+
+    Everything is made in the supervisor before forking. A child keeps its own
+    inbox and the rings it writes, and closes the rest. Readers and writers
+    are made fresh in the child from the positions stored in shared memory:
+    the objects it inherited were built in the supervisor and cache stale
+    positions, which matters when a worker is restarted after records flowed.
+    """
+
+    kind = "ring"
+
+    def __init__(self, nodes: int, capacity: int, numa: list[int | None] | None = None) -> None:
+        from .shm import Inbox
+
+        cap = 1 << max(12, (capacity - 1).bit_length())  # a power of two
+        self.nodes = nodes
+        self.inboxes: list[Any] = []
+        try:
+            for j in range(nodes):
+                node = numa[j] if numa is not None and j < len(numa) else None
+                inbox = Inbox.create(nodes, node=node, name=f"actorq-inbox-{j}")
+                self.inboxes.append(inbox)
+                for i in range(nodes):
+                    if i != j:
+                        inbox.ring(i, cap, name=f"actorq-ring-{i}-{j}")
+        except BaseException:
+            self.close()
+            raise
+
+    def port(self, index: int) -> RingPort:
+        inbox = self.inboxes[index]
+        for s in list(inbox._readers):  # fresh readers at the shared tails
+            inbox.add(s, inbox.remove(s))
+        rings = {j: self.inboxes[j]._rings[index] for j in range(self.nodes) if j != index}
+        return RingPort(index, inbox, rings)
+
+    def close_others(self, index: int) -> None:
+        """In a child: close every inbox but ours, keeping the rings we write."""
+        keep = []
+        for j, inbox in enumerate(self.inboxes):
+            if j == index:
+                continue
+            mine = inbox.remove(index)
+            keep.append(mine)
+            inbox.close()
+            inbox._rings[index] = mine  # still reachable for port(); no reader here
+
+    def close(self) -> None:
+        for inbox in self.inboxes:
+            inbox.close()
+        self.inboxes = []
+
+
+class RingPort(Port):
+    def __init__(self, index: int, inbox: Any, rings: dict[int, Any]) -> None:
+        self.index = index
+        self.inbox = inbox
+        self.rings = rings
+        self.writers = {j: r.writer() for j, r in rings.items()}
+        self._dirty: set[int] = set()
+        self._backlog: dict[int, collections.deque[bytes]] = {}
+        self._loop: Any = None
+        self._deliver: Deliver | None = None
+        self._remove_hook: Any = None
+        self._drain_queued = False
+
+    # -- inbound ---------------------------------------------------------------------
+    def start(self, loop: Any, deliver: Deliver) -> None:
+        self._loop, self._deliver = loop, deliver
+        loop.add_reader(self.inbox.doorbell_fd, self._doorbell)
+        self._remove_hook = loop.before_sleep(self._before_sleep)
+        self._queue_drain()  # records may be waiting already (a restarted worker)
+
+    def _doorbell(self) -> bool:
+        self.inbox.wake_up()
+        return self._drain()
+
+    def _drain(self) -> bool:
+        self._drain_queued = False
+        inbox = self.inbox
+        inbox.drain(self._deliver, _BUDGET)
+        return inbox.pending()
+
+    def _queue_drain(self) -> None:
+        if not self._drain_queued:
+            self._drain_queued = True
+            self._loop.call_soon(self._drain_again)
+
+    def _drain_again(self) -> None:
+        if self._drain():
+            self._queue_drain()
+
+    def _before_sleep(self) -> None:
+        inbox = self.inbox
+        if self._dirty:
+            self.flush()
+        if inbox.pending() or inbox.spin() or not inbox.prepare_sleep():
+            self._queue_drain()
+
+    # -- outbound --------------------------------------------------------------------
+    def send(self, dest: int, data: bytes) -> None:
+        q = self._backlog.get(dest)
+        if q:
+            q.append(data)
+            self.backlog_total += 1
+            return
+        try:
+            self.writers[dest].write(data)
+        except RingFull:
+            self._backlog[dest] = collections.deque([data])
+            self.backlog_total += 1
+            self._park(dest)
+            return
+        self._dirty.add(dest)
+
+    def flush(self) -> None:
+        writers = self.writers
+        for dest in self._dirty:
+            writers[dest].publish()
+        self._dirty.clear()
+
+    def _park(self, dest: int) -> None:
+        """The ring to ``dest`` is full: publish what it holds (so the reader can
+        make room) and wait for its space doorbell; our loop goes on reading."""
+        w = self.writers[dest]
+        w.publish()
+        self._dirty.discard(dest)
+        self._loop.add_reader(w.space_fd, self._space, dest)
+        q = self._backlog[dest]
+        if w.wait_for_space(len(q[0])):
+            self._loop.call_soon(self._space, dest)
+
+    def _space(self, dest: int) -> None:
+        q = self._backlog.get(dest)
+        w = self.writers[dest]
+        while q:
+            try:
+                w.write(q[0])
+            except RingFull:
+                w.publish()
+                if w.wait_for_space(len(q[0])):
+                    continue
+                return  # still armed: the reader rings space_fd
+            except PayloadTooLarge as exc:
+                log.error("dropped a queued record to node %d: %s", dest, exc)
+            q.popleft()
+            self.backlog_total -= 1
+        w.publish()
+        self._loop.remove_reader(w.space_fd)
+        self._backlog.pop(dest, None)
+
+    def backlog(self) -> dict[int, int]:
+        return {d: len(q) for d, q in self._backlog.items() if q}
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.inbox.doorbell_fd)
+            for w in self.writers.values():
+                loop.remove_reader(w.space_fd)
+            if self._remove_hook is not None:
+                self._remove_hook()
+        self.flush()  # the writers themselves are closed with their rings

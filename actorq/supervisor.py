@@ -189,7 +189,9 @@ class Supervisor:
         self.worker_cpus = [s.cpu for s in self.slots]
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
-        self.mesh = make_mesh(len(self.slots) + 1, cfg.ring_capacity)
+        self.mesh = make_mesh(
+            len(self.slots) + 1, cfg.ring_capacity, [None] + [s.node for s in self.slots]
+        )
         self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         self.sigfd = SignalFd(_SIGNALS)
         for slot in self.slots:

@@ -51,7 +51,7 @@ from typing import Any
 from . import _api, _codec
 from ._api import ActorRef, ActorSpec, BoundCoroutine
 from ._codec import ASK, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_REMOTE, FAIL, REPLY, STOP, TELL
-from .errors import ActorDied, ActorNotFound, Overloaded, RemoteError
+from .errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, RemoteError
 
 log = logging.getLogger("actorq.worker")
 
@@ -247,7 +247,10 @@ class Node:
         self, dest: int, req: int, value: Any, cell: _Cell | None = None, method: str = ""
     ) -> None:
         where = f"{cell.spec.cls.__qualname__}.{method}" if cell is not None else "the actor"
-        self._send(dest, _codec.pack_reply(req, value, where))
+        try:
+            self._send(dest, _codec.pack_reply(req, value, where))
+        except PayloadTooLarge as exc:
+            self.fail(dest, req, F_REMOTE, "PayloadTooLarge", f"{where} returned: {exc}")
 
     def fail(
         self, dest: int, req: int, code: int, type_name: str, message: str, tb: str = ""
@@ -291,8 +294,12 @@ class Node:
     # --- receiving ------------------------------------------------------------------
     def deliver(self, sender: int, data: bytes) -> None:
         self.received += 1
-        msg = _codec.unpack(data)
-        kind = msg[0]
+        try:
+            msg = _codec.unpack(data)
+            kind = msg[0]
+        except Exception as exc:  # a record we cannot read must not stop the worker
+            log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
+            return
         if kind == REPLY:
             entry = self.pending.pop(msg[1], None)
             if entry is not None and not entry[0].done():

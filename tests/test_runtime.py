@@ -247,3 +247,52 @@ def test_runtime_dir_must_be_private(tmp_path) -> None:
     proc = run_app(tmp_path, "app:main", "--workers", "1")
     assert proc.returncode == 2
     assert "0700" in proc.stderr
+
+
+FLOOD = r"""
+import json
+import actorq
+
+@actorq.actor(reentrant=True)
+class Peer:
+    def __init__(self):
+        self.got = 0
+        self.peer = None
+    def set_peer(self, peer):
+        self.peer = peer
+    def take(self, blob):
+        self.got += 1
+    def count(self):
+        return self.got
+    async def bounce(self, n):
+        # nested asks across the same two full rings
+        return 0 if n == 0 else 1 + await self.peer.bounce(n - 1)
+    async def flood(self, n, size):
+        blob = b"x" * size
+        for _ in range(n):
+            self.peer.take.tell(blob)
+        depth = await self.peer.bounce(20)
+        return depth
+
+async def main(rt):
+    a = await rt.spawn(Peer, cpu=rt.workers[0])
+    b = await rt.spawn(Peer, cpu=rt.workers[-1])
+    await a.set_peer(b)
+    await b.set_peer(a)
+    fa, fb = a.flood(3000, 1000), b.flood(3000, 1000)
+    depths = [await fa, await fb]
+    counts = [await a.count(), await b.count()]
+    st = await rt.stats()
+    print("RESULT " + json.dumps({"depths": depths, "counts": counts, "mesh": st["mesh"]}))
+"""
+
+
+def test_full_rings_park_senders_and_nested_asks_finish(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, FLOOD)
+    (tmp_path / "actorq.toml").write_text("ring_capacity = 4096\n")  # 3 MB through 4 KiB rings
+    proc = run_app(tmp_path, "app:main", "--workers", "2", timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    out = json.loads(line[0][7:])
+    assert out["depths"] == [20, 20]
+    assert out["counts"] == [3000, 3000]
