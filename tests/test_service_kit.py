@@ -106,3 +106,54 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines()
                   if str(target) in ln or "actorq@kit" in ln]
     assert not complaints, "\n".join(complaints)
+
+
+def test_runtime_started_as_the_unit_does_stops_cleanly_on_its_kill_signal(tmp_path: Path) -> None:
+    """ExecStart with the example config, then the unit's KillSignal: exit 0 well
+    within TimeoutStopSec, every worker gone (what systemctl stop relies on)."""
+    pytest.importorskip("actorq.supervisor")
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    svc = unit()["Service"]
+    allowed = sorted(os.sched_getaffinity(0))
+    text = TOML.read_text().replace('runtime_dir = "/run/actorq"',
+                                    f'runtime_dir = "{tmp_path / "run"}"')
+    if not {0, 1} <= set(allowed):
+        text = text.replace('cpus = "0-1"', f'cpus = "{allowed[0]}"').replace(
+            "workers = 2", "workers = 1")
+    (tmp_path / "actorq.toml").write_text(text)
+    exec_start = svc["ExecStart"].replace("%i", "kit").split()
+    assert exec_start[1:4] == ["run", "--config", "/etc/actorq/kit/actorq.toml"]
+    argv = [str(Path(sys.executable).with_name("actorq")), "run", "--config",
+            str(tmp_path / "actorq.toml"), *exec_start[4:]]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "KVSERVER_PORT": "0"},
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("listening on "):
+                break
+        else:
+            pytest.fail(f"{argv} exited before listening (rc {proc.wait()})")
+        workers = psutil.Process(proc.pid).children()
+        assert workers
+        stop_signal = getattr(signal, svc["KillSignal"])
+        t0 = time.monotonic()
+        proc.send_signal(stop_signal)
+        rc = proc.wait(timeout=float(svc["TimeoutStopSec"]))
+        took = time.monotonic() - t0
+        assert rc == 0, proc.stdout.read()
+        _, alive = psutil.wait_procs(workers, timeout=2)
+        assert not alive
+        assert took < float(svc["TimeoutStopSec"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
