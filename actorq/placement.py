@@ -263,8 +263,9 @@ class Placer:
     """Incremental, deterministic placement over a set of CPUs.
 
     ``cpus`` are the CPUs that may receive actors (the runtime's worker CPUs);
-    default: every usable CPU of the universe. ``prefer_fast`` puts the first
-    actors on the fastest CPU type of a hybrid machine.
+    default: every CPU of the universe (whose default view is the cpuset's).
+    ``prefer_fast`` puts the first actors on the fastest CPU type of a hybrid
+    machine.
     """
 
     def __init__(
@@ -277,7 +278,8 @@ class Placer:
     ) -> None:
         self.universe = universe
         self.machine = machine
-        usable = frozenset(universe.cpus) & machine.allowed_cpus
+        # The universe's view decides (build_universe's "allowed" is the cpuset's CPUs).
+        usable = frozenset(universe.cpus) & machine.online_cpus
         if cpus is None:
             chosen = usable
         else:

@@ -1,0 +1,257 @@
+"""``actorq place [--root DIR] [--cpus LIST] [--json] SPEC...``: where actors would land, and why.
+
+Nothing is started: the machine is read (a live one, or a snapshot tree under
+``--root``), the described actors are planned with :func:`actorq.placement.plan`,
+and each placement is printed with its reason.
+
+SPEC is a TOML or JSON file, or the compact form on the command line.
+
+File (TOML shown; JSON has the same shape)::
+
+    [actors.web]          # 16 private actors web-0 .. web-15
+    count = 16
+
+    [actors.kv]           # a group of 8 sharing 4 MiB
+    count = 8
+    state = "shared"      # group defaults to the kind's name ("kv")
+    footprint = "4 MiB"   # or a byte count
+    # also: group, writes = "shared" | "private", node, cpu, weight
+
+Compact: ``web=16 kv=8,shared,4MiB`` -- entries separated by spaces or ``;``,
+each ``NAME[=COUNT]`` followed by comma-separated options: ``shared``,
+``private``, a size (``512KiB``, ``4M``, ``1GiB``: the footprint) or
+``key=value`` with the keys above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from .errors import ConfigError
+from .placement import Hints
+
+_KEYS = {"count", "group", "state", "footprint", "writes", "node", "cpu", "weight"}
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+    "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+    "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        default=None,
+        help="read sysfs/proc under DIR instead of / (default: $ACTORQ_FSROOT or /)",
+    )
+    parser.add_argument(
+        "--cpus",
+        metavar="LIST",
+        default=None,
+        help='place only on these CPUs, e.g. the workers\' "0-7,16" (default: every usable CPU)',
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="use every online CPU, not only those this process may use (cpuset, affinity)",
+    )
+    parser.add_argument(
+        "--any-type",
+        action="store_true",
+        help="on hybrid machines, do not put the first actors on the fastest cores",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"actors": [{"name", "group", "cpu", "core", "package", "node", "reason"}]}',
+    )
+    parser.add_argument(
+        "spec",
+        nargs="+",
+        metavar="SPEC",
+        help="a .toml/.json file, or the compact form: web=16 kv=8,shared,4MiB",
+    )
+
+
+def parse_size(text: str | int, what: str = "footprint") -> int:
+    """``4MiB``, ``4 M``, ``512KiB``, ``1.5GiB`` or bytes -> bytes (binary units)."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{what}: expected a size, got {text!r}")
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"{what}: {text!r} is not a size; write e.g. 4MiB, 512KiB or 1048576")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _hints(kind: str, fields: dict[str, Any]) -> tuple[int, Hints]:
+    bad = sorted(set(fields) - _KEYS)
+    if bad:
+        raise ConfigError(
+            f"actor kind {kind!r}: unknown key {bad[0]!r}; known keys: {', '.join(sorted(_KEYS))}"
+        )
+    count = fields.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"actor kind {kind!r}: count must be an integer >= 1, not {count!r}")
+    state = fields.get("state")
+    group = fields.get("group")
+    if state == "shared" and group is None:
+        group = kind
+    footprint = fields.get("footprint")
+    try:
+        hints = Hints(
+            group=group,
+            state=state,
+            footprint=None if footprint is None else parse_size(footprint, f"{kind}.footprint"),
+            writes=fields.get("writes"),
+            cpu=fields.get("cpu"),
+            node=fields.get("node"),
+            weight=float(fields.get("weight", 1.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"actor kind {kind!r}: {exc}") from None
+    return count, hints
+
+
+def _expand(kinds: dict[str, dict[str, Any]]) -> list[tuple[str, Hints]]:
+    actors: list[tuple[str, Hints]] = []
+    for kind, fields in kinds.items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"actor kind {kind!r}: expected a table of hints, got {fields!r}")
+        count, hints = _hints(kind, fields)
+        names = [kind] if count == 1 else [f"{kind}-{i}" for i in range(count)]
+        actors.extend((n, hints) for n in names)
+    return actors
+
+
+def parse_compact(text: str) -> list[tuple[str, Hints]]:
+    """``web=16 kv=8,shared,4MiB`` -> actors with hints."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for entry in re.split(r"[\s;]+", text.strip()):
+        if not entry:
+            continue
+        head, *opts = entry.split(",")
+        kind, eq, count = head.partition("=")
+        if not kind:
+            raise ConfigError(f"spec entry {entry!r}: starts with no name; write e.g. web=16")
+        fields: dict[str, Any] = {}
+        if eq:
+            if not count.isdigit():
+                raise ConfigError(f"spec entry {entry!r}: count {count!r} is not a number")
+            fields["count"] = int(count)
+        for opt in opts:
+            key, eq, value = opt.partition("=")
+            if not eq:
+                if opt in ("shared", "private"):
+                    fields["state"] = opt
+                elif _SIZE.match(opt):
+                    fields["footprint"] = opt
+                else:
+                    raise ConfigError(
+                        f"spec entry {entry!r}: option {opt!r} is not shared, private, a size "
+                        "or key=value"
+                    )
+                continue
+            if key in ("node", "cpu"):
+                if not value.isdigit():
+                    raise ConfigError(f"spec entry {entry!r}: {key}={value!r} is not a number")
+                fields[key] = int(value)
+            elif key == "weight":
+                fields[key] = float(value)
+            else:
+                fields[key] = value
+        if kind in kinds:
+            raise ConfigError(f"spec: actor kind {kind!r} appears twice")
+        kinds[kind] = fields
+    if not kinds:
+        raise ConfigError("spec is empty; write e.g. web=16 kv=8,shared,4MiB")
+    return _expand(kinds)
+
+
+def load_spec(spec: list[str]) -> list[tuple[str, Hints]]:
+    """A file (``.toml``/``.json``, by suffix or content) or the compact form."""
+    import json
+    import os
+    import tomllib
+
+    if len(spec) == 1 and os.path.isfile(spec[0]):
+        path = spec[0]
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            if path.endswith(".json") or raw.lstrip().startswith(b"{"):
+                doc = json.loads(raw)
+            else:
+                doc = tomllib.loads(raw.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML or JSON: {exc}") from None
+        ok = isinstance(doc, dict) and set(doc) == {"actors"} and isinstance(doc["actors"], dict)
+        if not ok:
+            raise ConfigError(
+                f"{path}: expected only an [actors.NAME] table per actor kind "
+                f"(found top-level keys {sorted(doc) if isinstance(doc, dict) else doc!r})"
+            )
+        return _expand(doc["actors"])
+    return parse_compact(" ".join(spec))
+
+
+def _text(rows: list[dict[str, Any]]) -> str:
+    def cell(v: object) -> str:
+        return "-" if v is None else str(v)
+
+    head = ("name", "group", "cpu", "core", "package", "node")
+    table = [head] + [tuple(cell(r[k]) for k in head) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = []
+    for i, row in enumerate(table):
+        cols = "  ".join(
+            v.ljust(w) if j < 2 else v.rjust(w)
+            for j, (v, w) in enumerate(zip(row, widths, strict=True))
+        )
+        reason = "reason" if i == 0 else rows[i - 1]["reason"]
+        lines.append(f"{cols}  {reason}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from .errors import ActorqTopologyError, PlacementError
+    from .placement import plan
+    from .topology import build_universe, discover
+    from .topology.cpulist import parse_cpulist
+
+    try:
+        actors = load_spec(args.spec)
+        cpus = None
+        if args.cpus is not None:
+            try:
+                cpus = parse_cpulist(args.cpus)
+            except ValueError:
+                raise ConfigError(f"--cpus {args.cpus!r} is not a CPU list like 0-3,8") from None
+        machine = discover(args.root)
+        universe = build_universe(machine, "all" if args.all else "allowed")
+        result = plan(universe, machine, actors, cpus=cpus, prefer_fast=not args.any_type)
+    except (ConfigError, PlacementError, ActorqTopologyError, OSError) as exc:
+        print(f"actorq place: {exc}", file=sys.stderr)
+        return 1
+    doc = result.to_json()
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        rows = doc["actors"]
+        assert isinstance(rows, list)
+        used = {r["cpu"] for r in rows}
+        print(f"{len(rows)} actors on {len(used)} cpus of {machine.root}")
+        sys.stdout.write(_text(rows))
+    return 0
