@@ -274,7 +274,6 @@ class CondVar:
         fd = self._slot_fds[i]
         self.release()
         deadline = None if timeout is None else loop.time() + timeout
-        leaving_early = True
         try:
             while True:
                 if deadline is None:
@@ -290,12 +289,19 @@ class CondVar:
                 if self._slot(i)[0] == SIGNALLED:
                     break
                 self._drain(i)  # a stray count; only the slot state says we were picked
-            leaving_early = False
-        finally:
+        except GeneratorExit:
+            # The coroutine is being closed (garbage, interpreter exit): we may
+            # not await any more, so retake the lock the blocking way.
+            self.acquire()
+            self._leave(i, pass_on=True)
+            raise
+        except BaseException:
             await self.acquire_async()
-            # A notify that lands between a timeout and retaking the lock still counts.
-            signalled = self._leave(i, pass_on=leaving_early)
-        return signalled and not leaving_early
+            self._leave(i, pass_on=True)
+            raise
+        await self.acquire_async()
+        # A notify that lands between a timeout and retaking the lock still counts.
+        return self._leave(i, pass_on=False)
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
         """``wait`` for code without a loop: blocks the thread."""
