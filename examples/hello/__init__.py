@@ -1,0 +1,3 @@
+"""Hello, actors: ``actorq run examples.hello:main`` (see app.py)."""
+
+from .app import main as main

@@ -1,0 +1,38 @@
+"""The README's main command: ``actorq run examples.hello:main`` from the repo root."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from _runtime_helpers import REPO, env
+
+
+def test_hello_example_runs_and_explains_itself(tmp_path, no_leaks) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actorq",
+            "run",
+            "examples.hello:main",
+            "--runtime-dir",
+            str(tmp_path / "rt"),
+        ],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "10 + 5 = 15; after three tells of 1 it is 18" in out
+    assert "500 rallies" in out
+    assert "where everything lives" in out
+    assert out.rstrip().endswith("exits 0")
+
+
+def test_readme_runs_the_hello_example() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "&& actorq run examples.hello:main" in readme
