@@ -12,10 +12,12 @@ import dataclasses
 
 import pytest
 from conftest import MACHINES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actorq.errors import ActorqTopologyError
 from actorq.topology import build_universe, discover
-from actorq.topology.model import Machine
+from actorq.topology.model import Cache, Core, Cpu, Machine, NumaNode, Package
 from actorq.topology.universe import Universe
 
 KIND_ORDER = ("core", "l2", "cluster", "l3", "package", "node", "machine")
@@ -157,3 +159,71 @@ def test_group_caches_on_live_machine(machines):
             k = m.caches[cid]
             if k.cpus & m.allowed_cpus == g.cpus:
                 assert k in g.caches
+
+
+# ------------------------------------------------- arbitrary (even inconsistent) machines
+
+
+def _groups(keys: list[int]) -> list[frozenset[int]]:
+    acc: dict[int, set[int]] = {}
+    for cpu, k in enumerate(keys):
+        acc.setdefault(k, set()).add(cpu)
+    return sorted((frozenset(v) for v in acc.values()), key=min)
+
+
+@st.composite
+def random_machines(draw) -> Machine:
+    """Machines whose cores, caches, clusters, packages and nodes need not nest."""
+    n = draw(st.integers(min_value=1, max_value=24))
+    key = st.lists(st.integers(min_value=0, max_value=n), min_size=n, max_size=n)
+    cores = _groups(draw(key))
+    packages = _groups(draw(key))
+    core_of = {c: i for i, g in enumerate(cores) for c in g}
+    pkg_of = {c: i for i, g in enumerate(packages) for c in g}
+    caches: list[Cache] = []
+    for level in (2, 3):
+        for g in _groups(draw(key)):
+            caches.append(Cache(len(caches), level, "unified", 1 << 20, 64, 8, None, g))
+    clusters = draw(st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=n, max_size=n))
+    node_keys = draw(st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=n, max_size=n))
+    allowed = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    if not any(allowed):
+        allowed[0] = True
+    cpus = {
+        c: Cpu(
+            id=c,
+            online=True,
+            allowed=allowed[c],
+            package=pkg_of[c],
+            core=core_of[c],
+            node=node_keys[c],
+            type=0,
+            cluster=clusters[c],
+            caches=tuple(k.id for k in caches if c in k.cpus),
+        )
+        for c in range(n)
+    }
+    nodes = {
+        nid: NumaNode(
+            nid, frozenset(c for c in range(n) if node_keys[c] == nid), None, None, {}, {}
+        )
+        for nid in {k for k in node_keys if k is not None}
+    }
+    return Machine(
+        root="<hypothesis>",
+        cpus=cpus,
+        cores=tuple(Core(i, None, g) for i, g in enumerate(cores)),
+        packages=tuple(Package(i, g, ()) for i, g in enumerate(packages)),
+        caches=tuple(caches),
+        nodes=nodes,
+        types=(),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_machines(), st.sampled_from(["allowed", "all"]))
+def test_invariants_hold_for_any_machine(m, view):
+    """Joining each candidate with the level below keeps the invariants even
+    when the kernel's sets do not nest (hand-edited trees, odd firmware)."""
+    u = build_universe(m, view)
+    check_invariants(m, u, m.allowed_cpus if view == "allowed" else m.online_cpus)
