@@ -128,11 +128,13 @@ def tree_cpu(p: psutil.Process) -> float:
 
 
 def run_client(port: int, requests: int, clients: int, pipeline: int,
-               payload: int) -> tuple[dict[str, dict[str, float]], float, float]:
+               payload: int, keyspace: int = 0) -> tuple[dict[str, dict[str, float]], float, float]:
     """One redis-benchmark run: per-test CSV figures, client CPU seconds, wall seconds."""
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
             "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "-d", str(payload),
             "--csv"]
+    if keyspace:
+        argv += ["-r", str(keyspace)]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate()
@@ -170,7 +172,7 @@ def measure(contender: str, args: argparse.Namespace) -> list[dict[str, object]]
                 _child_cpu()
                 s0 = tree_cpu(proc)
                 figures, client_cpu, wall = run_client(port, args.requests, args.clients,
-                                                       pipeline, args.payload)
+                                                       pipeline, args.payload, args.keyspace)
                 server_cpu = tree_cpu(proc) - s0
                 for test in runs:
                     f = dict(figures[test])
@@ -197,6 +199,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--clients", type=int, default=50, help="connections (-c)")
     ap.add_argument("--pipelines", default="1,16", help="pipeline depths (-P), comma-separated")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keyspace", type=int, default=0,
+                    help="random keys out of this many (-r); default 0: redis-benchmark's one "
+                    "fixed key, which lives on one shard, so half the connections hop workers")
     ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server")
     ap.add_argument("--json", action="store_true", help="print the JSON list of results")
     args = ap.parse_args(argv)
@@ -220,7 +225,9 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"kv: redis-benchmark -t set,get -n {args.requests} -c {args.clients} -d {args.payload};"
+    keys = f" -r {args.keyspace}" if args.keyspace else ""
+    print(f"kv: redis-benchmark -t set,get -n {args.requests} -c {args.clients} -d {args.payload}"
+          f"{keys};"
           f" actorq-kv workers={args.workers}; {machine_info()}")
     print(f"{'contender':<14}{'case':<11}{'req/s':>11}{'vs actorq':>10}{'p50 µs':>9}"
           f"{'p99 µs':>9}{'spread':>8}{'srv cores':>10}{'cli cores':>10}")

@@ -67,7 +67,9 @@ def listen_socket(port: int) -> socket.socket:
 
 
 class Slot:
-    """A reply not known yet; ``parts`` counts the shard answers still missing."""
+    """A reply not known yet. ``value`` is set when it is; for a request split
+    over shards, ``parts`` counts the shards still to answer and ``merge``
+    makes the reply from ``replies`` (shard -> its replies, in order)."""
 
     __slots__ = ("merge", "parts", "replies", "value")
 
@@ -79,21 +81,29 @@ class Slot:
 
 
 class Outbox:
-    """Requests bound for other shards, gathered for one loop turn, then sent together."""
+    """Requests bound for other shards, gathered for one loop turn, then sent together.
+
+    Each request is remembered with the connection and the reply slot it
+    fills (and, for a part of a multi-shard request, the list of parts it
+    joins). When a shard answers, every slot is filled first and each
+    connection touched is flushed once: one ``send`` per connection per
+    answer, not one per request.
+    """
 
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
         self.loop = shard.loop
-        # shard index -> (requests, and for each the callback that takes its reply)
-        self.batches: dict[int, tuple[list[list[bytes]], list[Callable[[bytes], None]]]] = {}
+        # shard index -> (requests, and for each: (connection, slot, part or None))
+        self.batches: dict[int, tuple[list[list[bytes]], list[tuple[Any, Slot, Any]]]] = {}
         self.scheduled = False
 
-    def submit(self, dest: int, req: list[bytes], done: Callable[[bytes], None]) -> None:
+    def submit(self, dest: int, req: list[bytes], conn: Connection, slot: Slot,
+               part: tuple[list[bytes], int] | None = None) -> None:
         batch = self.batches.get(dest)
         if batch is None:
             batch = self.batches[dest] = ([], [])
         batch[0].append(req)
-        batch[1].append(done)
+        batch[1].append((conn, slot, part))
         if not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.send)
@@ -101,20 +111,32 @@ class Outbox:
     def send(self) -> None:
         self.scheduled = False
         batches, self.batches = self.batches, {}
-        for dest, (reqs, dones) in batches.items():
+        for dest, (reqs, waiting) in batches.items():
             fut = self.shard.peers[dest].run_many(reqs)
-            fut.add_done_callback(lambda f, dones=dones, dest=dest: self._answered(f, dones, dest))
+            fut.add_done_callback(lambda f, w=waiting, d=dest: self._answered(f, w, d))
 
     @staticmethod
-    def _answered(fut: Any, dones: list[Callable[[bytes], None]], dest: int) -> None:
+    def _answered(fut: Any, waiting: list[tuple[Any, Slot, Any]], dest: int) -> None:
         exc = fut.exception()
         if exc is not None:
             err = encode_error(f"ERR shard {dest} did not answer: {type(exc).__name__}: {exc}")
-            replies = [err] * len(dones)
+            replies = [err] * len(waiting)
         else:
             replies = fut.result()
-        for done, reply in zip(dones, replies, strict=True):
-            done(reply)
+        touched: dict[Any, None] = {}
+        for (conn, slot, part), reply in zip(waiting, replies, strict=True):
+            if part is None:
+                slot.value = reply if conn.proto == 2 else to_resp3(reply)
+            else:
+                got, want = part
+                got.append(reply)
+                if len(got) == want:
+                    slot.parts -= 1
+                    if slot.parts == 0:
+                        conn.merge(slot)
+            touched[conn] = None
+        for conn in touched:
+            conn.flush()
 
 
 class Connection:
@@ -186,9 +208,8 @@ class Connection:
                             reply = to_resp3(reply)
                     else:
                         slot = Slot()
-                        slot.parts = 1
                         queue.append(slot)
-                        shard.outbox.submit(where, req, self.filler(slot))
+                        shard.outbox.submit(where, req, self, slot)
                         continue
                 elif cmd.where is SESSION:
                     reply = self.session(req)
@@ -204,8 +225,7 @@ class Connection:
                     else:
                         if where.__class__ is int:
                             slot = Slot()
-                            slot.parts = 1
-                            shard.outbox.submit(where, req, self.filler(slot))  # type: ignore[arg-type]
+                            shard.outbox.submit(where, req, self, slot)  # type: ignore[arg-type]
                         else:
                             slot = self.fan_out(where)  # type: ignore[arg-type]
                         queue.append(slot)
@@ -228,14 +248,6 @@ class Connection:
         reply, self.proto = hello(req, self.proto, self.id)
         return reply
 
-    def filler(self, slot: Slot) -> Callable[[bytes], None]:
-        def done(reply: bytes) -> None:
-            slot.value = reply if self.proto == 2 else to_resp3(reply)
-            slot.parts = 0
-            self.flush()
-
-        return done
-
     def fan_out(self, fan: Fanout) -> Slot:
         slot = Slot()
         slot.parts = len(fan.parts)
@@ -250,21 +262,10 @@ class Connection:
             got: list[bytes] = []
             slot.replies[dest] = got
             for r in reqs:
-                shard.outbox.submit(dest, r, self.part_filler(slot, got, len(reqs)))
+                shard.outbox.submit(dest, r, self, slot, (got, len(reqs)))
         if slot.parts == 0:
             self.merge(slot)
         return slot
-
-    def part_filler(self, slot: Slot, got: list[bytes], want: int) -> Callable[[bytes], None]:
-        def done(reply: bytes) -> None:
-            got.append(reply)
-            if len(got) == want:
-                slot.parts -= 1
-                if slot.parts == 0:
-                    self.merge(slot)
-                    self.flush()
-
-        return done
 
     def merge(self, slot: Slot) -> None:
         assert slot.merge is not None
@@ -357,6 +358,7 @@ class Shard:
         self.sweeper: Any = None
         self.loop: Any = None
         self.outbox: Outbox | None = None
+        self.profiler: Any = None
 
     def start(self, peers: list[Any], port: int) -> int:
         """Learn the other shards, start accepting on ``port``; returns the port bound."""
@@ -366,6 +368,13 @@ class Shard:
         self.listener = listen_socket(port)
         self.loop.add_reader(self.listener.fileno(), self.on_accept)
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
+        if os.environ.get("KVSERVER_PROFILE"):
+            # Debugging aid: profile this worker until stop, then write
+            # $KVSERVER_PROFILE/shard-N.prof (read it with python -m pstats).
+            import cProfile
+
+            self.profiler = cProfile.Profile()
+            self.profiler.enable()
         return self.listener.getsockname()[1]
 
     def run_many(self, reqs: list[list[bytes]]) -> list[bytes]:
@@ -402,6 +411,10 @@ class Shard:
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
 
     def on_stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+            self.profiler.dump_stats(
+                os.path.join(os.environ["KVSERVER_PROFILE"], f"shard-{self.index}.prof"))
         if self.sweeper is not None:
             self.sweeper.cancel()
         if self.listener is not None:
