@@ -136,6 +136,7 @@ class _WorkerSlot:
     __slots__ = (
         "cpu",
         "exited",
+        "fast_crashes",
         "hello",
         "incarnation",
         "index",
@@ -154,6 +155,7 @@ class _WorkerSlot:
         self.exited = False
         self.started = 0.0
         self.restarts = 0
+        self.fast_crashes = 0
         self.inflight: set[Any] = set()
 
 
@@ -177,6 +179,7 @@ class Supervisor:
         self.placer_error: str | None = None
         self.runtime_dir: Path | None = None
         self.created_dir = False
+        self.failure: str | None = None
 
     # --- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -301,6 +304,8 @@ class Supervisor:
             _api._ctx.node = _api._ctx.runtime = None
         if self.immediate:
             raise SystemExit(128 + (self.exit_signal or signal.SIGINT))
+        if self.failure is not None:
+            raise RuntimeError(self.failure)
         if "error" in result:
             raise result["error"]
         return result.get("value")
@@ -378,7 +383,7 @@ class Supervisor:
         for aid, entry in list(self.actors.items()):
             if entry["worker"] != slot.index:
                 continue
-            if entry["restart"] == "always":
+            if entry["restart"] == "always" and not entry.get("creating"):
                 recreate.append(entry)
             else:
                 self._forget(aid)
@@ -393,6 +398,15 @@ class Supervisor:
         if self.cfg.restart == "never":
             log.error('worker %d is not restarted (restart = "never"); stopping', slot.index)
             self.begin_shutdown("worker died")
+            return
+        slot.fast_crashes = slot.fast_crashes + 1 if time.monotonic() - slot.started < 1.0 else 0
+        if slot.fast_crashes >= 5:
+            self.failure = (
+                f"worker {slot.index} crashed {slot.fast_crashes} times in a row within "
+                "a second of starting; giving up (see the log above for why)"
+            )
+            log.error("%s", self.failure)
+            self.begin_shutdown("crash loop")
             return
         slot.incarnation += 1
         slot.restarts += 1
@@ -613,10 +627,13 @@ class Supervisor:
         try:
             if not slot.hello:
                 raise ActorDied(f"worker {worker} is restarting; try again")
+            entry["creating"] = True
             await self._request(slot, "create", entry)
         except BaseException:
             self._forget(aid)
             raise
+        finally:
+            entry.pop("creating", None)
         return {"id": aid, "worker": worker, "cpu": slot.cpu, "reason": reason}
 
     def h_lookup(self, peer: bytes | None, body: dict) -> dict[str, Any]:

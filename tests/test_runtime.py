@@ -296,3 +296,73 @@ def test_full_rings_park_senders_and_nested_asks_finish(tmp_path, no_leaks) -> N
     out = json.loads(line[0][7:])
     assert out["depths"] == [20, 20]
     assert out["counts"] == [3000, 3000]
+
+
+CRASH_LOOP = r"""
+import os, signal
+import actorq
+
+FLAG = "armed"
+
+@actorq.actor(restart="always")
+class Bomb:
+    def __init__(self):
+        if os.path.exists(FLAG):
+            os.kill(os.getpid(), signal.SIGKILL)  # every re-creation kills its worker
+    def arm(self):
+        open(FLAG, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+async def main(rt):
+    b = await rt.spawn(Bomb, cpu=rt.workers[-1])
+    try:
+        await b.arm()
+    except actorq.ActorDied:
+        pass
+    await actorq.sleep(60)
+"""
+
+
+def test_a_crash_loop_is_given_up(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, CRASH_LOOP)
+    t0 = time.monotonic()
+    proc = run_app(tmp_path, "app:main", "--workers", "2", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "crashed 5 times in a row" in proc.stderr
+    assert time.monotonic() - t0 < 30
+
+
+MAILBOX = r"""
+import json
+import actorq
+
+@actorq.actor(mailbox=3)
+class Narrow:
+    async def slow(self, i):
+        await actorq.sleep(0.2)
+        return i
+    def quick(self):
+        return "ok"
+
+async def main(rt):
+    n = await rt.spawn(Narrow)
+    futs = [n.slow(i) for i in range(10)]
+    out = []
+    for f in futs:
+        try:
+            out.append(await f)
+        except actorq.Overloaded:
+            out.append("overloaded")
+    st = await rt.stats()
+    print("RESULT " + json.dumps({"out": out, "after": await n.quick()}))
+"""
+
+
+def test_mailbox_bound_raises_overloaded(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, MAILBOX)
+    proc = run_app(tmp_path, "app:main", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    # one runs, three wait, the other six are refused
+    assert out["out"] == [0, 1, 2, 3] + ["overloaded"] * 6
+    assert out["after"] == "ok"
