@@ -61,6 +61,16 @@ def test_sparse_node_ids_and_unequal_nodes_balance_per_core() -> None:
     assert sorted(cpus) == [0, 4, 5, 6, 7]
 
 
+def test_an_empty_node_wins_over_a_less_loaded_package() -> None:
+    # Package 0 keeps 2 cores per node (cpuset), package 1 has 8 per node. Per-core balance
+    # alone would put the 4th actor in package 1's busy nodes; node 1 is still empty.
+    allowed = {0, 1, 8, 9} | set(range(16, 32))
+    m = synthetic(packages=2, nodes_per_package=2, cores_per_node=8, allowed=allowed)
+    p = Placer(universe_of(m), m)
+    cpus = place_n(p, 4)
+    assert sorted(m.cpus[c].node for c in cpus) == [0, 1, 2, 3]
+
+
 def test_hybrid_prefers_fast_cores_then_slow_cores_then_siblings() -> None:
     # Per node: 2 performance cores with SMT2, then 2 efficiency cores (the last 2 cores).
     m = synthetic(cores_per_node=4, smt=2, efficiency_cores=2)
@@ -126,6 +136,15 @@ def test_group_that_fits_l3_stays_in_its_package_on_distinct_cores() -> None:
     # Then SMT siblings inside the node, before leaving it.
     more = place_n(p, 4, prefix="kw", group="kv")
     assert {p.machine.cpus[c].package for c in more} == {p.machine.cpus[cpus[0]].package}
+
+
+def test_group_in_a_shared_l2_takes_a_free_core_before_an_smt_sibling() -> None:
+    # The footprint needs the L2 two cores share: not one core's own cache, so a third
+    # member goes to another core of the node rather than onto an SMT sibling.
+    p = placer(cores_per_node=4, smt=2, l2_cores=2, l1=32 * KiB, l2=2 * MiB)
+    cpus = place_n(p, 3, prefix="kv", group="kv", footprint=1 * MiB)
+    assert len({core_of(p, c) for c in cpus}) == 3
+    assert "expanded to" in p.placements["kv2"].reason
 
 
 def test_group_spills_to_the_nearest_node_by_distance() -> None:

@@ -72,8 +72,10 @@ def synthetic(
     for g in range(ncores):
         add_cache(1, l1, core_cpus[g], "data")
         add_cache(1, 32 * KiB, core_cpus[g], "instruction")
-    for g0 in range(0, ncores, l2_cores):
-        add_cache(2, l2, [c for g in range(g0, min(g0 + l2_cores, ncores)) for c in core_cpus[g]])
+    for n0 in range(0, ncores, cores_per_node):  # L2s group cores inside one node
+        for g0 in range(n0, n0 + cores_per_node, l2_cores):
+            span = range(g0, min(g0 + l2_cores, n0 + cores_per_node))
+            add_cache(2, l2, [c for g in span for c in core_cpus[g]])
     if l3 != "none":
         span = cores_per_node * (nodes_per_package if l3 == "package" else 1)
         for g0 in range(0, ncores, span):
