@@ -215,6 +215,8 @@ class RequestParser:
             i = end
         if i == 0:
             return 0
+        if i == last:  # all consumed (the usual case): no need to add up the lengths
+            return len(buf) - len(parts[last])
         return sum(map(len, parts[:i])) + 2 * i
 
     def feed(self, data: bytes) -> list[list[bytes] | ProtocolError]:
