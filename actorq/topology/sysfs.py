@@ -31,7 +31,9 @@ What sysfs says and how it lies (all seen in real snapshots):
   ``proc/self/cgroup``, else ``proc/self/cpuset``. cgroup v2 uses
   ``cpuset.cpus.effective``; cgroup v1 prefers ``cpuset.effective_cpus`` (what
   the kernel enforces) over ``cpuset.cpus`` (what was asked for; hwloc reads
-  this one); the legacy cpuset filesystem has ``cpus``/``mems``.
+  this one); the legacy cpuset filesystem has ``cpus``/``mems``. The CPU
+  quota is the tightest ``cpu.max`` (v2) or ``cpu.cfs_quota_us`` (v1) from the
+  process's cgroup up to the mount root.
 * The base page size of a snapshot comes from ``proc/hwloc-nofile-info``
   (written by hwloc-gather-topology); without it, 4096 is assumed.
 
@@ -825,12 +827,11 @@ class _Discovery:
     ) -> tuple[frozenset[int] | None, frozenset[int] | None, str | None, float | None]:
         mounts = self._mounts()
         v2_path, v1_paths = self._cgroup_paths()
-        quota = None
+        quota = self._quota(mounts, v2_path, v1_paths)
         # cgroup v2: walk from the leaf up to the mount root until a cpuset file exists.
         for mnt, fstype, _ in mounts:
             if fstype != "cgroup2" or v2_path is None:
                 continue
-            quota = self._cpu_max(mnt, v2_path)
             path = v2_path.rstrip("/")
             while True:
                 d = f"{mnt}/{path.lstrip('/')}".rstrip("/")
@@ -863,26 +864,59 @@ class _Discovery:
                     return cpus, self.f.cpulist(f"{d}/mems"), "cpusetfs", quota
         return None, None, None, quota
 
-    def _cpu_max(self, mnt: str, path: str) -> float | None:
-        """Tightest cgroup v2 ``cpu.max`` from the leaf up, in CPUs' worth of time."""
+    def _quota(
+        self, mounts: list[tuple[str, str, set[str]]], v2_path: str | None, v1: dict[str, str]
+    ) -> float | None:
+        """Tightest CPU quota from the leaf cgroup up, in CPUs' worth of time per period.
+
+        cgroup v2 ``cpu.max`` ("<quota|max> <period>"); else cgroup v1
+        ``cpu.cfs_quota_us`` (-1 = none) over ``cpu.cfs_period_us``.
+        """
+        for mnt, fstype, opts in mounts:
+            if fstype == "cgroup2" and v2_path is not None:
+                found = self._walk_quota(mnt, v2_path, self._cpu_max)
+            elif fstype == "cgroup" and "cpu" in opts and "cpu" in v1:
+                found = self._walk_quota(mnt, v1["cpu"], self._cfs_quota)
+            else:
+                continue
+            if found is not None:
+                return found
+        return None
+
+    def _walk_quota(self, mnt: str, path: str, read: Callable[[str], float | None]) -> float | None:
         best = None
         path = path.rstrip("/")
         while True:
-            rel = f"{mnt}/{path.lstrip('/')}".rstrip("/") + "/cpu.max"
-            text = self.f.read(rel)
-            if text:
-                q, _, period = text.partition(" ")
-                if q != "max":
-                    try:
-                        value = int(q) / int(period or "100000")
-                    except (ValueError, ZeroDivisionError):
-                        raise ActorqTopologyError(
-                            f"{self.f.path(rel)}: expected '<quota|max> <period>', found {text!r}"
-                        ) from None
-                    best = value if best is None else min(best, value)
+            value = read(f"{mnt}/{path.lstrip('/')}".rstrip("/"))
+            if value is not None:
+                best = value if best is None else min(best, value)
             if not path:
                 return best
             path = path.rsplit("/", 1)[0]
+
+    def _cpu_max(self, d: str) -> float | None:
+        text = self.f.read(f"{d}/cpu.max")
+        if not text or text.startswith("max"):
+            return None
+        q, _, period = text.partition(" ")
+        try:
+            return int(q) / int(period or "100000")
+        except (ValueError, ZeroDivisionError):
+            raise ActorqTopologyError(
+                f"{self.f.path(d)}/cpu.max: expected '<quota|max> <period>', found {text!r}"
+            ) from None
+
+    def _cfs_quota(self, d: str) -> float | None:
+        quota = self.f.int(f"{d}/cpu.cfs_quota_us")
+        if quota is None or quota < 0:
+            return None
+        period = self.f.int(f"{d}/cpu.cfs_period_us")
+        if not period:
+            raise ActorqTopologyError(
+                f"{self.f.path(d)}/cpu.cfs_period_us: expected a positive period next to "
+                f"cpu.cfs_quota_us {quota}"
+            )
+        return quota / period
 
     # ---- devices -------------------------------------------------------------
     def _devices(self) -> tuple[Device, ...]:
