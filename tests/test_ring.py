@@ -429,3 +429,46 @@ def test_inbox_many_senders_across_processes(no_leaks: None) -> None:
         assert [reap(p) for p in pids] == [0, 0, 0, 0]
         for s in range(4):
             assert got[s] == [rec(i, 8 + i % 40) for i in range(n)]
+
+
+def test_a_replacement_writer_never_reuses_a_slab_buffer_still_in_flight() -> None:
+    with Ring.create(4096, slab=((8192, 2),), slab_threshold=100) as ring:
+        r = ring.reader()
+        w1 = ring.writer()
+        w1.send_nowait(b"A" * 5000)  # in flight: unread
+        w1.send_nowait(b"B" * 5000)
+        got: list[bytes] = []
+        r.drain(got.append, limit=1)  # A's buffer comes back, B's is still out
+        w1.close()
+        w2 = ring.writer()  # e.g. a restarted worker
+        w2.send_nowait(b"C" * 5000)  # must take A's old buffer, not B's
+        with pytest.raises(RingFull, match="slab"):
+            w2.send_nowait(b"D" * 5000)
+        r.drain(got.append)
+        assert got == [b"A" * 5000, b"B" * 5000, b"C" * 5000]
+
+
+def test_send_async_parks_a_coroutine_while_the_loop_keeps_running(no_leaks: None) -> None:
+    from actorq.loop import Loop
+
+    with Ring.create(256, slab=None) as ring:
+        pid = fork(_slow_reader, ring, 40)
+        w = ring.writer()
+        loop = Loop()
+        ticks = []
+
+        def tick() -> None:  # other work the loop does while the sender is parked
+            ticks.append(1)
+            loop.call_later(0.002, tick)
+
+        async def sender() -> None:
+            for i in range(40):
+                await w.send_async(rec(i, 100))
+
+        loop.call_soon(tick)
+        try:
+            loop.run_until_complete(sender())
+        finally:
+            loop.close()
+        assert reap(pid) == 0
+        assert len(ticks) > 5

@@ -342,6 +342,7 @@ class RingWriter:
         self._ctl = buf[:HDR].cast("Q")
         self._data = buf[HDR : HDR + ring.capacity]
         self._dq = self._data.cast("Q")
+        self._mm = ring.segment.mmap
         self._cap = ring.capacity
         self._mask = ring.capacity - 1
         self._head = self._published = self._ctl[_HEAD]
@@ -388,7 +389,8 @@ class RingWriter:
             self._tail = self._ctl[_TAIL]
             if head + need - self._tail > self._cap:
                 raise RingFull(self._full_msg(n))
-        self._data[off + 8 : off + 8 + n] = data
+        pos = HDR + 8 + off
+        self._mm[pos : pos + n] = data
         self._dq[off >> 3] = _H_INLINE | n
         self._head = head + need
 
@@ -412,39 +414,27 @@ class RingWriter:
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """Append and publish one record (no syscall unless the reader sleeps)."""
+        # write() and publish() inlined for the common case: this is every
+        # actor message's path. Wrap-around, a stale tail, slab records and
+        # RingFull take the general path.
         n = len(data)
-        if n > self._inline_max:
-            self._write_slab(data, n)
-            self.publish()
-            return
-        # write() and publish() inlined: this is every actor message's path.
-        need = 8 + ((n + 7) & ~7)
         head = self._head
         off = head & self._mask
-        pad = self._cap - off
-        if need > pad:
-            if head + pad + need - self._tail > self._cap:
-                self._tail = self._ctl[_TAIL]
-                if head + pad + need - self._tail > self._cap:
-                    raise RingFull(self._full_msg(n))
-            self._dq[off >> 3] = _H_WRAP
-            head += pad
-            off = 0
-        elif head + need - self._tail > self._cap:
-            self._tail = self._ctl[_TAIL]
-            if head + need - self._tail > self._cap:
-                raise RingFull(self._full_msg(n))
-        self._data[off + 8 : off + 8 + n] = data
+        need = (n + 15) & -8
+        if n > self._inline_max or need > self._cap - off or head + need - self._tail > self._cap:
+            self.write(data)
+            self.publish()
+            return
+        pos = HDR + 8 + off
+        self._mm[pos : pos + n] = data
         self._dq[off >> 3] = _H_INLINE | n
         head += need
         self._head = self._published = head
-        ctl = self._ctl
-        ctl[_HEAD] = head
+        self._ctl[_HEAD] = head
         self._acq()
         self._rel()
-        flags = self._flags
-        if flags is not None and not flags[self._sid]:
-            flags[self._sid] = 1
+        if self._flags is not None and not self._flags[self._sid]:
+            self._flags[self._sid] = 1
             self._acq()
             self._rel()
         if self._sleepq[self._sleepi]:
@@ -540,6 +530,21 @@ class RingWriter:
                 raise RingFull(self._full_msg(len(data)) + f" (waited {timeout} s)")
             poller.poll(None if left is None else max(1, int(left * 1000)))
 
+    async def send_async(self, data: bytes | bytearray | memoryview) -> None:
+        """Send from a coroutine on actorq's loop, parking on ``space_fd`` while
+        the ring is full (never dropping). Other coroutines and sources keep
+        running meanwhile, so the worker goes on draining its inbound rings."""
+        from ..loop import wait_readable
+
+        while True:
+            try:
+                self.send_nowait(data)
+                return
+            except RingFull:
+                if self.wait_for_space(len(data)):
+                    continue
+            await wait_readable(self.space_fd)
+
     def _full_msg(self, n: int) -> str:
         used = self._head - self._tail
         return (
@@ -575,6 +580,7 @@ class RingReader:
         self._ctl = buf[:HDR].cast("Q")
         self._data = buf[HDR : HDR + ring.capacity]
         self._dq = self._data.cast("Q")
+        self._mm = ring.segment.mmap
         self._cap = ring.capacity
         self._mask = ring.capacity - 1
         self._tail = self._ctl[_TAIL]
@@ -614,7 +620,7 @@ class RingReader:
         head = ctl[_HEAD]
         if head == tail:
             return 0
-        data, dq, mask, cap = self._data, self._dq, self._mask, self._cap
+        data, dq, mask, cap, mm = self._data, self._dq, self._mask, self._cap, self._mm
         zero_copy = self._zero_copy
         left = -1 if limit is None else limit
         count = 0
@@ -643,7 +649,8 @@ class RingReader:
                             except BufferError:
                                 pass
                         else:
-                            rec = data[off + 8 : off + 8 + n].tobytes()
+                            pos = HDR + 8 + off
+                            rec = mm[pos : pos + n]
                             tail += step
                             if sid < 0:
                                 callback(rec)

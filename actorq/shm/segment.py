@@ -197,6 +197,14 @@ class Segment:
             for off in range(0, self.size, PAGE):
                 buf[off] = 0
 
+    @property
+    def mmap(self) -> mmap.mmap:
+        """The mmap object itself: slicing it copies straight to or from bytes
+        without an intermediate memoryview (the rings' per-record path)."""
+        if self._mm is None:
+            raise ValueError(f"segment {self.name!r} is closed")
+        return self._mm
+
     # -- introspection ------------------------------------------------------------
     def numa_maps(self) -> str | None:
         """This mapping's line in /proc/self/numa_maps (policy and pages per node)."""

@@ -16,6 +16,15 @@ The reader stores the slot, then the counter; on x86-64 (TSO, see
 loads of the payload precede its return stores, so the writer cannot reuse
 a buffer that is still being read.
 
+A writer may be replaced (a restarted worker): each buffer has a state byte
+the writer sets to 1 when it takes the buffer and back to 0 when it
+consumes the buffer's return, and the writer publishes how many returns it
+consumed. A new writer first consumes the pending returns, then treats
+every buffer whose state is 0 as free, so it never reuses a buffer that a
+record in the ring still points to. (A writer killed between taking a buffer
+and publishing its record leaks that buffer; so does a reader killed while
+holding a lease.)
+
 Memory is not populated up front: pages are allocated on first touch (and
 on the bound NUMA node, if any), so unused classes cost only address space.
 """
@@ -33,7 +42,8 @@ DEFAULT_CLASSES: tuple[tuple[int, int], ...] = ((64 << 10, 16), (1 << 20, 4), (8
 MAGIC = 0x61637471_736C6162  # "actqslab"
 MAX_CLASSES = 8
 _CLASS_WORDS = 8  # per class: size, count, buffers offset, return-queue offset
-_RQ_HEAD = 128  # word index of class 0's return counter; one cache line per class
+_RQ_HEAD = 128  # word index of class 0's return counter (reader-written), a line per class
+_TAKEN = 192  # word index of class 0's consumed-returns counter (writer-written)
 _CTL = PAGE
 
 
@@ -42,8 +52,8 @@ def _layout(classes: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int, in
     off = _CTL
     out = []
     for size, count in classes:
-        rq = off
-        off += -(-count * 8 // PAGE) * PAGE
+        rq = off  # count return slots (8 bytes), then count state bytes
+        off += -(-count * 9 // PAGE) * PAGE
         out.append((size, count, off, rq))
         off += -(-size * count // PAGE) * PAGE
     return out, off
@@ -65,7 +75,7 @@ class Slab:
         finally:
             q.release()
         for size, count, off, rq in self.classes:
-            if off + size * count > seg.size or rq + 8 * count > off or size <= 0 or count <= 0:
+            if off + size * count > seg.size or rq + 9 * count > off or size <= 0 or count <= 0:
                 raise RingCorrupt(f"slab {seg.name!r}: impossible class geometry at offset 64")
         self.largest = self.classes[-1][0]
         self.fd = seg.fd
@@ -128,9 +138,14 @@ class SlabWriter:
         self._q = buf.cast("Q")
         self._buf = buf
         self._sizes = [c[0] for c in slab.classes]
-        # Buffers this writer knows are free, and how many returns it consumed.
-        self._free = [list(range(c[1] - 1, -1, -1)) for c in slab.classes]
-        self._taken = [self._q[_RQ_HEAD + 8 * c] for c in range(len(slab.classes))]
+        self._state = [buf[rq + 8 * count : rq + 9 * count] for _s, count, _o, rq in slab.classes]
+        # How many returns this writer consumed, and the buffers it knows are free.
+        self._taken = [self._q[_TAKEN + 8 * c] for c in range(len(slab.classes))]
+        self._free: list[list[int]] = []
+        for c, state in enumerate(self._state):
+            self._free.append([])
+            self._refill(c)  # a previous writer's unconsumed returns
+            self._free[c] = [i for i in range(len(state) - 1, -1, -1) if not state[i]]
 
     def _refill(self, c: int) -> list[int]:
         free = self._free[c]
@@ -140,14 +155,20 @@ class SlabWriter:
         if returned != taken:
             _size, count, _off, rq = self.slab.classes[c]
             base = rq >> 3
+            state = self._state[c]
             while taken < returned:
-                free.append(q[base + taken % count])
+                idx = q[base + taken % count]
+                state[idx] = 0
+                free.append(idx)
                 taken += 1
             self._taken[c] = taken
+            q[_TAKEN + 8 * c] = taken
         return free
 
     def close(self) -> None:
         self._q.release()
+        for v in self._state:
+            v.release()
 
     def _class_for(self, n: int) -> int:
         for c, size in enumerate(self._sizes):
@@ -171,6 +192,7 @@ class SlabWriter:
             free = self._free[c] or self._refill(c)
             if free:
                 idx = free.pop()
+                self._state[c][idx] = 1
                 size, _count, off, _rq = self.slab.classes[c]
                 start = off + idx * size
                 return (c << 56) | (idx << 32) | n, self._buf[start : start + n]
