@@ -71,6 +71,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .errors import PlacementError
 from .topology.model import Cache, Machine
@@ -299,6 +300,7 @@ class Placer:
         self._placed: dict[str, Placement] = {}
         self._leaf_of_actor: dict[str, _G] = {}
         self._colors: dict[str, _Color] = {}
+        self._near: dict[int | None, list[int | None]] = {}
         self._build(prefer_fast)
 
     # -- construction ------------------------------------------------------
@@ -653,6 +655,12 @@ class Placer:
         CPUs without a node (pseudo-node None) and nodes missing from the
         distance row come last.
         """
+        near = self._near.get(origin)
+        if near is None:
+            near = self._near[origin] = self._sort_nodes(origin)
+        return near
+
+    def _sort_nodes(self, origin: int | None) -> list[int | None]:
         dist = self.machine.nodes[origin].distances if origin in self.machine.nodes else {}
         cands = [n for n in self._node_roots if n != origin]
         far = 1 << 30
@@ -675,7 +683,8 @@ class Placer:
             order: list[int | None] = [self._node_key(roots[0])]
         elif col.homes:
             first = next(iter(col.homes))
-            order = [first, *self._nodes_by_distance(first)]
+            # With every CPU busy there is nowhere to spill: skip the walk over nodes.
+            order = [first, *self._nodes_by_distance(first)] if self._root.free_lvl[0] else [first]
         else:  # the group's first member: the spread walk picks the emptiest place
             order = [self._node_key(self._descend(self._root))]
         for i, nd in enumerate(order):
@@ -856,8 +865,7 @@ class Placer:
         )
 
 
-def _keyof(g: _G) -> tuple[int, int, float, int]:
-    return g.key
+_keyof = attrgetter("key")
 
 
 def _orderof(g: _G) -> int:
