@@ -89,7 +89,7 @@ def test_cancelled_timer_does_not_fire_and_heap_is_compacted(loop):
     for h in hs:
         h.cancel()
     assert loop.statistics()["timers"] == 0
-    assert len(loop._timers) < 200  # dead entries were dropped
+    assert loop._ntimers < 200  # dead entries were dropped
     loop.call_later(0.001, loop.stop)
     loop.run_forever()
     assert fired == []
@@ -560,3 +560,31 @@ def test_closed_loop_refuses_to_run():
     with pytest.raises(RuntimeError, match="closed"):
         lp.run_forever()
     lp.wake()  # harmless
+
+
+def test_unawaited_failed_task_is_logged(loop, caplog):
+    import gc
+
+    async def boom():
+        raise ValueError("lost")
+
+    t = loop.spawn(boom())
+    loop.call_later(0.01, loop.stop)
+    with caplog.at_level(logging.ERROR, logger="actorq.loop"):
+        loop.run_forever()
+        del t
+        gc.collect()
+    assert any("nobody awaited" in r.getMessage() for r in caplog.records)
+
+
+def test_awaited_failed_task_is_not_logged(loop, caplog):
+    async def boom():
+        raise ValueError("seen")
+
+    async def main():
+        with pytest.raises(ValueError):
+            await loop.spawn(boom())
+
+    with caplog.at_level(logging.ERROR, logger="actorq.loop"):
+        loop.run_until_complete(main())
+    assert not any("nobody awaited" in r.getMessage() for r in caplog.records)

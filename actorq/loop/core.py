@@ -90,8 +90,8 @@ from __future__ import annotations
 import collections
 import errno
 import heapq
-import itertools
 import logging
+import operator
 import os
 import select
 import threading
@@ -124,6 +124,7 @@ EPOLLOUT = select.EPOLLOUT
 EPOLLET = select.EPOLLET
 _READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _WRITE_EVENTS = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
+_WHEN = operator.attrgetter("_when")
 
 
 class Source(Protocol):
@@ -243,8 +244,12 @@ class Loop:
         self._turn_budget = turn_budget
         self._pid = os.getpid()
         self._ready: collections.deque[Handle] = collections.deque()
-        self._timers: list[tuple[float, int, Handle]] = []
-        self._seq = itertools.count()
+        # Timers: buckets of 1 ms (key: int(when * 1000)) in a dict, and a heap
+        # of the bucket keys. A bucket is sorted (stable, C float compares)
+        # when it comes due; see _run.
+        self._buckets: dict[int, list[Handle]] = {}
+        self._ticks: list[int] = []
+        self._ntimers = 0
         self._cancelled_timers = 0
         self._fds: dict[int, _Entry] = {}
         self._sources: dict[int, Source] = {}  # id(source) -> source
@@ -295,22 +300,43 @@ class Loop:
             return h
         when = self._clock() + delay
         h = Handle(fn, args, self, when)
-        heapq.heappush(self._timers, (when, next(self._seq), h))
+        k = int(when * 1000.0)
+        b = self._buckets.get(k)
+        if b is None:
+            self._buckets[k] = [h]
+            heapq.heappush(self._ticks, k)
+        else:
+            b.append(h)
+        self._ntimers += 1
         return h
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
         h = Handle(fn, args, self, when)
-        heapq.heappush(self._timers, (when, next(self._seq), h))
+        k = int(when * 1000.0)
+        b = self._buckets.get(k)
+        if b is None:
+            self._buckets[k] = [h]
+            heapq.heappush(self._ticks, k)
+        else:
+            b.append(h)
+        self._ntimers += 1
         return h
 
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
-        timers = self._timers
-        # Lazy deletion, with a rebuild once most of the heap is dead.
-        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
-            timers[:] = [t for t in timers if not t[2]._cancelled]  # in place: _run holds it
-            heapq.heapify(timers)
+        # Lazy deletion, with a rebuild once most of the timers are dead.
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > self._ntimers:
+            buckets = self._buckets
+            for k in list(buckets):
+                live = [h for h in buckets[k] if not h._cancelled]
+                if live:
+                    buckets[k] = live
+                else:
+                    del buckets[k]
+            self._ticks[:] = list(buckets)  # in place: _run holds the list
+            heapq.heapify(self._ticks)
+            self._ntimers -= self._cancelled_timers
             self._cancelled_timers = 0
 
     def wake(self) -> None:
@@ -558,7 +584,8 @@ class Loop:
             self.remove_source(src)
         self._closed = True
         self._ready.clear()
-        self._timers.clear()
+        self._buckets.clear()
+        self._ticks.clear()
         self._fds.clear()
         self._ep.close()
         os.close(self._wake_fd)
@@ -592,7 +619,8 @@ class Loop:
         what is ready. One function with everything in locals: this is the
         hot path of every event."""
         ready = self._ready
-        timers = self._timers
+        ticks = self._ticks
+        buckets = self._buckets
         clock = self._clock
         fds = self._fds
         poll = self._ep.poll
@@ -615,8 +643,10 @@ class Loop:
                         hook()
                 if ready or self._stopping:
                     timeout = 0.0
-                elif timers:
-                    timeout = timers[0][0] - clock()
+                elif ticks:
+                    # Any timer of the first bucket is within 1 ms of the
+                    # earliest: at worst we wake < 1 ms late, never early.
+                    timeout = buckets[ticks[0]][0]._when - clock()
                     if timeout < 0:
                         timeout = 0.0
                 else:
@@ -660,16 +690,33 @@ class Loop:
                 t = t2
             cb_time = t - t0
 
-            if timers and timers[0][0] <= t:
-                moved = 0
-                while timers and timers[0][0] <= t and moved < 1024:
-                    h = heappop(timers)[2]
-                    if h._cancelled:
-                        self._cancelled_timers -= 1
-                        continue
-                    h._when = None  # fired: a late cancel() must not count it as a dead entry
-                    append(h)
-                    moved += 1
+            if ticks and ticks[0] <= int(t * 1000.0):
+                # Move every due timer to the ready queue, in time order.
+                nowk = int(t * 1000.0)
+                while ticks and ticks[0] <= nowk:
+                    k = ticks[0]
+                    b = buckets[k]
+                    if len(b) > 1:
+                        b.sort(key=_WHEN)  # stable: equal times keep their order
+                    i = 0
+                    n = len(b)
+                    while i < n:
+                        h = b[i]
+                        if h._when > t:
+                            break
+                        i += 1
+                        if h._cancelled:
+                            self._cancelled_timers -= 1
+                            continue
+                        h._when = None  # fired: a late cancel() must not count it as dead
+                        append(h)
+                    self._ntimers -= i
+                    if i == n:
+                        del buckets[k]
+                        heappop(ticks)
+                    else:
+                        del b[:i]  # the rest of this millisecond is still ahead
+                        break
                 t = clock()
 
             if ready:
@@ -723,7 +770,7 @@ class Loop:
             "longest_callback_what": self._longest_what,
             "turns": self._turns,
             "ready": len(self._ready),
-            "timers": len(self._timers) - self._cancelled_timers,
+            "timers": self._ntimers - self._cancelled_timers,
             "fds": len(self._fds),
         }
 
@@ -743,7 +790,7 @@ _PENDING, _DONE, _CANCELLED = 0, 1, 2
 class Future:
     """A result that a callback will provide; ``await fut`` waits for it."""
 
-    __slots__ = ("__weakref__", "_callbacks", "_exc", "_loop", "_result", "_state")
+    __slots__ = ("__weakref__", "_callbacks", "_exc", "_loop", "_result", "_retrieved", "_state")
 
     def __init__(self, loop: Loop | None = None) -> None:
         self._loop = loop if loop is not None else current_loop()
@@ -751,6 +798,7 @@ class Future:
         self._result: Any = None
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[[Future], Any]] = []
+        self._retrieved = False
 
     def done(self) -> bool:
         return self._state != _PENDING
@@ -761,6 +809,7 @@ class Future:
     def result(self) -> Any:
         """The result; raises the exception it was given, ``Cancelled``, or
         RuntimeError if it is not done yet."""
+        self._retrieved = True
         if self._state == _DONE:
             if self._exc is not None:
                 raise self._exc
@@ -772,6 +821,7 @@ class Future:
     def exception(self) -> BaseException | None:
         if self._state == _PENDING:
             raise RuntimeError("the Future is not done yet")
+        self._retrieved = True
         return self._exc
 
     def _finish(self) -> None:
@@ -930,6 +980,7 @@ class Task(Future):
         if self._waiting is not fut:
             return
         self._waiting = None
+        fut._retrieved = True
         if fut._state == _DONE and fut._exc is None:
             self._step(fut._result, None)
         else:
@@ -938,6 +989,16 @@ class Task(Future):
     def __repr__(self) -> str:
         state = ("pending", "done", "cancelled")[self._state]
         return f"<Task {self.name} {state}>"
+
+    def __del__(self) -> None:
+        # A task that failed and that nobody awaited would fail silently.
+        if self._state == _DONE and self._exc is not None and not self._retrieved:
+            log.error(
+                "task %s raised %s and nobody awaited it",
+                self.name,
+                type(self._exc).__name__,
+                exc_info=self._exc,
+            )
 
 
 class _Yield:
