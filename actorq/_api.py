@@ -228,13 +228,19 @@ class Method:
         ref = self.ref
         if ref._via is not None:
             return ref._via._ask(ref, self.name, args, kwargs)
-        return _node().ask(ref, self.name, args, kwargs)
+        node = _ctx.node
+        if node is None:
+            node = _node()
+        return node.ask(ref, self.name, args, kwargs)
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
         if ref._via is not None:
             return ref._via._tell(ref, self.name, args, kwargs)
-        _node().tell(ref, self.name, args, kwargs)
+        node = _ctx.node
+        if node is None:
+            node = _node()  # raises, saying what to do
+        node.tell(ref, self.name, args, kwargs)
         return None
 
     def __repr__(self) -> str:

@@ -60,9 +60,13 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+_packer = msgpack.Packer(default=_default, use_bin_type=True)
+_pack = _packer.pack  # reused: building a Packer per message costs more than the packing
+
+
 def pack(obj: Any) -> bytes:
     """Encode a record; raises TypeError/OverflowError/ValueError if it cannot."""
-    return msgpack.packb(obj, default=_default, use_bin_type=True)
+    return _pack(obj)
 
 
 def unpack(data: bytes | memoryview, ext_hook: Callable[[int, bytes], Any] | None = None) -> Any:
@@ -121,16 +125,22 @@ def explain_unsendable(
 
 def pack_call(
     record: list[Any],
-    where: str,
+    ref: Any,
+    method: str,
     args: Sequence[Any],
     kwargs: Mapping[str, Any] | None,
-    fn: Callable[..., Any] | None = None,
+    suffix: str = "",
 ) -> bytes:
-    """Pack an ASK/TELL record; on failure raise a TypeError naming the bad argument."""
+    """Pack an ASK/TELL record; on failure raise a TypeError naming the bad argument.
+
+    The call site's description is built only on failure: this is every
+    message's path."""
     try:
-        return pack(record)
+        return _pack(record)
     except _UNSENDABLE:
-        raise explain_unsendable(where, args, kwargs, fn) from None
+        raise explain_unsendable(
+            f"{ref!r}.{method}{suffix}", args, kwargs, ref.method_fn(method)
+        ) from None
 
 
 def pack_reply(req: int, value: Any, where: str) -> bytes:

@@ -45,6 +45,7 @@ import os
 import signal
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,11 @@ from .errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, Remot
 log = logging.getLogger("actorq.worker")
 
 _NODE_SHIFT = 32
+_pack_call = _codec.pack_call
+_unpack = _codec.unpack
+_CoroutineType = types.CoroutineType
+_ctx = _api._ctx
+_STOP_METHOD = "\0stop"  # no Python method can have this name
 
 
 def node_of(actor_id: int) -> int:
@@ -71,6 +77,7 @@ class _Cell:
 
     __slots__ = (
         "busy",
+        "fns",
         "instance",
         "mailbox",
         "node",
@@ -88,6 +95,7 @@ class _Cell:
         self.stopped = False
         self.mailbox = spec.mailbox
         self.reentrant = spec.reentrant
+        self.fns: dict[str, Any] = {}  # method name -> bound method, filled on first use
 
     def post(self, item: tuple) -> None:
         """item: (kind, sender, req, method, args, kwargs)."""
@@ -107,16 +115,45 @@ class _Cell:
     def run(self, item: tuple) -> None:
         kind, sender, req, method, args, kwargs = item
         node = self.node
+        if kind == STOP or self.stopped:
+            self._stop_or_refuse(kind, sender, req, method)
+            return
+        fn = self.fns.get(method)
+        if fn is not None:  # the common case, kept short: a known method of a live actor
+            prev = _ctx.actor
+            _ctx.actor = self.ref
+            try:
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
+            except Exception as exc:
+                node.method_raised(self, kind, sender, req, method, exc)
+                return
+            finally:
+                _ctx.actor = prev
+            if type(result) is not _CoroutineType:
+                if kind == ASK:
+                    node.reply(sender, req, result, self, method)
+                return
+            self._start(result, kind, sender, req, method)
+            return
+        self._run_slow(kind, sender, req, method, args, kwargs)
+
+    def _stop_or_refuse(self, kind: int, sender: int, req: int, method: str) -> None:
+        node = self.node
         if self.stopped:
             node.fail(sender, req, F_DIED, "ActorDied", f"{self.ref!r} was stopped")
             if kind == TELL:
                 node.dead_letter(self.ref.id, method)
             return
-        if kind == STOP:
-            self.busy = True
-            node.run_stop(self, sender, req)
-            return
-        fn = getattr(self.instance, method, None) if method in self.spec.methods else None
+        self.busy = True
+        node.run_stop(self, sender, req)
+
+    def _run_slow(
+        self, kind: int, sender: int, req: int, method: str, args: Any, kwargs: Any
+    ) -> None:
+        node = self.node
+        fn = self.fns.get(method)
+        if fn is None and method in self.spec.methods:
+            fn = self.fns[method] = getattr(self.instance, method, None)
         if fn is None:
             msg = (
                 f"actor {self.spec.cls.__qualname__} has no method {method!r} "
@@ -127,23 +164,26 @@ class _Cell:
             else:
                 log.error("tell to %r: %s", self.ref, msg)
             return
-        prev = _api._ctx.actor
-        _api._ctx.actor = self.ref
+        prev = _ctx.actor
+        _ctx.actor = self.ref
         try:
             result = fn(*args, **kwargs) if kwargs else fn(*args)
         except Exception as exc:
             node.method_raised(self, kind, sender, req, method, exc)
             return
         finally:
-            _api._ctx.actor = prev
-        if inspect.iscoroutine(result):
-            task = node.loop.spawn(_bound(result, self.ref))
-            if not self.reentrant:
-                self.busy = True
-            task.add_done_callback(lambda t: self._finished(t, kind, sender, req, method))
+            _ctx.actor = prev
+        if type(result) is _CoroutineType:
+            self._start(result, kind, sender, req, method)
             return
         if kind == ASK:
             node.reply(sender, req, result, self, method)
+
+    def _start(self, coro: Any, kind: int, sender: int, req: int, method: str) -> None:
+        task = self.node.loop.spawn(_bound(coro, self.ref))
+        if not self.reentrant:
+            self.busy = True
+        task.add_done_callback(lambda t: self._finished(t, kind, sender, req, method))
 
     def _finished(self, task: Any, kind: int, sender: int, req: int, method: str) -> None:
         node = self.node
@@ -213,12 +253,8 @@ class Node:
     def ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
         self._req += 1
         req = self._req
-        data = _codec.pack_call(
-            [ASK, req, ref.id, method, args, kwargs or None],
-            f"{ref!r}.{method}",
-            args,
-            kwargs,
-            ref.method_fn(method),
+        data = _pack_call(
+            [ASK, req, ref.id, method, args, kwargs or None], ref, method, args, kwargs
         )
         fut = self.loop.create_future()
         self.pending[req] = (fut, ref.id)
@@ -226,14 +262,18 @@ class Node:
         return fut
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
-        data = _codec.pack_call(
-            [TELL, ref.id, method, args, kwargs or None],
-            f"{ref!r}.{method}.tell",
-            args,
-            kwargs,
-            ref.method_fn(method),
+        rid = ref.id
+        data = _pack_call(
+            [TELL, rid, method, args, kwargs or None], ref, method, args, kwargs, ".tell"
         )
-        self._send(node_of(ref.id), data)
+        dest = rid >> _NODE_SHIFT
+        self.sent += 1
+        if dest == self.index:
+            self.loop.call_soon(self.deliver, dest, data)
+            return
+        self.port.send(dest, data)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
 
     def stop_actor(self, ref: ActorRef) -> Any:
         self._req += 1
@@ -295,7 +335,7 @@ class Node:
     def deliver(self, sender: int, data: bytes) -> None:
         self.received += 1
         try:
-            msg = _codec.unpack(data)
+            msg = _unpack(data)
             kind = msg[0]
         except Exception as exc:  # a record we cannot read must not stop the worker
             log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
@@ -318,7 +358,7 @@ class Node:
             item = (TELL, sender, 0, method, args, kwargs)
         elif kind == STOP:
             _, req, target = msg
-            item = (STOP, sender, req, "stop", (), None)
+            item = (STOP, sender, req, _STOP_METHOD, (), None)
         else:
             log.error(
                 "node %d: dropped a record of unknown kind %r from node %d",
@@ -330,8 +370,10 @@ class Node:
         cell = self.actors.get(target)
         if cell is None:
             self._no_such_actor(sender, item, target)
-            return
-        cell.post(item)
+        elif cell.busy or cell.queue:
+            cell.post(item)
+        else:
+            cell.run(item)
 
     def _no_such_actor(self, sender: int, item: tuple, target: int) -> None:
         kind, _, req, method, _, _ = item
