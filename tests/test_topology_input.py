@@ -195,15 +195,15 @@ def test_actorq_fsroot_sets_the_default_root(tree, monkeypatch):
 
 
 def test_cgroup1_cfs_quota(tmp_path, hwloc_trees):
-    """32intel64 runs in cpu,cpuacct:/system.slice/sshd.service (cgroup v1)."""
+    """offline-cpu0-node0 runs in cpuacct,cpu:/user.slice (cgroup v1), mounted
+    at /sys/fs/cgroup/cpu,cpuacct; give it a quota there and at the root."""
     dest = tmp_path / "root"
-    shutil.copytree(hwloc_trees["32intel64-2p8co2t+8ve.tar.bz2"], dest, symlinks=True)
+    shutil.copytree(hwloc_trees["offline-cpu0-node0.tar.bz2"], dest, symlinks=True)
     base = "sys/fs/cgroup/cpu,cpuacct"
-    _write(dest, f"{base}/system.slice/cpu.cfs_quota_us", "300000\n")
-    _write(dest, f"{base}/system.slice/cpu.cfs_period_us", "100000\n")
-    _write(dest, f"{base}/system.slice/sshd.service/cpu.cfs_quota_us", "250000\n")
-    _write(dest, f"{base}/system.slice/sshd.service/cpu.cfs_period_us", "100000\n")
-    _write(dest, f"{base}/cpu.cfs_quota_us", "-1\n")
+    _write(dest, f"{base}/cpu.cfs_quota_us", "300000\n")
+    _write(dest, f"{base}/cpu.cfs_period_us", "100000\n")
+    _write(dest, f"{base}/user.slice/cpu.cfs_quota_us", "250000\n")
+    _write(dest, f"{base}/user.slice/cpu.cfs_period_us", "100000\n")
     m = discover(str(dest))
     assert m.limits.cpu_quota == pytest.approx(2.5)
     assert m.limits.cpuset_source == "cgroup1"
