@@ -226,28 +226,19 @@ class Endpoint:
         except zmq.ZMQError as exc:
             log.debug("control: reply %d to %r not delivered: %s", req, peer, exc)
 
-    def on_readable(self, *_: Any) -> None:
-        """Drain the socket (zmq's fd is edge-triggered: read until EAGAIN)."""
-        sock = self.sock
-        while True:
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+    def on_message(self, parts: list[bytes]) -> None:
+        """One message from the socket (the loop's ZmqSource calls this)."""
+        if self.router:
+            if len(parts) != 2:
+                self.malformed += 1
+                log.warning("control: dropped a message of %d frames (want 1)", len(parts) - 1)
+                if len(parts) >= 1:
+                    self._answer_garbage(parts[0], "expected exactly one frame per message")
                 return
-            except zmq.ZMQError as exc:
-                log.debug("control: recv failed: %s", exc)
-                return
-            if self.router:
-                if len(parts) != 2:
-                    self.malformed += 1
-                    log.warning("control: dropped a message of %d frames (want 1)", len(parts) - 1)
-                    if len(parts) >= 1:
-                        self._answer_garbage(parts[0], "expected exactly one frame per message")
-                    continue
-                peer, frame = parts
-            else:
-                peer, frame = None, parts[-1]
-            self._dispatch(peer, frame)
+            peer, frame = parts
+        else:
+            peer, frame = None, parts[-1]
+        self._dispatch(peer, frame)
 
     def _answer_garbage(self, peer: bytes | None, why: str, req: int = 0) -> None:
         try:

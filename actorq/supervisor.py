@@ -37,12 +37,10 @@ ask to them raises ``ActorDied``, a tell is counted as a dead letter).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -58,39 +56,6 @@ log = logging.getLogger("actorq.supervisor")
 plog = logging.getLogger("actorq.placement")
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
-
-
-class SignalFd:
-    """signalfd(2) for a set of blocked signals, via ctypes (3.11 has no binding)."""
-
-    def __init__(self, signums: tuple[int, ...]) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mask = (ctypes.c_ulong * (128 // ctypes.sizeof(ctypes.c_ulong)))()
-        bits = 8 * ctypes.sizeof(ctypes.c_ulong)
-        for s in signums:
-            mask[(s - 1) // bits] |= 1 << ((s - 1) % bits)
-        fd = libc.signalfd(-1, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"signalfd: {os.strerror(err)}")
-        self.fd = fd
-
-    def read(self) -> list[int]:
-        out = []
-        while True:
-            try:
-                data = os.read(self.fd, 128 * 16)
-            except BlockingIOError:
-                return out
-            for off in range(0, len(data) - 127, 128):
-                out.append(struct.unpack_from("=I", data, off)[0])
-            if len(data) < 128 * 16:
-                return out
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 def _worker_cpus(cfg: Config) -> list[tuple[int, int | None]]:
@@ -196,7 +161,6 @@ class Supervisor:
             len(self.slots) + 1, cfg.ring_capacity, [None] + [s.node for s in self.slots]
         )
         self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        self.sigfd = SignalFd(_SIGNALS)
         for slot in self.slots:
             self._fork(slot, [], [])
         self._start_loop()
@@ -237,7 +201,8 @@ class Supervisor:
 
         from .control import Endpoint
         from .loop import Loop
-        from .worker import Node, attach_zmq
+        from .loop.sources import Signals, ZmqSource
+        from .worker import Node
 
         self.loop = loop = Loop()
         self.ctx = zmq.Context()
@@ -261,12 +226,14 @@ class Supervisor:
             "workers": self.h_workers,
         }
         self.endpoint = Endpoint(sock, loop, handlers, router=True)
-        self.detach_zmq = attach_zmq(loop, sock, self.endpoint.on_readable)
+        self.zsrc = ZmqSource(sock, self.endpoint.on_message)
+        loop.add_source(self.zsrc)
         self.port = self.mesh.port(0)
         self.node = Node(0, loop, self.port, worker_cpus=self.worker_cpus, address=self.address)
         self.node.control_local = self._local_control
         self.node.shutdown_hook = lambda: self.begin_shutdown("rt.shutdown()")
-        loop.add_reader(self.sigfd.fd, self._on_signals)
+        self.signals = Signals(_SIGNALS, self._on_signal, reap=True)
+        loop.add_source(self.signals)
         self.ready = loop.create_future()
 
     # --- main ----------------------------------------------------------------------
@@ -322,43 +289,28 @@ class Supervisor:
             raise RuntimeError(f"workers {missing} did not start within 30 s") from None
 
     # --- signals and children ---------------------------------------------------------
-    def _on_signals(self) -> None:
-        for signo in self.sigfd.read():
-            if signo == signal.SIGCHLD:
-                self._reap()
-            elif self.stopping:
-                log.warning("second %s: stopping now", signal.Signals(signo).name)
-                self.exit_signal = signo
-                self.kill_all()
-            else:
-                log.warning(
-                    "%s: orderly shutdown (send it again to stop at once)",
-                    signal.Signals(signo).name,
-                )
-                self.exit_signal = signo
-                self.begin_shutdown(signal.Signals(signo).name)
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+    def _on_signal(self, info: Any) -> None:
+        signo = info.signo
+        if signo == signal.SIGCHLD:  # the source reaped it: pid and exit code (<0: signal)
             for slot in self.slots:
-                if slot.pid == pid and not slot.exited:
-                    self._worker_exited(slot, status)
+                if slot.pid == info.pid and not slot.exited:
+                    self._worker_exited(slot, info.status)
                     break
-        self._maybe_done()
+            self._maybe_done()
+        elif self.stopping:
+            log.warning("second %s: stopping now", signal.Signals(signo).name)
+            self.exit_signal = signo
+            self.kill_all()
+        else:
+            log.warning(
+                "%s: orderly shutdown (send it again to stop at once)", signal.Signals(signo).name
+            )
+            self.exit_signal = signo
+            self.begin_shutdown(signal.Signals(signo).name)
 
     def _worker_exited(self, slot: _WorkerSlot, status: int) -> None:
         slot.exited = True
-        how = (
-            f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exit code {os.WEXITSTATUS(status)}"
-        )
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit code {status}"
         for fut in slot.inflight:
             if not fut.done():
                 fut.set_exception(
@@ -486,14 +438,13 @@ class Supervisor:
                 except ChildProcessError:
                     pass
                 slot.exited = True
-        self.detach_zmq()
-        self.loop.remove_reader(self.sigfd.fd)
+        self.zsrc.close()
+        self.signals.close()
         self.port.close()
         self.mesh.close()
         self.sock.close(linger=0)
         self.ctx.term()
         self.loop.close()
-        self.sigfd.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
         if self.runtime_dir is not None:
             if self.created_dir:

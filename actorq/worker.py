@@ -663,6 +663,7 @@ def _serve(
 
     from .control import Endpoint
     from .loop import Loop
+    from .loop.sources import ZmqSource
 
     loop = Loop()
     ctx = zmq.Context()
@@ -720,7 +721,8 @@ def _serve(
     handlers.update(
         create=h_create, peer_died=h_peer_died, stats=h_stats, ping=h_ping, shutdown=h_shutdown
     )
-    attach_zmq(loop, sock, endpoint.on_readable)
+    zsrc = ZmqSource(sock, endpoint.on_message)
+    loop.add_source(zsrc)
 
     for spec in recreate:
         try:
@@ -747,33 +749,7 @@ def _serve(
     try:
         loop.run_forever()
     finally:
+        zsrc.close()
         port.close()
         sock.close(linger=200)
         ctx.term()
-
-
-def attach_zmq(loop: Any, sock: Any, on_readable: Callable[[], Any]) -> Callable[[], None]:
-    """Watch a zmq socket on the loop.
-
-    zmq's FD is an edge-triggered *notification*, not the socket's readiness:
-    it may fire with nothing to read, and a send can consume the edge that a
-    pending incoming message raised. So drain on every edge, and check
-    ``zmq.EVENTS`` once more before the loop sleeps.
-    """
-    import zmq
-
-    def before_sleep() -> None:
-        if sock.closed:
-            return
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            loop.call_soon(on_readable)
-
-    loop.add_reader(sock.getsockopt(zmq.FD), on_readable)
-    remove = loop.before_sleep(before_sleep)
-
-    def detach() -> None:
-        remove()
-        if not sock.closed:
-            loop.remove_reader(sock.getsockopt(zmq.FD))
-
-    return detach
