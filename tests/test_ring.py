@@ -472,3 +472,40 @@ def test_send_async_parks_a_coroutine_while_the_loop_keeps_running(no_leaks: Non
             loop.close()
         assert reap(pid) == 0
         assert len(ticks) > 5
+
+
+def test_inbox_ring_attached_from_handles_notifies_the_inbox(no_leaks: None) -> None:
+    with Inbox.create(4, name="actorq-inbox-attach") as inbox:
+        ring = inbox.ring(2, 4096)
+        h = ring.handles()
+        assert h[4] >= 0
+        assert h[5] == 2
+        other = Ring.attach(*[os.dup(fd) if fd >= 0 else -1 for fd in h[:5]], h[5])
+        try:
+            w = other.writer()
+            assert inbox.drain(print) == 0  # a new ring is looked at once
+            assert inbox.prepare_sleep()
+            w.send_nowait(b"via handles")
+            assert w.doorbells == 1
+            assert inbox.wait(timeout=1)
+            got: list[tuple[int, bytes]] = []
+            inbox.drain(lambda s, x: got.append((s, x)))
+            assert got == [(2, b"via handles")]
+        finally:
+            other.close()
+
+
+def test_ring_memory_is_bound_to_the_requested_node(no_leaks: None) -> None:
+    from actorq.shm import numa_nodes
+    from actorq.shm import segment as segmod
+
+    if segmod._libnuma() is None:
+        pytest.skip("libnuma not available here")
+    node = numa_nodes()[0]
+    with Ring.create(1 << 16, node=node, slab=((65536, 2),)) as ring:
+        line = ring.segment.numa_maps()
+        assert line is not None
+        assert f"bind:{node}" in line
+        slab_line = ring.slab.segment.numa_maps()
+        assert slab_line is not None
+        assert f"bind:{node}" in slab_line  # bound, populated lazily on that node

@@ -4,7 +4,9 @@ A worker has an inbound ring from each peer. Waking up and polling every
 ring's head would cost O(workers) Python steps per wake-up. Instead the inbox
 keeps a small shared segment with:
 
-* ``sleeping`` (word 8, its own cache line): written by the reader only;
+* ``sleeping`` (word 8, its own cache line): written by the reader only: 0
+  when awake, else a fresh epoch number per sleep (each sender rings at most
+  once per epoch, see ring.py);
 * ``ready[s]`` (one byte per sender, from offset 128): set to 1 by sender
   ``s`` only, cleared to 0 by the reader only.
 
@@ -110,6 +112,7 @@ class Inbox:
         self._rings: dict[int, Ring] = {}
         self._acq, self._rel = _bell.make_fence()
         self.spinner = _bell.Spinner()
+        self._epoch = 0
 
     @classmethod
     def create(
@@ -208,7 +211,8 @@ class Inbox:
     def prepare_sleep(self) -> bool:
         """Announce sleep, fence, re-check every ready byte. True: safe to wait on
         ``doorbell_fd``; False: work arrived (the announcement is withdrawn)."""
-        self._sleep[0] = 1
+        self._epoch = self._epoch % 0xFFFF_FFFF + 1  # a fresh nonzero epoch per sleep
+        self._sleep[0] = self._epoch
         self._acq()
         self._rel()
         if self._flags.tobytes() != self._zeros:

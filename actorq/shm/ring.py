@@ -77,6 +77,10 @@ Doorbells and backpressure
 
 ``publish()`` stores head and rings the reader's doorbell eventfd only if the
 reader announced sleep; while both sides are busy there is no syscall at all.
+The announcement is a sleep *epoch* (a fresh nonzero number per sleep), and
+a writer rings once per epoch: without that, a writer that keeps publishing
+while the woken reader waits for a CPU would make one syscall per record
+(measured: ~400 doorbells per sleep on a loaded 2-CPU VM).
 ``send_nowait`` raises ``RingFull`` rather than wait or drop. To wait, call
 ``wait_for_space(n)``: it arms a request (the tail position the writer needs)
 and returns True if there is room already; otherwise watch ``space_fd``,
@@ -94,6 +98,7 @@ import platform
 import select
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import PayloadTooLarge, RingCorrupt, RingError, RingFull
@@ -110,7 +115,7 @@ VERSION = 1
 # control words (index into the 'Q' view of the control block)
 _MAGIC, _VERSION, _CAPACITY, _MAXREC, _THRESHOLD = 0, 1, 2, 3, 4
 _HEAD, _WANT_TAIL, _WANT_SEQ, _DOORBELLS = 8, 9, 10, 11
-_TAIL, _SLEEPING = 16, 17
+_TAIL, _SLEEPING, _EPOCH = 16, 17, 18
 
 # record header: tag << 32 | length
 _TAG_INLINE = 0xAC01_0000
@@ -363,6 +368,7 @@ class RingWriter:
             self._sleepq = self._ctl
             self._sleepi = _SLEEPING
         self._sid = ring.sender_id
+        self._rung = 0  # the reader's sleep epoch this writer last rang for
         self._want_seq = self._ctl[_WANT_SEQ]
         self.doorbells = 0
 
@@ -408,7 +414,9 @@ class RingWriter:
             flags[self._sid] = 1
             self._acq()
             self._rel()
-        if self._sleepq[self._sleepi]:
+        sleeping = self._sleepq[self._sleepi]
+        if sleeping and sleeping != self._rung:
+            self._rung = sleeping  # once per sleep, however many records follow
             _bell.ring(self._doorbell)
             self.doorbells += 1
 
@@ -437,7 +445,9 @@ class RingWriter:
             self._flags[self._sid] = 1
             self._acq()
             self._rel()
-        if self._sleepq[self._sleepi]:
+        sleeping = self._sleepq[self._sleepi]
+        if sleeping and sleeping != self._rung:
+            self._rung = sleeping  # once per sleep, however many records follow
             _bell.ring(self._doorbell)
             self.doorbells += 1
 
@@ -620,10 +630,12 @@ class RingReader:
         head = ctl[_HEAD]
         if head == tail:
             return 0
+        emit = callback if sid < 0 else partial(callback, sid)
         data, dq, mask, cap, mm = self._data, self._dq, self._mask, self._cap, self._mm
         zero_copy = self._zero_copy
-        left = -1 if limit is None else limit
-        count = 0
+        tag_inline, lenmask, base = _TAG_INLINE, _LEN, HDR + 8
+        # `left` counts down to 0 when there is a limit; from -1 it never gets there.
+        start = left = -1 if limit is None else limit
         try:
             while head != tail and left != 0:
                 if not 0 < head - tail <= cap:
@@ -631,45 +643,35 @@ class RingReader:
                 while tail != head:
                     off = tail & mask
                     hdr = dq[off >> 3]
-                    tag = hdr >> 32
-                    if tag == _TAG_INLINE:
-                        n = hdr & _LEN
-                        step = 8 + ((n + 7) & ~7)
+                    if hdr >> 32 == tag_inline:
+                        n = hdr & lenmask
+                        step = (n + 15) & -8
                         if off + step > cap or step > head - tail:
                             self._fail(off, f"record length {n} runs past the published data")
+                        tail += step
                         if zero_copy:
                             rec = data[off + 8 : off + 8 + n]
-                            tail += step
-                            if sid < 0:
-                                callback(rec)
-                            else:
-                                callback(sid, rec)
+                            emit(rec)
                             try:
                                 rec.release()
                             except BufferError:
                                 pass
                         else:
-                            pos = HDR + 8 + off
-                            rec = mm[pos : pos + n]
-                            tail += step
-                            if sid < 0:
-                                callback(rec)
-                            else:
-                                callback(sid, rec)
-                    elif tag == _TAG_WRAP:
+                            pos = base + off
+                            emit(mm[pos : pos + n])
+                    elif hdr >> 32 == _TAG_WRAP:
                         if hdr & _LEN or cap - off > head - tail:
                             self._fail(off, f"wrap marker {hdr:#018x} runs past the published data")
                         tail += cap - off
                         continue
-                    elif tag == _TAG_SLAB and hdr == _H_SLAB and off + 16 <= cap:
+                    elif hdr == _H_SLAB and off + 16 <= cap:
                         if head - tail < 16:
                             self._fail(off, "slab record runs past the published data")
                         handle = dq[(off >> 3) + 1]
                         tail += 16
-                        self._slab_record(callback, handle, off, sid)
+                        self._slab_record(emit, handle, off)
                     else:
                         self._fail(off, f"impossible record header {hdr:#018x}")
-                    count += 1
                     left -= 1
                     if left == 0:
                         break
@@ -680,11 +682,9 @@ class RingReader:
                 self._tail = tail
                 ctl[_TAIL] = tail
                 self._after_free()
-        return count
+        return start - left
 
-    def _slab_record(
-        self, callback: Callable[..., object], handle: int, off: int, sid: int
-    ) -> None:
+    def _slab_record(self, emit: Callable[[Any], object], handle: int, off: int) -> None:
         slab = self._slab
         if slab is None:
             self._fail(off, "slab record in a ring that has no slab")
@@ -695,10 +695,7 @@ class RingReader:
         if self._zero_copy:
             self._held = (handle, view)
             try:
-                if sid < 0:
-                    callback(view)
-                else:
-                    callback(sid, view)
+                emit(view)
             finally:
                 if self._held is not None:
                     self._held = None
@@ -711,10 +708,7 @@ class RingReader:
             rec = view.tobytes()
             view.release()
             slab.free(handle)
-            if sid < 0:
-                callback(rec)
-            else:
-                callback(sid, rec)
+            emit(rec)
 
     def hold(self) -> SlabLease:
         """Inside a zero-copy callback for a slab record: keep its buffer past
@@ -758,7 +752,9 @@ class RingReader:
                 f"ring {self.ring.name!r} belongs to an Inbox: use Inbox.prepare_sleep()"
             )
         ctl = self._ctl
-        ctl[_SLEEPING] = 1
+        epoch = ctl[_EPOCH] % 0xFFFF_FFFF + 1  # never 0: 0 means awake
+        ctl[_EPOCH] = epoch
+        ctl[_SLEEPING] = epoch
         self._acq()
         self._rel()
         if ctl[_HEAD] != self._tail:
