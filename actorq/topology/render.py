@@ -204,6 +204,9 @@ def _wrap(items: list[str], indent: str, width: int = 96) -> list[str]:
     return lines
 
 
+_SHOW_GROUPS = 16  # per universe level in text; JSON has them all
+
+
 def to_text(machine: Machine, universe: Universe, view: str = "allowed") -> str:
     """archdetect-style report: what is here, at a glance, then the details."""
     m = machine
@@ -272,13 +275,18 @@ def to_text(machine: Machine, universe: Universe, view: str = "allowed") -> str:
     out.append("")
     for p in m.packages:
         os_idx = f" (socket id {p.os_index})" if p.os_index is not None else ""
-        out.append(f"Package {p.id}{os_idx}: {len(p.cores)} core(s), CPUs {format_cpulist(p.cpus)}")
+        head = f"Package {p.id}{os_idx}: {len(p.cores)} core(s), CPUs {format_cpulist(p.cpus)}"
         items = []
         for kid in p.cores:
             core = m.cores[kid]
             mark = "" if core.cpus <= allowed else ("-" if not core.cpus & allowed else "~")
             items.append(f"c{kid}[{format_cpulist(core.cpus)}]{mark}")
-        out.extend(_wrap(items, "  "))
+        line = f"{head}: {' '.join(items)}"
+        if len(line) <= 96:  # small packages (one core, POWER LPARs) on one line
+            out.append(line)
+        else:
+            out.append(head)
+            out.extend(_wrap(items, "  "))
     if allowed != online:
         out.append("  (- : core not usable under the cpuset/affinity, ~ : partly usable)")
 
@@ -322,7 +330,9 @@ def to_text(machine: Machine, universe: Universe, view: str = "allowed") -> str:
     out.append("")
     out.append(f"Scheduling universe ({view} CPUs: {format_cpulist(universe.cpus)}):")
     for lv in universe.levels:
-        items = [f"[{format_cpulist(g.cpus)}]" for g in lv.groups]
+        items = [f"[{format_cpulist(g.cpus)}]" for g in lv.groups[:_SHOW_GROUPS]]
+        if len(lv.groups) > _SHOW_GROUPS:
+            items.append(f"... {len(lv.groups) - _SHOW_GROUPS} more (see --json)")
         # Name only the caches every group of the level shares (hybrid levels mix kinds).
         names = [{_cache_name(k) for k in g.caches} for g in lv.groups]
         common = sorted(set.intersection(*names)) if names else []
