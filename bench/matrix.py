@@ -34,7 +34,9 @@ from ._common import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("ring", "actors", "loop", "kv")
-#: The placement factor's base value: a benchmark without --placement runs only here.
+#: The placement factor's base value. A benchmark that takes no --payload,
+#: --workers or --placement runs only in the cell with that factor's base value
+#: (payload 64, workers 2, placement compact); the other cells say so.
 BASE_PLACEMENT = "compact"
 
 
@@ -82,7 +84,8 @@ def main(argv: list[str]) -> int:
     script = ROOT / "bench" / f"{args.benchmark}.py"
     rc = 0
     flags = supported_flags(args.benchmark) if script.is_file() else set()
-    unused = [f for f, v, base in (("workers", args.workers, "2"),
+    unused = [f for f, v, base in (("payload", str(args.payload), "64"),
+                                   ("workers", args.workers, "2"),
                                    ("placement", args.placement, BASE_PLACEMENT))
               if v is not None and v != base and f"--{f}" not in flags]
     if script.is_file() and unused:

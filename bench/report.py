@@ -61,7 +61,7 @@ def load(results_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]
                 else None,
                 "placement": factors.get("placement")
                 if applied is None or "placement" in applied else None,
-                "case": r.get("case", ""),
+                "case": r.get("case") or r.get("workload") or r.get("test") or "",
                 "contender": r["contender"],
                 "msgs_per_s": r.get("msgs_per_s"),
                 "rtt_p50_us": r.get("rtt_p50_us"),
