@@ -12,6 +12,9 @@ mean anything), all in this one process pinned to one CPU:
 - ``call_soon_chain``: N callbacks, each scheduling the next with
   ``call_soon`` (one in flight: the loop's per-turn cost shows); callbacks/s.
 - ``timer0``: N ``call_later(0, ...)``; callbacks/s.
+- ``--floor`` adds ``epoll-floor`` to the echo: the same echo on a bare
+  epoll loop (a dict of callbacks and nothing else), to show how much of the
+  gap to uvloop is a Python loop's floor rather than actorq's bookkeeping.
 - ``timer``: N ``call_later(d, ...)`` with distinct positive delays spread
   over 1 ms (far less than the time to run them, so this is heap cost, not
   waiting); callbacks/s.
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import gc
 import json
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -99,6 +103,44 @@ def _echo(ad: _Adapter, n: int) -> tuple[float, list[float]]:
     return n / took, rtts
 
 
+def _echo_floor(n: int) -> float:
+    """The same echo on the least loop there can be: epoll ET, a dict of
+    callbacks, nothing else (no timers, no statistics, no queue). Not a
+    contender: the floor that shows what a loop's own bookkeeping costs."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    ep = select.epoll()
+    for s in (a, b):
+        ep.register(s.fileno(), select.EPOLLIN | select.EPOLLET)
+    msg = b"x" * 64
+    arecv, asend, brecv, bsend = a.recv, a.send, b.recv, b.send
+    count = 0
+
+    def server() -> None:
+        bsend(brecv(4096))
+
+    def client() -> None:
+        nonlocal count
+        arecv(4096)
+        count += 1
+        if count < n:
+            asend(msg)
+
+    cbs = {a.fileno(): client, b.fileno(): server}
+    poll = ep.poll
+    start = time.perf_counter()
+    asend(msg)
+    while count < n:
+        for fd, _ev in poll(-1, 256):
+            cbs[fd]()
+    took = time.perf_counter() - start
+    ep.close()
+    a.close()
+    b.close()
+    return n / took
+
+
 def _storm(ad: _Adapter, n: int, schedule: Callable[[Any, Callable[[], None], int], None]) -> float:
     loop = ad.loop
     left = [n]
@@ -150,12 +192,21 @@ def _make_timer(n: int) -> Callable[[Any, Callable[[], None], int], None]:
     return sched
 
 
-def run(workloads: list[str], reps: int, n_echo: int, n_storm: int) -> dict[str, list[Result]]:
+def run(
+    workloads: list[str], reps: int, n_echo: int, n_storm: int, floor: bool = False
+) -> dict[str, list[Result]]:
     out: dict[str, list[Result]] = {}
     for w in workloads:
-        rates: dict[str, list[float]] = {c: [] for c in CONTENDERS}
-        rtts: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+        names = CONTENDERS + (("epoll-floor",) if floor and w == "echo" else ())
+        rates: dict[str, list[float]] = {c: [] for c in names}
+        rtts: dict[str, list[float]] = {c: [] for c in names}
         for _ in range(reps):
+            if "epoll-floor" in names:
+                gc.disable()
+                try:
+                    rates["epoll-floor"].append(_echo_floor(n_echo))
+                finally:
+                    gc.enable()
             for c in CONTENDERS:
                 ad = _Adapter(c)
                 gc.collect()
@@ -177,7 +228,7 @@ def run(workloads: list[str], reps: int, n_echo: int, n_storm: int) -> dict[str,
                     ad.close()
                 rates[c].append(r)
         results = []
-        for c in CONTENDERS:
+        for c in names:
             med, spread = median_spread(rates[c])
             p50 = p99 = None
             if rtts[c]:
@@ -197,12 +248,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workload", action="append", choices=WORKLOADS, help="repeat to pick several")
     p.add_argument("--echo-n", type=int, default=20000, help="round trips per echo repetition")
     p.add_argument("--storm-n", type=int, default=100000, help="callbacks per storm repetition")
+    p.add_argument(
+        "--floor", action="store_true", help="also run the echo on a bare epoll loop (reference)"
+    )
     p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last one)")
     args = p.parse_args(argv)
     import os
 
     pin(args.cpu if args.cpu is not None else max(os.sched_getaffinity(0)))
-    results = run(args.workload or list(WORKLOADS), args.reps, args.echo_n, args.storm_n)
+    results = run(
+        args.workload or list(WORKLOADS), args.reps, args.echo_n, args.storm_n, args.floor
+    )
     if args.json:
         records = []
         for w, rs in results.items():

@@ -88,7 +88,6 @@ on it) and the task resumes when the future is resolved.
 from __future__ import annotations
 
 import collections
-import errno
 import heapq
 import logging
 import operator
@@ -227,7 +226,15 @@ class Loop:
     ``clock`` (default ``time.monotonic``) gives the loop's time in seconds;
     timers and statistics use it, so tests can inject one. ``slow_callback``
     is the time (clock units) after which a callback holding the loop is
-    logged as a warning.
+    logged as a warning. A turn polls epoll once, dispatches the fd edges,
+    moves due timers to the ready queue, and runs everything that was ready
+    plus callbacks queued meanwhile up to ``turn_budget`` in all.
+    ``max_events`` is the most fd events taken from one ``epoll_wait``.
+
+    fd callbacks (``add_reader``/``add_writer``/sources) must drain their fd,
+    or return ``True`` (exactly ``True``) to be called again next turn.
+    A Loop belongs to the process (and thread) that runs it; only ``wake()``
+    and ``call_soon_threadsafe()`` may be called from elsewhere.
     """
 
     def __init__(
@@ -341,13 +348,13 @@ class Loop:
 
     def wake(self) -> None:
         """Interrupt a sleeping ``poll`` (safe from any thread, or a forked child)."""
+        fd = self._wake_fd
+        if fd < 0:
+            return  # closed: the number may name someone else's file by now
         try:
-            os.eventfd_write(self._wake_fd, 1)
+            os.eventfd_write(fd, 1)
         except BlockingIOError:  # counter saturated: the loop is awake anyway
             pass
-        except OSError as e:
-            if e.errno != errno.EBADF:  # closed loop: nothing to wake
-                raise
 
     def _drain_wake(self) -> None:
         try:
@@ -588,7 +595,8 @@ class Loop:
         self._ticks.clear()
         self._fds.clear()
         self._ep.close()
-        os.close(self._wake_fd)
+        fd, self._wake_fd = self._wake_fd, -1
+        os.close(fd)
 
     def set_exception_handler(self, handler: Callable[[BaseException, Any], None] | None) -> None:
         """``handler(exc, what)`` is called when a callback raises (default: log it)."""
