@@ -567,13 +567,15 @@ def _failure(msg: list, target: int) -> BaseException:
 # --- the worker process ----------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 
 
-def die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, index: int = 0) -> None:
     """Ask for SIGKILL when the supervisor dies; exit now if it already has."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, b"actorq-w%d" % index, 0, 0, 0)  # what ps/top show
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:
@@ -617,7 +619,7 @@ def worker_main(
     """The body of worker ``index`` after fork; never returns."""
     code = 0
     try:
-        die_with_parent(parent)
+        die_with_parent(parent, index)
         # The supervisor blocks these to read them from a signalfd; a worker lets
         # SIGTERM kill it (the supervisor restarts it) and ignores SIGINT, which a
         # terminal sends to the whole process group: the supervisor decides.

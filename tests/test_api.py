@@ -43,6 +43,8 @@ class Collector:
         return self.items
     def was_started(self):
         return self.started
+    def size(self, blob):
+        return len(blob)
 
 @actorq.actor
 class Producer:
@@ -118,6 +120,11 @@ async def main(rt: actorq.Runtime) -> None:
     coll = await rt.spawn(Collector, cpu=w2)
     prod = await rt.spawn(Producer, coll, cpu=w1)
     out["started"] = await coll.was_started()
+    out["big"] = await coll.size(b"x" * (1 << 20))  # 1 MiB: through the ring's slab
+    try:
+        coll.size(b"x" * (64 << 20))
+    except actorq.PayloadTooLarge as e:
+        out["too_big"] = str(e)
     for i in range(300):
         coll.add.tell(("m", i))
     seen_by_prod = await prod.blast(2000)
@@ -182,6 +189,11 @@ def test_unsendable_arguments_are_named_at_the_call_site(result: dict) -> None:
     assert "argument 'n'" in result["unsendable_kw"]
     assert "nosuch" in result["no_method"]
     assert "add" in result["no_method"]
+
+
+def test_large_payloads(result: dict) -> None:
+    assert result["big"] == 1 << 20
+    assert "too large" in result["too_big"]
 
 
 def test_fifo_per_pair_across_workers(result: dict) -> None:

@@ -49,3 +49,29 @@ def test_attr_defaults_to_main_and_config_is_read(tmp_path, no_leaks) -> None:
     proc = run_app(tmp_path, "app")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "workers 1"
+
+
+def test_explain_logs_each_placement_and_its_reason(tmp_path, no_leaks) -> None:
+    write_app(
+        tmp_path,
+        """
+        import actorq
+
+        @actorq.actor
+        class A:
+            def ping(self):
+                return 1
+
+        async def main(rt):
+            a = await rt.spawn(A, name="first")
+            b = await rt.spawn(A, cpu=rt.workers[-1])
+            await a.ping()
+            await b.ping()
+    """,
+    )
+    proc = run_app(tmp_path, "app:main", "--workers", "2", "--explain")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if "actorq.placement" in ln]
+    assert len(lines) == 2, proc.stderr
+    assert "place first on worker" in lines[0]
+    assert "cpu=" in lines[1] or "pinned" in lines[1]
