@@ -699,7 +699,7 @@ class Placer:
             if leaf is None:
                 continue
             where = self._where(leaf)
-            if why and len(col.homes) == 1:
+            if i == 0 and why:
                 return leaf, "compressed", f"{tag}: {why}; {where}"
             if i == 0:
                 up = self._lowest_common(leaf, home)

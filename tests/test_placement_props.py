@@ -45,7 +45,10 @@ def hint_mix(nodes: list[int]) -> st.SearchStrategy[Hints]:
         writes=st.sampled_from([None, "shared", "private"]),
     )
     pinned = st.builds(Hints, node=st.sampled_from(nodes))
-    return st.one_of(private, private, shared, shared, pinned)
+    pinned_shared = st.builds(
+        Hints, group=st.sampled_from(["g0", "g1"]), node=st.sampled_from(nodes)
+    )
+    return st.one_of(private, private, shared, shared, pinned, pinned_shared)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,16 +110,16 @@ def test_rules_hold_for_any_mix(data: st.DataObject, real_universe: bool) -> Non
                     busy = {getattr(m.cpus[x], attr) for x in cpus if before[x]}
                     if getattr(m.cpus[c], attr) in busy:
                         assert busy >= {getattr(m.cpus[x], attr) for x in cpus}, (attr, pl.reason)
-        else:
+        if hints.shared:
             g = hints.group
             assert g is not None
             members = group_members.setdefault(g, set())
             if not members:
                 group_first_node[g] = m.cpus[c].node
             home = group_first_node[g]
-            if pl.how == "spilled":
+            if hints.node is None and pl.how == "spilled":
                 assert not [x for x in free_cpus if m.cpus[x].node == home], pl.reason
-            elif pl.how == "compressed":
+            elif hints.node is None and pl.how == "compressed":
                 assert m.cpus[c].node == home, pl.reason
             members.add(name)
         assert sum(p.counts().values()) == len(live)
