@@ -53,6 +53,9 @@ class Port:
     def flush(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def publish(self, dest: int) -> None:
+        """Make what was written to ``dest`` visible now (default: at the next flush)."""
+
     def start(self, loop: Any, deliver: Deliver) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -280,6 +283,8 @@ class RingPort(Port):
         self._drain_queued = False
         inbox = self.inbox
         inbox.drain(self._deliver, _BUDGET)
+        if self._dirty:
+            self.flush()  # replies made while draining go out now, one publish per ring
         return inbox.pending()
 
     def _queue_drain(self) -> None:
@@ -319,6 +324,11 @@ class RingPort(Port):
         for dest in self._dirty:
             writers[dest].publish()
         self._dirty.clear()
+
+    def publish(self, dest: int) -> None:
+        if dest in self._dirty:
+            self._dirty.discard(dest)
+            self.writers[dest].publish()
 
     def _park(self, dest: int) -> None:
         """The ring to ``dest`` is full: publish what it holds (so the reader can

@@ -258,7 +258,12 @@ class Node:
         )
         fut = self.loop.create_future()
         self.pending[req] = (fut, ref.id)
-        self._send(node_of(ref.id), data)
+        dest = node_of(ref.id)
+        self._send(dest, data)
+        if dest != self.index:
+            # Someone waits on an ask: publish now rather than at the end of
+            # the turn (tells are batched; an ask's latency is the point).
+            self.port.publish(dest)
         return fut
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
