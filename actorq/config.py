@@ -34,6 +34,7 @@ class Config:
     explain: bool = False  # log every placement decision and its reason
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
     ring_capacity: int = 1 << 18  # bytes per worker-to-worker ring
+    stall_timeout: float = 10.0  # a worker silent to heartbeats this long is reported
     source: str | None = None  # the file the values came from
 
     def merged(self, **overrides: Any) -> Config:
@@ -104,7 +105,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if key == "stop_timeout":
+    if key in ("stop_timeout", "stall_timeout"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise bad("a positive number of seconds")
         return float(value)

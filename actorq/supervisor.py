@@ -108,7 +108,9 @@ class _WorkerSlot:
         "inflight",
         "node",
         "pid",
+        "ping_sent",
         "restarts",
+        "stalled",
         "started",
     )
 
@@ -121,6 +123,8 @@ class _WorkerSlot:
         self.started = 0.0
         self.restarts = 0
         self.fast_crashes = 0
+        self.ping_sent = 0.0  # when the unanswered heartbeat was sent (0: none pending)
+        self.stalled = False
         self.inflight: set[Any] = set()
 
 
@@ -187,6 +191,7 @@ class Supervisor:
                 logging.getLogger("actorq").getEffectiveLevel(),
             )
         slot.pid, slot.hello, slot.exited, slot.started = pid, False, False, time.monotonic()
+        slot.ping_sent, slot.stalled = 0.0, False
         log.info(
             "worker %d: pid %d on CPU %d (node %s, incarnation %d)",
             slot.index,
@@ -235,6 +240,44 @@ class Supervisor:
         self.signals = Signals(_SIGNALS, self._on_signal, reap=True)
         loop.add_source(self.signals)
         self.ready = loop.create_future()
+        self.heartbeat_s = min(2.0, self.cfg.stall_timeout / 4)
+        loop.call_later(self.heartbeat_s, self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        """Ping every worker; say so when one stops answering (its loop is blocked)."""
+        if self.stopping:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.exited or not slot.hello:
+                continue
+            if slot.ping_sent:
+                late = now - slot.ping_sent
+                if late > self.cfg.stall_timeout and not slot.stalled:
+                    slot.stalled = True
+                    log.warning(
+                        "worker %d (pid %d, CPU %d) has not answered a heartbeat for "
+                        "%.0f s: something holds its loop (a long sync method?)",
+                        slot.index,
+                        slot.pid,
+                        slot.cpu,
+                        late,
+                    )
+                continue
+            slot.ping_sent = now
+            try:
+                fut = self._request(slot, "ping", {})
+            except Exception:
+                slot.ping_sent = 0.0
+                continue
+            fut.add_done_callback(lambda f, slot=slot: self._pong(slot, f))
+        self.loop.call_later(self.heartbeat_s, self._heartbeat)
+
+    def _pong(self, slot: _WorkerSlot, fut: Any) -> None:
+        slot.ping_sent = 0.0
+        if slot.stalled and not fut.cancelled() and fut.exception() is None:
+            slot.stalled = False
+            log.warning("worker %d answers again", slot.index)
 
     # --- main ----------------------------------------------------------------------
     def run(self, main: Callable[[_api.Runtime], Awaitable[Any]]) -> Any:
@@ -603,6 +646,7 @@ class Supervisor:
         workers = []
         for slot in self.slots:
             info: dict[str, Any] = {
+                "stalled": slot.stalled,
                 "worker": slot.index,
                 "cpu": slot.cpu,
                 "node": slot.node,

@@ -366,3 +366,29 @@ def test_mailbox_bound_raises_overloaded(tmp_path, no_leaks) -> None:
     # one runs, three wait, the other six are refused
     assert out["out"] == [0, 1, 2, 3] + ["overloaded"] * 6
     assert out["after"] == "ok"
+
+
+def test_a_blocked_worker_is_reported(tmp_path, no_leaks) -> None:
+    write_app(
+        tmp_path,
+        """
+        import time
+        import actorq
+
+        @actorq.actor
+        class Hog:
+            def hog(self, s):
+                time.sleep(s)  # blocks the worker's loop: never do this in an actor
+                return "done"
+
+        async def main(rt):
+            h = await rt.spawn(Hog, cpu=rt.workers[-1])
+            print(await h.hog(2.5))
+            await actorq.sleep(0.6)
+    """,
+    )
+    (tmp_path / "actorq.toml").write_text("stall_timeout = 0.5\n")
+    proc = run_app(tmp_path, "app:main", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "has not answered a heartbeat" in proc.stderr
+    assert "answers again" in proc.stderr
