@@ -46,16 +46,27 @@ Pins win: ``cpu=`` places exactly there (an error when that CPU is not in
 the placer's set); ``node=`` spreads within that node (a CPU-less node, e.g.
 GPU memory or MCDRAM, is redirected to the nearest node with CPUs).
 
+Which CPUs
+==========
+
+The universe's CPUs (``build_universe``'s default view is the cpuset's
+usable CPUs), narrowed to ``cpus=`` (the runtime's worker CPUs). CPU-less
+nodes never appear: placement walks groups of CPUs. CPUs that belong to no
+node (no ``node/`` directory, or an offline node) form one pseudo-node,
+``None``, last in every distance order.
+
 Cost
 ====
 
 Every group keeps counters (actors, weight, empty CPUs, empty cores per CPU
 type, empty groups per level) and a cached key. A placement walks one path
-down (picking the least child: a linear scan for small fan-outs, a lazily
-invalidated heap for large ones) and one path up (updating counters), so it
-costs O(levels x log fan-out), independent of how many CPUs or actors there
-are. Spilling visits nodes in distance order, O(nodes) only when a node is
-full.
+down (picking the least child: a scan for fan-outs up to 16, a lazily
+invalidated heap above) and one path up (updating counters and keys), so it
+costs O(levels^2 + levels x log fan-out): independent of the number of CPUs
+and actors (levels is 2 to 6 on real machines). A group member whose node is
+full visits nodes in distance order (cached per node), so O(nodes) then.
+``bench/placement.py``: 10,000 placements on the 256-CPU POWER7 tree take
+0.12-0.35 s on a loaded 2-vCPU VM, 3.5x faster than a naive scan of all CPUs.
 
 Hints
 =====
@@ -307,7 +318,7 @@ class Placer:
 
     def _build(self, prefer_fast: bool) -> None:
         m, u, cpus = self.machine, self.universe, self.cpus
-        cache_by_id = {c.id: c for c in m.caches}
+        self._cache_by_id = cache_by_id = {c.id: c for c in m.caches}
         # CPU type ranks, fastest first; equal speeds share a rank.
         speeds = sorted({_type_speed(m, m.cpus[c].type) for c in cpus}, reverse=True)
         if not prefer_fast:
@@ -714,9 +725,11 @@ class Placer:
                 f"{tag}: node {order[0]} is full; spilled to node {nd}, the nearest with a "
                 f"free cpu (distance {d}); {why + '; ' if why else ''}{where}"
             )
-        # Every CPU busy: share the least-loaded CPU of the home node.
+        # Every CPU busy: share the least-loaded CPU of the home node (which stays home).
         top = self._node_roots.get(order[0], [self._root])
         leaf = self._descend_roots(top)
+        if order[0] not in col.homes:
+            col.homes[order[0]] = self._home_for(col, leaf)[0]
         return leaf, "overloaded", (
             f"{tag}: every cpu busy; shares {self._where(leaf)}, the least loaded near home "
             f"(load {leaf.load:g})"
@@ -756,8 +769,9 @@ class Placer:
         largest group around ``leaf`` inside that cache's CPUs and inside one node.
         """
         fp = col.footprint
+        mine = (self._cache_by_id.get(i) for i in self.machine.cpus[leaf.cpu].caches)
         caches = sorted(
-            (c for c in self.machine.caches if c.type != "instruction" and leaf.cpu in c.cpus),
+            (c for c in mine if c is not None and c.type != "instruction"),
             key=lambda c: (c.level, c.size),
         )
         core_cpus = self._core_cpus[self._core_of[leaf.cpu]]

@@ -159,6 +159,17 @@ def test_group_spills_to_the_nearest_node_by_distance() -> None:
     assert p.placements["kv2"].how == "spilled"
 
 
+def test_a_group_that_starts_on_a_full_node_still_calls_it_home() -> None:
+    # Found by the property test: the first member, pinned to a full node, shares a CPU;
+    # the next one must spill from that node, not start the group over elsewhere.
+    p = placer(nodes_per_package=2, cores_per_node=1)
+    place_n(p, 1)
+    assert p.place("kv0", Hints(group="kv", node=0)).how == "overloaded"
+    nxt = p.place("kv1", Hints(group="kv"))
+    assert nxt.how == "spilled"
+    assert "node 0 is full" in nxt.reason
+
+
 def test_group_larger_than_every_cache_is_kept_in_one_node() -> None:
     p = placer(packages=2, nodes_per_package=2, cores_per_node=2, l3="node", l3_size=4 * MiB)
     cpus = place_n(p, 2, prefix="kv", group="kv", footprint=64 * MiB)
