@@ -46,14 +46,27 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "hwloc-s
 BIG = ("128arm-2pa2n8cluster4co.tar.bz2", "256ppc-8n8s4t.tar.bz2")
 
 
-def _time(fn: Callable[[], object], repeat: int) -> list[float]:
-    fn()  # warm
-    out = []
-    for _ in range(repeat):
+def _timed(fn: Callable[[], object]) -> Callable[[], float]:
+    """A contender run that returns its own duration in seconds."""
+
+    def run() -> float:
         t = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - t)
-    return out
+        return time.perf_counter() - t
+
+    return run
+
+
+def _interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """One run of each contender per round, in turn, so load drift on a shared
+    VM hits all of them alike and their ratios stay meaningful."""
+    for run in contenders.values():
+        run()  # warm: imports, page cache, bytecode cache
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            times[name].append(run())
+    return times
 
 
 def _result(name: str, cpus: int, times: list[float]) -> Result:
@@ -79,67 +92,71 @@ _FIRST = (
 _ENV: dict[str, str] = {}
 
 
-def _first_call(root: str, repeat: int) -> tuple[list[float], list[float]]:
-    pkg, first = [], []
+def _first_call(root: str, part: int) -> Callable[[], float]:
+    """A fresh interpreter; returns the time it measured for part 0 (import
+    actorq) or part 1 (import actorq.topology + first discover)."""
     argv = [sys.executable, "-c", _FIRST, root]
-    subprocess.run(argv, capture_output=True, check=True, env=_ENV)  # fills the bytecode cache
-    for _ in range(repeat):
+
+    def run() -> float:
         done = subprocess.run(argv, capture_output=True, text=True, check=True, env=_ENV)
-        a, b = done.stdout.split()
-        pkg.append(float(a))
-        first.append(float(b))
-    return pkg, first
+        return float(done.stdout.split()[part])
+
+    return run
 
 
-def _process(argv: list[str], repeat: int) -> list[float] | None:
+def _process(argv: list[str]) -> Callable[[], float] | None:
     try:
         subprocess.run(argv, capture_output=True, check=True, env=_ENV)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return _time(lambda: subprocess.run(argv, capture_output=True, check=True, env=_ENV), repeat)
+    return _timed(lambda: subprocess.run(argv, capture_output=True, check=True, env=_ENV))
 
 
 def bench_root(label: str, root: str, repeat: int) -> list[Result]:
     from actorq.topology import build_universe, discover
 
     cpus = len(discover(root).online_cpus)
-    few = max(5, repeat // 4)
-    pkg, first = _first_call(root, few)
-    res = [
-        _result("actorq warm", cpus, _time(lambda: discover(root), repeat)),
-        _result(
-            "actorq+universe", cpus, _time(lambda: build_universe(discover(root), "all"), repeat)
-        ),
-        _result("actorq first", cpus, first),
-        _result("import actorq (pkg)", cpus, pkg),
-    ]
+    fast: dict[str, Callable[[], float]] = {
+        "actorq warm": _timed(lambda: discover(root)),
+        "actorq+universe": _timed(lambda: build_universe(discover(root), "all")),
+    }
+    slow: dict[str, Callable[[], float]] = {
+        "actorq first": _first_call(root, 1),
+        "import actorq (pkg)": _first_call(root, 0),
+    }
     cli = [sys.executable, "-m", "actorq", "topology", "--json", "--root", root]
     lscpu = ["lscpu", "-e=CPU,CORE,SOCKET,NODE,CACHE"] + ([] if root == "/" else ["-s", root])
     for name, argv in (("actorq cli", cli), ("lscpu -e", lscpu)):
-        if shutil.which(argv[0]) or os.path.exists(argv[0]):
-            times = _process(argv, few)
-            if times is not None:
-                res.append(_result(name, cpus, times))
-            else:
-                print(f"# {label}: {name} failed on this tree; not measured", file=sys.stderr)
+        run = _process(argv) if shutil.which(argv[0]) or os.path.exists(argv[0]) else None
+        if run is None:
+            print(
+                f"# {label}: {name} failed or missing on this tree; not measured", file=sys.stderr
+            )
+        elif name == "lscpu -e":
+            fast[name] = run  # a C process per run: comparable to "actorq cli", cheap enough
+        else:
+            slow[name] = run
     if root == "/":
         import psutil
 
-        def counts() -> object:
-            return (
+        fast["psutil counts"] = _timed(
+            lambda: (
                 psutil.cpu_count(),
                 psutil.cpu_count(logical=False),
                 psutil.Process().cpu_affinity(),
             )
-
-        res.append(_result("psutil counts", cpus, _time(counts, repeat)))
+        )
         try:
             import numa
 
-            res.append(_result("libnuma info", cpus, _time(numa.info.numa_hardware_info, repeat)))
+            fast["libnuma info"] = _timed(numa.info.numa_hardware_info)
         except Exception as exc:  # no libnuma here: say so, measure the rest
             print(f"# libnuma not measured: {exc}", file=sys.stderr)
-    return res
+    times = _interleaved(fast, repeat)
+    times.update(_interleaved(slow, max(5, repeat // 4)))
+    order = ["actorq warm", "actorq+universe", "actorq first", "import actorq (pkg)"]
+    order += [n for n in times if n not in order]
+    return [_result(name, cpus, times[name]) for name in order if name in times]
 
 
 def _extract(tmp: Path, name: str) -> str:
@@ -167,7 +184,13 @@ def main(argv: list[str]) -> int:
             if args.json:
                 everything[label] = [r.__dict__ for r in res]
                 continue
-            emit(res, False, f"\n## {label}  ({info['cpu_model']}, python {info['python']})")
+            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+            emit(
+                res,
+                False,
+                f"\n## {label}  ({info['cpu_model']}, {info['cpus']} CPUs, "
+                f"python {info['python']}, load {load})",
+            )
             base = res[0].rtt_p50_us or 1.0
             print(
                 "ratio to actorq warm: "
