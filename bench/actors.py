@@ -190,12 +190,14 @@ def main(argv: list[str]) -> int:
             rates.setdefault(("actorq-tell", size), []).append(res["rate"])
             rtts.setdefault(("actorq-ask", size), []).append((res["p50"], res["p99"]))
             for name in peers:
-                rates.setdefault((name, size), []).append(
-                    ring.run_throughput(name, n, payload, cpus)
-                )
-                rtts.setdefault((name, size), []).append(
-                    ring.run_rtt(name, args.rtt, payload, cpus)
-                )
+                try:
+                    rate = ring.run_throughput(name, n, payload, cpus)
+                    rtt = ring.run_rtt(name, args.rtt, payload, cpus)
+                except Exception as exc:  # a peer's harness failing must not lose the run
+                    print(f"{name} {size} B rep {rep + 1}: failed: {exc}", file=sys.stderr)
+                    continue
+                rates.setdefault((name, size), []).append(rate)
+                rtts.setdefault((name, size), []).append(rtt)
             print(f"rep {rep + 1}/{args.reps} {size} B done", file=sys.stderr)
 
     results: list[Result] = []
@@ -233,9 +235,9 @@ def main(argv: list[str]) -> int:
         cells = []
         for size in sizes:
             t = next(r for r in results if r.contender == "actorq-tell" and r.payload == size)
-            o = next(r for r in results if r.contender == name and r.payload == size)
+            o = next((r for r in results if r.contender == name and r.payload == size), None)
             cells.append(
-                f"{t.msgs_per_s / o.msgs_per_s:.2f}" if t.msgs_per_s and o.msgs_per_s else "-"
+                f"{t.msgs_per_s / o.msgs_per_s:.2f}" if t.msgs_per_s and o and o.msgs_per_s else "-"
             )
         print(f"{'actorq-tell rate / ' + name:<34}" + "".join(f"{c:>10}" for c in cells))
     print(f"\n{idle_text}")
