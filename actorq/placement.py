@@ -428,6 +428,11 @@ class Placer:
                 g.ncores += 1
                 g.free_core[r] += 1
                 g = g.parent
+        # A cache group that is one core (a P-core's own L2) is named as the core.
+        for lvl_groups in levels[2:]:
+            for g in lvl_groups:
+                if g.ncores == 1 and g.kind in ("l2", "l3", "cluster"):
+                    g.label = f"core {m.cpus[g.order].core} ({g.label})"
         # Node roots: the topmost groups inside each node.
         self._node_roots: dict[int | None, list[_G]] = {}
         for lvl_groups in levels:
@@ -750,7 +755,7 @@ class Placer:
         siblings up to the node.
         """
         top = home.node_top
-        passes = ("cpu",) if home.depth <= 1 and col.core_ok else ("core", "cpu")
+        passes = ("cpu",) if home.ncores == 1 and col.core_ok else ("core", "cpu")
         for want in passes:
             g: _G | None = home
             while g is not None:

@@ -159,3 +159,20 @@ def test_hybrid_machines_use_the_fast_cores_first(hwloc_trees: dict[str, Path], 
     assert {m.cpus[pl.cpu].core for pl in first} == fast_cores
     nxt = p.place("next", Hints())
     assert speed(nxt.cpu) != fastest, "slow cores before the fast cores' SMT siblings"
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_group_that_fits_a_core_shares_that_core(hwloc_trees: dict[str, Path], name: str) -> None:
+    m, p = load(hwloc_trees, name)
+    own: list[int] = []
+    for core in m.cores:
+        sizes = [c.size for c in m.caches if c.type != "instruction" and c.cpus <= core.cpus]
+        if core.cpus & p.cpus and sizes:
+            own.append(max(sizes))
+    if not own:
+        pytest.skip("no per-core cache on this machine")
+    first = p.place("kv0", Hints(group="kv", footprint=min(own)))
+    siblings = sorted(c for c in p.cpus if m.cpus[c].core == first.core)
+    members = [first] + [p.place(f"kv{i}", Hints(group="kv")) for i in range(1, len(siblings))]
+    assert sorted(pl.cpu for pl in members) == siblings, [pl.reason for pl in members]
+    assert "compressed into core" in first.reason
