@@ -207,3 +207,17 @@ def test_cgroup1_cfs_quota(tmp_path, hwloc_trees):
     m = discover(str(dest))
     assert m.limits.cpu_quota == pytest.approx(2.5)
     assert m.limits.cpuset_source == "cgroup1"
+
+
+def test_offline_smt_sibling_does_not_make_a_new_processor_type(tmp_path, hwloc_trees):
+    """Raptor Lake with CPU 1 (P-core 0's second thread) taken offline: core 0
+    now has one thread and L1/L2 shared by one CPU, but it is still a P-core."""
+    dest = tmp_path / "root"
+    shutil.copytree(hwloc_trees["20em64t-hybrid-1p6c2t+2ca4co1t.tar.bz2"], dest, symlinks=True)
+    _write(dest, f"{CPU}/online", "0,2-19\n")
+    m = discover(str(dest))
+    assert not m.cpus[1].online
+    assert len(m.types) == 2
+    assert m.cpus[0].type == m.cpus[2].type
+    assert m.types[m.cpus[0].type].kind == "performance"
+    assert m.cores[m.cpus[0].core].cpus == {0}

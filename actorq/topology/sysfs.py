@@ -406,7 +406,7 @@ class _Discovery:
 
         caches, cpu_caches = self._caches(online)
         nodes, cpu_node, numa_source = self._nodes(online)
-        types, cpu_type = self._types(online, caches, cpu_caches)
+        types, cpu_type = self._types(online, caches, cpu_caches, core_of)
         limits, allowed = self._limits(ids, online, nodes)
 
         cpus: dict[int, Cpu] = {}
@@ -712,6 +712,7 @@ class _Discovery:
         online: frozenset[int],
         caches: tuple[Cache, ...],
         cpu_caches: dict[int, tuple[int, ...]],
+        core_of: dict[int, int],
     ) -> tuple[tuple[CpuType, ...], dict[int, int]]:
         info = self._cpuinfo()
         first = next(iter(info.values()), {})
@@ -736,7 +737,9 @@ class _Discovery:
                     caches[c].level,
                     caches[c].type,
                     caches[c].size,
-                    len(caches[c].cpus) if caches[c].level <= 2 else 0,
+                    # sharing counted in cores, so an offline SMT sibling does not
+                    # make its core look like another kind of processor
+                    len({core_of.get(x) for x in caches[c].cpus}),
                 )
                 for c in cpu_caches.get(i, ())
                 if caches[c].level <= 2
