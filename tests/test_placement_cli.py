@@ -108,3 +108,19 @@ def test_place_reports_a_bad_pin(hwloc_trees: dict[str, Path]) -> None:
     assert proc.returncode == 1
     assert "pinned to cpu 9" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_same_plan_in_another_process(hwloc_trees: dict[str, Path]) -> None:
+    import os
+
+    root = str(hwloc_trees["128arm-2pa2n8cluster4co.tar.bz2"])
+    spec = ["web=40", "kv=12,shared,8MiB", "cache=6,group=c,footprint=64KiB", "pin=2,node=3"]
+    outs = []
+    for seed in ("1", "2"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "actorq", "place", "--root", root, "--json", *spec],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1]
