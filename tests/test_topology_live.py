@@ -255,3 +255,26 @@ def test_kernel_spellings():
     assert format_cpulist([3, 1, 2, 7]) == "1-3,7"
     with pytest.raises(ValueError):
         parse_cpulist("3-1")
+
+
+def test_live_nic_locality_and_irq_affinity():
+    """Each PCI NIC's node is its PCI function's numa_node, and its MSI IRQs
+    carry the CPUs /proc/irq says may service them."""
+    m = discover("/")
+    nics = [d for d in m.devices if d.kind == "net" and d.pci_address]
+    if not nics:
+        pytest.skip("no PCI network interface on this machine")
+    for d in nics:
+        pci = f"/sys/bus/pci/devices/{d.pci_address}"
+        with open(f"{pci}/numa_node") as f:
+            node = int(f.read())
+        assert d.node == (node if node >= 0 else None)
+        try:
+            irqs = sorted(int(n) for n in os.listdir(f"{pci}/msi_irqs"))
+        except FileNotFoundError:
+            irqs = []
+        readable = [i for i in irqs if os.access(f"/proc/irq/{i}/smp_affinity", os.R_OK)]
+        assert sorted(d.irq_affinity) == readable
+        for irq, cpus in d.irq_affinity.items():
+            with open(f"/proc/irq/{irq}/smp_affinity") as f:
+                assert cpus == parse_cpumask(f.read())
