@@ -200,6 +200,8 @@ def load_spec(spec: list[str]) -> list[tuple[str, Hints]]:
                 f"(found top-level keys {sorted(doc) if isinstance(doc, dict) else doc!r})"
             )
         return _expand(doc["actors"])
+    if len(spec) == 1 and spec[0].endswith((".toml", ".json")):
+        raise ConfigError(f"spec file {spec[0]!r} not found")
     return parse_compact(" ".join(spec))
 
 

@@ -66,6 +66,8 @@ def test_toml_and_json_files(tmp_path: Path) -> None:
     bad.write_text("[actors.web]\ncuont = 2\n")
     with pytest.raises(ConfigError, match="unknown key 'cuont'"):
         load_spec([str(bad)])
+    with pytest.raises(ConfigError, match="not found"):
+        load_spec([str(tmp_path / "missing.toml")])
     worse = tmp_path / "worse.toml"
     worse.write_text("[web]\ncount = 2\n")
     with pytest.raises(ConfigError, match=r"\[actors.NAME\]"):
