@@ -217,7 +217,7 @@ def to_text(machine: Machine, universe: Universe, view: str = "allowed") -> str:
     out.append(
         f"Machine ({m.root}): {len(online)} CPUs online of {len(m.cpus)}, "
         f"{len(allowed)} usable; {len(m.packages)} package(s), {len(m.cores)} core(s), "
-        f"{len(nodes)} NUMA node(s)"
+        f"{len(nodes)} NUMA node(s), {human_bytes(m.memory_total)} memory"
     )
     lim = m.limits
     limit_bits = []
