@@ -559,7 +559,7 @@ class _Discovery:
         cpu_node: dict[int, int] = {}
         for n in ids:
             d = f"{_NODE_DIR}/node{n}"
-            cpus = f.set_of(f"{d}/cpumap", f"{d}/cpulist") or frozenset()
+            cpus = (f.set_of(f"{d}/cpumap", f"{d}/cpulist") or frozenset()) & online
             for c in sorted(cpus):
                 if c in cpu_node:
                     self.warn.append(
@@ -577,7 +577,9 @@ class _Discovery:
                 page_sizes=self._hugepages(f"{d}/hugepages"),
             )
         source = (
-            self._cross_check(nodes) if self.is_live else f"sysfs only (snapshot root {f.root})"
+            self._cross_check(nodes, online)
+            if self.is_live
+            else f"sysfs only (snapshot root {f.root})"
         )
         return nodes, cpu_node, source
 
@@ -627,7 +629,7 @@ class _Discovery:
             return {}
         return {c: v for c, v in zip(cols, row, strict=True) if c in ids}
 
-    def _cross_check(self, nodes: dict[int, NumaNode]) -> str:
+    def _cross_check(self, nodes: dict[int, NumaNode], online: frozenset[int]) -> str:
         api = self.live.numa()
         if api is None:
             return "libnuma not available: sysfs only"
@@ -640,15 +642,16 @@ class _Discovery:
             if n > top:  # never hand libnuma a node it does not know
                 bad.append(f"node {n} > libnuma max node {top}")
                 continue
-            got = api.node_cpus(n)
-            if got != node.cpus and not (got == frozenset() and not node.cpus):
+            try:
+                got = api.node_cpus(n) & online
+                theirs = {m: api.distance(n, m) for m in node.distances if m <= top}
+            except Exception as exc:
+                return f"libnuma failed on node {n} ({exc}): sysfs only"
+            if got != node.cpus:
                 bad.append(f"node {n} CPUs: libnuma {sorted(got)} vs sysfs {sorted(node.cpus)}")
-            for m, dist in node.distances.items():
-                if m > top:
-                    continue
-                ld = api.distance(n, m)
-                if ld != dist:
-                    bad.append(f"distance {n}->{m}: libnuma {ld} vs sysfs {dist}")
+            for m, ld in theirs.items():
+                if ld != node.distances[m]:
+                    bad.append(f"distance {n}->{m}: libnuma {ld} vs sysfs {node.distances[m]}")
         if bad:
             self.warn.extend(f"libnuma disagrees with sysfs: {b} (sysfs kept)" for b in bad)
             return f"{api.name}: cross-checked, {len(bad)} disagreement(s), sysfs kept"
