@@ -278,3 +278,16 @@ def test_live_nic_locality_and_irq_affinity():
         for irq, cpus in d.irq_affinity.items():
             with open(f"/proc/irq/{irq}/smp_affinity") as f:
                 assert cpus == parse_cpumask(f.read())
+
+
+class _BrokenNuma(_FakeNuma):
+    def node_cpus(self, node: int) -> frozenset[int]:
+        raise OSError("libnuma exploded")
+
+
+@needs_nodes
+def test_a_failing_libnuma_falls_back_to_sysfs():
+    m = discover("/", live=_WithNuma(_BrokenNuma(top=64)))
+    assert m.numa_source.startswith("libnuma failed on node")
+    assert m.numa_source.endswith("sysfs only")
+    assert m.nodes

@@ -195,7 +195,7 @@ class _Files:
                 f"{self.path(rel)}: expected {what}, found {text[:60]!r}"
             ) from None
 
-    def int(self, rel: str) -> int | None:
+    def integer(self, rel: str) -> int | None:
         return self.parse(rel, int, "an integer")  # type: ignore[return-value]
 
     def mask(self, rel: str) -> frozenset[int] | None:
@@ -359,9 +359,9 @@ class _Discovery:
                 pkg = (pkg or frozenset()) & online | {i}
                 pkg_uf.union_all(pkg)
                 pkg_seen.update(pkg)
-            info["package_id"] = f.int(f"{t}/physical_package_id")
-            info["core_id"] = f.int(f"{t}/core_id")
-            info["die_id"] = f.int(f"{t}/die_id")
+            info["package_id"] = f.integer(f"{t}/physical_package_id")
+            info["core_id"] = f.integer(f"{t}/core_id")
+            info["die_id"] = f.integer(f"{t}/die_id")
             cluster = cluster_seen.get(i)
             if cluster is None:
                 mask = f.mask(f"{t}/cluster_cpus")
@@ -497,7 +497,7 @@ class _Discovery:
                 d = f"{base}/{name}"
                 shared = f.set_of(f"{d}/shared_cpu_map", f"{d}/shared_cpu_list")
                 shared = (shared or frozenset()) & online | {i}
-                level = f.int(f"{d}/level")
+                level = f.integer(f"{d}/level")
                 ctype = f.read(f"{d}/type")
                 if level is None or ctype is None:
                     self.warn.append(f"{f.path(d)}: no level/type; cache ignored")
@@ -517,12 +517,12 @@ class _Discovery:
                     self.warn.append(f"{f.path(d)}/size: missing; cache ignored")
                     keys.pop()
                     continue
-                ways = f.int(f"{d}/ways_of_associativity")
+                ways = f.integer(f"{d}/ways_of_associativity")
                 found[key] = {
                     "size": size,
-                    "line": f.int(f"{d}/coherency_line_size"),
+                    "line": f.integer(f"{d}/coherency_line_size"),
                     "ways": ways if ways is None or ways >= 0 else None,
-                    "sets": f.int(f"{d}/number_of_sets"),
+                    "sets": f.integer(f"{d}/number_of_sets"),
                 }
         if missing and per_cpu:
             self.warn.append(
@@ -663,7 +663,7 @@ class _Discovery:
             m = re.fullmatch(r"hugepages-(\d+)kB", name)
             if not m:
                 continue
-            nr = self.f.int(f"{rel}/{name}/nr_hugepages")
+            nr = self.f.integer(f"{rel}/{name}/nr_hugepages")
             out[int(m.group(1)) * 1024] = nr if nr is not None else 0
         return dict(sorted(out.items()))
 
@@ -792,10 +792,10 @@ class _Discovery:
 
     def _capacity(self, cpu: int) -> int | None:
         d = f"{_CPU_DIR}/cpu{cpu}"
-        cap = self.f.int(f"{d}/cpu_capacity")
+        cap = self.f.integer(f"{d}/cpu_capacity")
         if cap is not None:
             return cap
-        khz = self.f.int(f"{d}/cpufreq/cpuinfo_max_freq")
+        khz = self.f.integer(f"{d}/cpufreq/cpuinfo_max_freq")
         return khz // 1000 if khz is not None else None  # MHz
 
     # ---- limits --------------------------------------------------------------
@@ -940,10 +940,10 @@ class _Discovery:
             ) from None
 
     def _cfs_quota(self, d: str) -> float | None:
-        quota = self.f.int(f"{d}/cpu.cfs_quota_us")
+        quota = self.f.integer(f"{d}/cpu.cfs_quota_us")
         if quota is None or quota < 0:
             return None
-        period = self.f.int(f"{d}/cpu.cfs_period_us")
+        period = self.f.integer(f"{d}/cpu.cfs_period_us")
         if not period:
             raise ActorqTopologyError(
                 f"{self.f.path(d)}/cpu.cfs_period_us: expected a positive period next to "
@@ -1025,7 +1025,7 @@ class _Discovery:
                 f"{name}: device {addr} is not in the tree under {f.root}; NUMA node unknown"
             )
             return Device(name=name, kind=kind, pci_address=pci, node=None)
-        node = f.int(f"{dev}/numa_node")
+        node = f.integer(f"{dev}/numa_node")
         local = f.set_of(f"{dev}/local_cpus", f"{dev}/local_cpulist") or frozenset()
         return Device(
             name=name,
