@@ -291,3 +291,8 @@ def test_a_failing_libnuma_falls_back_to_sysfs():
     assert m.numa_source.startswith("libnuma failed on node")
     assert m.numa_source.endswith("sysfs only")
     assert m.nodes
+
+
+def test_discover_takes_a_path(hwloc_trees):
+    m = discover(hwloc_trees["2arm-2c.tar.bz2"])
+    assert len(m.online_cpus) == 2

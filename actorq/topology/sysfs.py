@@ -280,9 +280,13 @@ class _UnionFind:
 
 
 # --------------------------------------------------------------------------- discovery
-def discover(root: str | None = None, *, live: Live | None = None) -> Machine:
-    """Read the machine under ``root`` (default ``$ACTORQ_FSROOT`` or "/")."""
-    root = default_root() if root is None else root
+def discover(root: str | os.PathLike[str] | None = None, *, live: Live | None = None) -> Machine:
+    """Read the machine under ``root`` (default ``$ACTORQ_FSROOT`` or "/").
+
+    ``live`` replaces the calls to the running kernel (affinity, libnuma);
+    it is consulted only when ``root`` is "/".
+    """
+    root = default_root() if root is None else os.fspath(root)
     if not os.path.isdir(root):
         raise ActorqTopologyError(f"{root}: topology root does not exist or is not a directory")
     is_live = os.path.realpath(root) == "/"
