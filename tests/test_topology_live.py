@@ -296,3 +296,52 @@ def test_a_failing_libnuma_falls_back_to_sysfs():
 def test_discover_takes_a_path(hwloc_trees):
     m = discover(hwloc_trees["2arm-2c.tar.bz2"])
     assert len(m.online_cpus) == 2
+
+
+# The schema-1 field names, as documented in actorq/topology/render.py. Adding
+# a field is allowed within a version: add it to the docstring and here.
+SCHEMA_1 = {
+    "": {
+        "schema", "root", "view", "numa_source", "warnings", "base_page_size", "memory_total",
+        "hugepages", "types", "packages", "cores", "cpus", "caches", "numa_nodes", "devices",
+        "limits", "universe",
+    },
+    "types": {
+        "id", "vendor", "model_name", "family", "model", "stepping", "kind", "capacity", "flags",
+        "cpus",
+    },
+    "packages": {"id", "os_index", "cpus", "cores"},
+    "cores": {"id", "package", "cpus"},
+    "cpus": {
+        "id", "online", "allowed", "package", "core", "node", "type", "die", "cluster",
+        "core_id", "siblings", "caches",
+    },
+    "caches": {"id", "level", "type", "size", "line", "ways", "sets", "cpus"},
+    "numa_nodes": {
+        "id", "cpus", "allowed", "memory_total", "memory_free", "distances", "page_sizes",
+    },
+    "devices": {"name", "kind", "pci_address", "node", "local_cpus", "irq_affinity"},
+    "limits": {"cpuset", "cpuset_source", "mems", "affinity", "cpu_quota"},
+    "levels": {"depth", "kind", "groups"},
+    "groups": {"index", "cpus", "caches", "node", "parent"},
+}  # fmt: skip
+
+
+def test_json_fields_are_exactly_the_documented_ones(hwloc_trees):
+    m = discover(hwloc_trees["32intel64-2p8co2t+8ve.tar.bz2"])  # has devices and a cpuset
+    doc = to_json(m, build_universe(m))
+    assert set(doc) == SCHEMA_1[""]
+    for key in ("types", "packages", "cores", "cpus", "caches", "numa_nodes", "devices"):
+        assert doc[key], key
+        for item in doc[key]:
+            assert set(item) == SCHEMA_1[key], key
+    assert set(doc["limits"]) == SCHEMA_1["limits"]
+    assert set(doc["universe"]) == {"levels"}
+    for level in doc["universe"]["levels"]:
+        assert set(level) == SCHEMA_1["levels"]
+        for g in level["groups"]:
+            assert set(g) == SCHEMA_1["groups"]
+    import actorq.topology.render as render
+
+    for key in SCHEMA_1[""]:
+        assert f'"{key}"' in render.__doc__, f"{key} missing from the schema docstring"
