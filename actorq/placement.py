@@ -66,7 +66,7 @@ costs O(levels^2 + levels x log fan-out): independent of the number of CPUs
 and actors (levels is 2 to 6 on real machines). A group member whose node is
 full visits nodes in distance order (cached per node), so O(nodes) then.
 ``bench/placement.py``: 10,000 placements on the 256-CPU POWER7 tree take
-0.12-0.35 s on a loaded 2-vCPU VM, 3.5x faster than a naive scan of all CPUs.
+0.1-0.35 s on a shared 2-vCPU VM, about 4x faster than a naive scan of all CPUs.
 
 Hints
 =====
