@@ -281,6 +281,22 @@ def test_devices_with_numa_locality(machines):
     assert {d.node for d in m.devices} == {0}
 
 
+def test_gpus_found_by_pci_class_and_placed_by_local_cpus(machines):
+    """POWER9 AC922: six NVIDIA GPUs (class 0x0300) with local_cpus but no
+    numa_node file; hwloc's -kept output puts 0004:05, 0004:06, 0006:00 under
+    package 0 (node 0) and 0007:00, 0035:04, 0035:05 under package 1 (node 8)."""
+    m = machines["nvidiagpunumanodes.tar.bz2"]
+    gpus = {d.pci_address: d.node for d in m.devices if d.kind == "gpu"}
+    assert gpus == {
+        "0004:05:00.0": 0,
+        "0004:06:00.0": 0,
+        "0006:00:00.0": 0,
+        "0007:00:00.0": 8,
+        "0035:04:00.0": 8,
+        "0035:05:00.0": 8,
+    }
+
+
 def test_numa_source_says_snapshot(machines):
     for name in MACHINES:
         m = machines[name]

@@ -221,3 +221,19 @@ def test_offline_smt_sibling_does_not_make_a_new_processor_type(tmp_path, hwloc_
     assert m.cpus[0].type == m.cpus[2].type
     assert m.types[m.cpus[0].type].kind == "performance"
     assert m.cores[m.cpus[0].core].cpus == {0}
+
+
+def test_pci_gpus_by_class_without_bmc_framebuffers(tree):
+    """A 3D controller is a GPU on its numa_node; an ASPEED BMC VGA is not."""
+    pci = "sys/bus/pci/devices"
+    _write(tree, f"{pci}/0000:03:00.0/class", "0x030000\n")
+    _write(tree, f"{pci}/0000:03:00.0/vendor", "0x1a03\n")
+    _write(tree, f"{pci}/0000:41:00.0/class", "0x030200\n")
+    _write(tree, f"{pci}/0000:41:00.0/vendor", "0x10de\n")
+    _write(tree, f"{pci}/0000:41:00.0/numa_node", "3\n")
+    _write(tree, f"{pci}/0000:42:00.0/class", "0x120000\n")
+    _write(tree, f"{pci}/0000:42:00.0/numa_node", "-1\n")
+    _write(tree, f"{pci}/0000:42:00.0/local_cpus", "00000c00\n")  # CPUs 10-11: node 5
+    m = discover(str(tree))
+    found = {d.pci_address: (d.kind, d.node) for d in m.devices}
+    assert found == {"0000:41:00.0": ("gpu", 3), "0000:42:00.0": ("accelerator", 5)}

@@ -326,6 +326,7 @@ class _Discovery:
         if not ids:
             raise ActorqTopologyError(f"{f.path(_CPU_DIR)}: no cpuN directories")
         online = self._online(ids)
+        self.online = online
         if not online:
             raise ActorqTopologyError(f"{f.path(_CPU_DIR)}/online: no CPU is online")
 
@@ -450,7 +451,7 @@ class _Discovery:
         )
         for n, node in list(nodes.items()):
             nodes[n] = replace(node, page_sizes={base: -1, **node.page_sizes})
-        devices = self._devices()
+        devices = self._locate(self._devices(), nodes)
         return Machine(
             root=self.f.root,
             cpus=cpus,
@@ -989,6 +990,37 @@ class _Discovery:
                     out.append(d)
                     if d.pci_address:
                         seen.add(d.pci_address)
+        # GPUs and accelerators without a driver class (no drm card yet, a
+        # snapshot): by PCI class code. 0x03 display, 0x12 processing
+        # accelerator, 0x0b40 co-processor.
+        for addr in sorted(f.listdir("sys/bus/pci/devices")):
+            if addr in seen:
+                continue
+            rel = f"sys/bus/pci/devices/{addr}"
+            code = f.read(f"{rel}/class") or ""
+            kind = "gpu" if code.startswith("0x03") else None
+            if code.startswith(("0x12", "0x0b40")):
+                kind = "accelerator"
+            if kind is None:
+                continue
+            if kind == "gpu" and (f.read(f"{rel}/vendor") or "").lower() in _DISPLAY_ONLY:
+                continue  # a BMC's or hypervisor's framebuffer, not a compute device
+            dev = f.link_target(rel) or rel
+            out.append(self._device(addr, kind, dev, addr, {}))
+        return tuple(out)
+
+    def _locate(
+        self, devices: tuple[Device, ...], nodes: dict[int, NumaNode]
+    ) -> tuple[Device, ...]:
+        """A device with no ``numa_node`` (-1 or absent) lives on the one node
+        whose CPUs hold all of its ``local_cpus``, if exactly one does."""
+        out = []
+        for d in devices:
+            if d.node is None and d.local_cpus:
+                homes = [n for n, node in nodes.items() if node.cpus and d.local_cpus <= node.cpus]
+                if len(homes) == 1:
+                    d = replace(d, node=homes[0])
+            out.append(d)
         return tuple(out)
 
     def _device_dir(self, rel: str) -> tuple[str | None, str | None]:
@@ -1031,6 +1063,7 @@ class _Discovery:
             return Device(name=name, kind=kind, pci_address=pci, node=None)
         node = f.integer(f"{dev}/numa_node")
         local = f.set_of(f"{dev}/local_cpus", f"{dev}/local_cpulist") or frozenset()
+        local &= self.online
         return Device(
             name=name,
             kind=kind,
@@ -1066,5 +1099,9 @@ _ARM_PARTS = {
     ("0x41", "0xd87"): "Cortex-A725",
     ("0x48", "0xd01"): "Kunpeng 920 (TaiShan v110)",
 }
+
+# PCI vendors whose display functions are server BMC or emulated framebuffers:
+# ASPEED, Matrox, Cirrus Logic, QEMU/Bochs, Red Hat (virtio-gpu), VMware.
+_DISPLAY_ONLY = {"0x1a03", "0x102b", "0x1013", "0x1234", "0x1af4", "0x15ad"}
 
 _PCI = re.compile(r"[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
