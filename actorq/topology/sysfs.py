@@ -466,7 +466,8 @@ class _Discovery:
             numa_source=numa_source,
             warnings=tuple(self.warn),
             hugepages=hugepages,
-            memory_total=self._meminfo_total(),
+            memory_total=self._meminfo_total()
+            or _sum_known(n.memory_total for n in nodes.values()),
         )
 
     def _meminfo_total(self) -> int | None:
@@ -1099,6 +1100,13 @@ _ARM_PARTS = {
     ("0x41", "0xd87"): "Cortex-A725",
     ("0x48", "0xd01"): "Kunpeng 920 (TaiShan v110)",
 }
+
+
+def _sum_known(values: Iterable[int | None]) -> int | None:
+    """The sum, or None if any value (or all of them) is unknown."""
+    got = list(values)
+    return sum(got) if got and None not in got else None  # type: ignore[arg-type]
+
 
 # PCI vendors whose display functions are server BMC or emulated framebuffers:
 # ASPEED, Matrox, Cirrus Logic, QEMU/Bochs, Red Hat (virtio-gpu), VMware.
