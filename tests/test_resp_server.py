@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_server(argv: list[str], env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> tuple[subprocess.Popen[str], int]:
+                 timeout: float = 90.0) -> tuple[subprocess.Popen[str], int]:
     """Start a server that prints ``listening on HOST:PORT``; return it and the port."""
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
