@@ -46,6 +46,7 @@ class Port:
 
     index: int
     backlog_total: int = 0
+    draining: bool = False  # True while inbound records are delivered: a flush follows
 
     def send(self, dest: int, data: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -282,9 +283,13 @@ class RingPort(Port):
     def _drain(self) -> bool:
         self._drain_queued = False
         inbox = self.inbox
-        inbox.drain(self._deliver, _BUDGET)
-        if self._dirty:
-            self.flush()  # replies made while draining go out now, one publish per ring
+        self.draining = True
+        try:
+            inbox.drain(self._deliver, _BUDGET)
+        finally:
+            self.draining = False
+            if self._dirty:
+                self.flush()  # replies made while draining go out now, one publish per ring
         return inbox.pending()
 
     def _queue_drain(self) -> None:
@@ -301,6 +306,16 @@ class RingPort(Port):
         if self._dirty:
             self.flush()
         if inbox.pending() or inbox.spin() or not inbox.prepare_sleep():
+            # Work arrived while we were about to sleep: handle it in this turn
+            # (a reply's waiter then resumes one loop turn sooner). We have NOT
+            # announced sleep now, so the loop must not block on this turn:
+            # queue another look, whose before_sleep runs the handshake again.
+            # (Blocking here would lose the next doorbell: writers ring only a
+            # reader that said it sleeps.)
+            try:
+                self._drain()
+            except Exception:
+                log.exception("node %d: draining the inbox failed", self.index)
             self._queue_drain()
 
     # -- outbound --------------------------------------------------------------------

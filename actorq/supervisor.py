@@ -93,6 +93,19 @@ def _worker_cpus(cfg: Config) -> list[tuple[int, int | None]]:
     return [(c, node_of(c)) for c in chosen]
 
 
+def _raise_fd_limit() -> None:
+    """Every channel is made up front, about 8 fds per ordered pair of nodes in
+    the supervisor (ring, doorbells, slab, inbox): lift the soft limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise RLIMIT_NOFILE: %s", exc)
+
+
 def _cpulist(cpus: list[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
@@ -161,6 +174,7 @@ class Supervisor:
         self.worker_cpus = [s.cpu for s in self.slots]
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
+        _raise_fd_limit()
         self.mesh = make_mesh(
             len(self.slots) + 1, cfg.ring_capacity, [None] + [s.node for s in self.slots]
         )

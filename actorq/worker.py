@@ -237,13 +237,19 @@ class Node:
         port.start(loop, self.deliver)
 
     # --- sending ----------------------------------------------------------------
-    def _send(self, dest: int, data: bytes) -> None:
+    def _send(self, dest: int, data: bytes, urgent: bool = False) -> None:
+        """Queue a record for ``dest``. Records are published once per loop turn
+        (batching), at the end of an inbox drain (replies), or at once when
+        ``urgent`` (an ask: someone is waiting)."""
         self.sent += 1
         if dest == self.index:
             self.loop.call_soon(self.deliver, dest, data)
             return
-        self.port.send(dest, data)
-        if self._flush_handle is None:
+        port = self.port
+        port.send(dest, data)
+        if urgent:
+            port.publish(dest)
+        elif self._flush_handle is None and not port.draining:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
@@ -258,12 +264,7 @@ class Node:
         )
         fut = self.loop.create_future()
         self.pending[req] = (fut, ref.id)
-        dest = node_of(ref.id)
-        self._send(dest, data)
-        if dest != self.index:
-            # Someone waits on an ask: publish now rather than at the end of
-            # the turn (tells are batched; an ask's latency is the point).
-            self.port.publish(dest)
+        self._send(node_of(ref.id), data, True)
         return fut
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
@@ -276,8 +277,9 @@ class Node:
         if dest == self.index:
             self.loop.call_soon(self.deliver, dest, data)
             return
-        self.port.send(dest, data)
-        if self._flush_handle is None:
+        port = self.port
+        port.send(dest, data)
+        if self._flush_handle is None and not port.draining:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def stop_actor(self, ref: ActorRef) -> Any:
