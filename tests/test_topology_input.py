@@ -8,13 +8,17 @@ CPUs, a legacy cpuset fs, caches, 8 NUMA nodes) and breaks one thing.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actorq.errors import ActorqTopologyError
 from actorq.topology import build_universe, discover
+from actorq.topology.render import to_json, to_text
 
 BASE = "16amd64-8n2c-cpusets.tar.bz2"
 CPU = "sys/devices/system/cpu"
@@ -237,3 +241,57 @@ def test_pci_gpus_by_class_without_bmc_framebuffers(tree):
     m = discover(str(tree))
     found = {d.pci_address: (d.kind, d.node) for d in m.devices}
     assert found == {"0000:41:00.0": ("gpu", 3), "0000:42:00.0": ("accelerator", 5)}
+
+
+# ---------------------------------------------------------------- any garbage
+_NASTY = [
+    b"",
+    b"\x00",
+    b"-1",
+    b"0-4294967295",
+    b"ffffffff," * 3000,
+    b"1-0",
+    b"0-3,,5",
+    b"Node 0 MemTotal: lots kB",
+    b"\xff\xfe\x00garbage",
+    b"99999999999999999999999999",
+]
+
+
+@pytest.fixture
+def tree_files(tree) -> tuple[Path, list[Path]]:
+    files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
+    return tree, files
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_any_corrupted_file_gives_a_named_error_or_a_machine(tree_files, data):
+    """Whatever one file holds: an ActorqTopologyError naming a file under the
+    root, or a Machine that renders; never another exception."""
+    tree, files = tree_files
+    path = data.draw(st.sampled_from(files))
+    garbage = data.draw(st.one_of(st.sampled_from(_NASTY), st.binary(max_size=40)))
+    original = path.read_bytes()
+    path.write_bytes(garbage)
+    try:
+        try:
+            m = discover(str(tree))
+        except ActorqTopologyError as exc:
+            message = str(exc)
+            m = None
+        if m is None:
+            assert str(tree) in message
+            return
+        for view in ("allowed", "all"):
+            cpus = m.allowed_cpus if view == "allowed" else m.online_cpus
+            if cpus:
+                u = build_universe(m, view)
+                to_text(m, u, view)
+                json.dumps(to_json(m, u, view))
+    finally:
+        path.write_bytes(original)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# Linux's NR_CPUS tops out at 8192 today; anything far past it is garbage.
+MAX_CPU = (1 << 16) - 1
+
 
 def parse_cpulist(text: str) -> frozenset[int]:
-    """Parse "0-3,8,10-11" (also "" and stride forms "0-15:2" are rejected).
+    """Parse "0-3,8,10-11" or "" (stride forms like "0-15:2" are rejected).
 
     Raises ValueError on anything else, so callers can name the file.
     """
@@ -30,6 +33,8 @@ def parse_cpulist(text: str) -> frozenset[int]:
         b = int(hi) if dash else a
         if a < 0 or b < a:
             raise ValueError(f"bad range {part!r}")
+        if b > MAX_CPU:  # garbage like "0-4294967295" must not build a 4-billion-entry set
+            raise ValueError(f"CPU {b} beyond {MAX_CPU}")
         out.update(range(a, b + 1))
     return frozenset(out)
 
@@ -40,6 +45,8 @@ def parse_cpumask(text: str) -> frozenset[int]:
     if not text:
         return frozenset()
     value = int(text, 16)
+    if value >> (MAX_CPU + 1):
+        raise ValueError(f"mask wider than {MAX_CPU + 1} CPUs")
     out = []
     while value:  # one step per set bit, not per bit: masks are 256+ bits wide
         low = value & -value
