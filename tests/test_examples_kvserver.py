@@ -22,6 +22,9 @@ from test_resp_server import (
     stop_server,
 )
 
+from examples.kvserver.commands import shard_of
+from examples.kvserver.resp import Decoder, Error, encode_command
+
 
 @pytest.fixture(scope="module")
 def kvserver() -> Iterator[tuple[int, psutil.Process]]:
@@ -107,3 +110,82 @@ def test_client_that_vanishes_mid_pipeline_does_not_hurt_others(
         assert r.set("after", "ok")
         assert r.get("after") == b"ok"
         r.flushdb()
+
+
+def _ask(sock: socket.socket, *args: str) -> object:
+    """Send one command on a raw socket and read exactly one reply."""
+    sock.sendall(encode_command(*args))
+    dec = Decoder()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        dec.feed(chunk)
+        got = dec.values()
+        if got:
+            return got[0]
+
+
+def test_worker_crash_keeps_other_connections_and_the_shard_comes_back() -> None:
+    proc, port = start_server([sys.executable, "-m", "examples.kvserver", "--workers", "2",
+                               "--port", "0"])
+    socks: list[socket.socket] = []
+    try:
+        sup = psutil.Process(proc.pid)
+        workers = sup.children()
+        assert len(workers) == 2
+        # Shard i runs on the worker pinned to the i-th worker CPU.
+        by_cpu = sorted(workers, key=lambda w: min(w.cpu_affinity()))
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            assert _ask(s, "PING") == "PONG"
+            socks.append(s)
+        owner = {}
+        for w in workers:
+            for c in w.net_connections("tcp"):
+                if c.laddr and c.laddr.port == port and c.raddr:
+                    owner[c.raddr.port] = w.pid
+        victim, survivor = by_cpu[1], by_cpu[0]
+        on_survivor = [s for s in socks if owner.get(s.getsockname()[1]) == survivor.pid]
+        on_victim = [s for s in socks if owner.get(s.getsockname()[1]) == victim.pid]
+        if not on_survivor or not on_victim:
+            pytest.skip("the kernel put all 12 connections on one worker")
+        keys = {shard_of(f"k{i}".encode(), 2): f"k{i}" for i in range(20)}
+        mine, theirs = keys[0], keys[1]  # shard 0 survives, shard 1 dies
+        c = on_survivor[0]
+        assert _ask(c, "SET", mine, "kept") == "OK"
+        assert _ask(c, "SET", theirs, "lost") == "OK"
+
+        victim.kill()
+        victim.wait(10)
+        # The surviving worker's connection was not dropped, and its keys are there.
+        assert _ask(c, "GET", mine) == b"kept"
+        # The dead shard's key: an error while it is down, or nil once re-created
+        # (in-memory data is gone), never the old value and never a hang.
+        reply = _ask(c, "GET", theirs)
+        assert reply is None or (isinstance(reply, Error) and "shard 1" in reply), reply
+        # The dead worker's own connections are closed by the kernel.
+        dead = on_victim[0]
+        dead.settimeout(10)
+        with pytest.raises((ConnectionError, OSError)):
+            _ask(dead, "PING")
+
+        # The supervisor restarts the worker; the shard accepts and answers again.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    if _ask(s, "SET", theirs, "again") == "OK":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "shard 1 did not come back"
+            time.sleep(0.1)
+        assert _ask(c, "GET", theirs) == b"again"
+        assert _ask(c, "GET", mine) == b"kept"
+        assert len(sup.children()) == 2
+    finally:
+        for s in socks:
+            s.close()
+        out = stop_server(proc, timeout=20)
+    assert proc.returncode == 0, out

@@ -110,6 +110,8 @@ class Outbox:
 
     def send(self) -> None:
         self.scheduled = False
+        if not self.shard.peers:
+            return  # the other shards are not known yet: find_peers sends when they are
         batches, self.batches = self.batches, {}
         for dest, (reqs, waiting) in batches.items():
             fut = self.shard.peers[dest].run_many(reqs)
@@ -344,13 +346,27 @@ class Connection:
         self.shard.connections.discard(self)
 
 
-@actorq.actor
-class Shard:
-    """One worker's keys, its listening socket and the connections it accepted."""
+def shard_name(index: int) -> str:
+    return f"kv-shard-{index}"
 
-    def __init__(self, index: int, nshards: int) -> None:
+
+@actorq.actor(restart="always")
+class Shard:
+    """One worker's keys, its listening socket and the connections it accepted.
+
+    Declared ``restart="always"``: if its worker dies, the supervisor forks a
+    new one on the same CPU and re-creates the shard there from the same
+    arguments (same id and name, so the other shards' refs stay good). The
+    new shard accepts on the same port again and serves its key range,
+    empty: this is an in-memory store. The dead worker's connections are
+    gone; every other connection carries on, and requests for the lost
+    shard's keys meanwhile get an error reply, never a hang.
+    """
+
+    def __init__(self, index: int, nshards: int, port: int) -> None:
         self.index = index
         self.nshards = nshards
+        self.port = port
         self.store = Store()
         self.peers: list[Any] = []
         self.connections: set[Connection] = set()
@@ -358,16 +374,23 @@ class Shard:
         self.sweeper: Any = None
         self.loop: Any = None
         self.outbox: Outbox | None = None
+        self.peers_ready: Any = None
         self.profiler: Any = None
 
-    def start(self, peers: list[Any], port: int) -> int:
-        """Learn the other shards, start accepting on ``port``; returns the port bound."""
-        self.peers = peers
+    def on_start(self) -> None:
+        """Start accepting at once; find the other shards in the background.
+
+        Not awaited here: at the first start the other shards may not exist
+        yet (main spawns them one by one), and a spawn waits for on_start.
+        Requests for other shards wait in the outbox until the refs are known.
+        """
         self.loop = actorq.current_loop()
         self.outbox = Outbox(self)
-        self.listener = listen_socket(port)
+        self.peers_ready = self.loop.create_future()
+        self.listener = listen_socket(self.port)
         self.loop.add_reader(self.listener.fileno(), self.on_accept)
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
+        self.loop.spawn(self.find_peers())
         if os.environ.get("KVSERVER_PROFILE"):
             # Debugging aid: profile this worker until stop, then write
             # $KVSERVER_PROFILE/shard-N.prof (read it with python -m pstats).
@@ -375,7 +398,25 @@ class Shard:
 
             self.profiler = cProfile.Profile()
             self.profiler.enable()
-        return self.listener.getsockname()[1]
+
+    async def find_peers(self) -> None:
+        rt = actorq.runtime()
+        while True:
+            try:
+                peers = [await rt.lookup(shard_name(i)) for i in range(self.nshards)]
+                break
+            except actorq.ActorNotFound:
+                await actorq.sleep(0.02)
+        self.peers = peers
+        self.peers_ready.set_result(None)
+        assert self.outbox is not None
+        if self.outbox.batches:
+            self.outbox.send()
+
+    async def ready(self) -> int:
+        """Returns the port once this shard accepts and knows every other shard."""
+        await self.peers_ready
+        return self.port
 
     def run_many(self, reqs: list[list[bytes]]) -> list[bytes]:
         """Run requests for keys this shard owns (sent by the other workers)."""
@@ -454,11 +495,11 @@ async def main(rt: Any) -> None:
     reserved = reserve_port(port_from_env())
     port = reserved.getsockname()[1]
     cpus = rt.workers
-    shards = [await rt.spawn(Shard, i, len(cpus), name=f"kv-shard-{i}", cpu=cpu)
-              for i, cpu in enumerate(cpus)]
     try:
+        shards = [await rt.spawn(Shard, i, len(cpus), port, name=shard_name(i), cpu=cpu)
+                  for i, cpu in enumerate(cpus)]
         for s in shards:
-            await s.start(shards, port)
+            await s.ready()
     finally:
         reserved.close()
     print(f"kvserver: {len(shards)} shards on CPUs {cpus}", flush=True)
