@@ -71,6 +71,10 @@ class Transport:
         """recv() -> bytes for peers; rings instead use ``drain_loop``."""
         raise NotImplementedError
 
+    def finish(self) -> None:
+        """In the sending child, before it exits: flush what background threads
+        still hold (mp.Queue's feeder, zmq's I/O thread), or messages are lost."""
+
     def teardown(self) -> None: ...
 
 
@@ -133,11 +137,15 @@ class MpQueueT(Transport):
         return self.q.put, lambda: None
 
     def receiver(self) -> Callable[[], Any]:
-        return self.q.get
+        get = self.q.get
+        return lambda: get(timeout=30)
+
+    def finish(self) -> None:
+        self.q.close()
+        self.q.join_thread()
 
     def teardown(self) -> None:
         self.q.close()
-        self.q.join_thread()
 
 
 class MpPipeT(Transport):
@@ -150,7 +158,14 @@ class MpPipeT(Transport):
         return self.w.send_bytes, lambda: None
 
     def receiver(self) -> Callable[[], Any]:
-        return self.r.recv_bytes
+        r = self.r
+
+        def recv() -> bytes:
+            if not r.poll(30):
+                raise RuntimeError("mp-pipe: nothing received for 30 s")
+            return r.recv_bytes()
+
+        return recv
 
     def teardown(self) -> None:
         self.r.close()
@@ -191,11 +206,17 @@ class ZmqT(Transport):
         self._keep = (ctx, s)
         return s.send, lambda: None
 
+    def finish(self) -> None:
+        ctx, s = self._keep
+        s.close(linger=-1)  # wait until zmq's I/O thread handed over everything
+        ctx.term()
+
     def receiver(self) -> Callable[[], Any]:
         import zmq
 
         ctx = zmq.Context()
         s = ctx.socket(zmq.PULL if self.kind == "pushpull" else zmq.ROUTER)
+        s.setsockopt(zmq.RCVTIMEO, 30_000)
         s.bind(self.addr)
         self._keep = (ctx, s)
         if self.kind == "pushpull":
@@ -230,6 +251,7 @@ def spawn(fn: Callable[..., None], *args: Any) -> int:
     if pid == 0:
         code = 0
         try:
+            _die_with_parent()
             fn(*args)
         except BaseException:
             import traceback
@@ -241,6 +263,14 @@ def spawn(fn: Callable[..., None], *args: Any) -> int:
             sys.stderr.flush()
             os._exit(code)
     return pid
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a child never outlives a benchmark that failed."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def reap(pid: int, timeout: float = 120.0) -> None:
@@ -257,13 +287,25 @@ def reap(pid: int, timeout: float = 120.0) -> None:
     raise RuntimeError(f"benchmark child {pid} hung")
 
 
+def _wait_byte(fd: int, timeout: float = 120.0) -> None:
+    import select
+
+    if not select.select([fd], [], [], timeout)[0]:
+        raise RuntimeError(f"the consumer did not finish in {timeout} s")
+    os.read(fd, 1)
+
+
 def put_float(fd: int, v: float) -> None:
     os.write(fd, array("d", [v]).tobytes())
 
 
-def get_floats(fd: int, n: int) -> list[float]:
+def get_floats(fd: int, n: int, timeout: float = 120.0) -> list[float]:
+    import select
+
     data = b""
     while len(data) < 8 * n:
+        if not select.select([fd], [], [], timeout)[0]:
+            raise RuntimeError(f"no report from a benchmark child in {timeout} s")
         chunk = os.read(fd, 8 * n - len(data))
         if not chunk:
             raise RuntimeError("a benchmark child died before reporting")
@@ -279,7 +321,9 @@ def _consume_ring(t: RingT, n: int, check: Callable[[bytes], None], done: list[i
         r.drain(check)
 
 
-def throughput_consumer(t: Transport, n: int, cpu: int, ready_w: int, out_w: int) -> None:
+def throughput_consumer(
+    t: Transport, n: int, cpu: int, ready_w: int, out_w: int, done_w: int
+) -> None:
     import msgpack
 
     pin(cpu)
@@ -301,10 +345,11 @@ def throughput_consumer(t: Transport, n: int, cpu: int, ready_w: int, out_w: int
         while done[0] < n:
             check(recv())
     put_float(out_w, time.perf_counter())
+    os.write(done_w, b"d")
 
 
 def throughput_producer(
-    t: Transport, n: int, payload: bytes, cpu: int, go_r: int, out_w: int
+    t: Transport, n: int, payload: bytes, cpu: int, go_r: int, out_w: int, done_r: int
 ) -> None:
     import msgpack
 
@@ -317,7 +362,10 @@ def throughput_producer(
         send(pack((ACTOR_ID, "inc", (c, payload))))
     flush()
     put_float(out_w, t0)
-    time.sleep(0.3 if not isinstance(t, RingT) else 0.0)  # let zmq/mp threads drain
+    # Keep our end open until the consumer has everything: a ROUTER drops what
+    # a disconnected DEALER had queued, and mp.Queue's feeder thread must run.
+    _wait_byte(done_r)
+    t.finish()
 
 
 def run_throughput(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> float:
@@ -326,18 +374,19 @@ def run_throughput(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> 
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     out_r, out_w = os.pipe()
+    done_r, done_w = os.pipe()
     try:
-        cons = spawn(throughput_consumer, t, n, cpus[1], ready_w, out_w)
+        cons = spawn(throughput_consumer, t, n, cpus[1], ready_w, out_w, done_w)
         os.read(ready_r, 1)
         if isinstance(t, ZmqT):
             time.sleep(0.05)  # the bind is done; give the connect a moment
-        prod = spawn(throughput_producer, t, n, payload, cpus[0], go_r, out_w)
+        prod = spawn(throughput_producer, t, n, payload, cpus[0], go_r, out_w, done_r)
         os.write(go_w, b"g")
         t_a, t_b = get_floats(out_r, 2)
         reap(prod)
         reap(cons)
     finally:
-        for fd in (ready_r, ready_w, go_r, go_w, out_r, out_w):
+        for fd in (ready_r, ready_w, go_r, go_w, out_r, out_w, done_r, done_w):
             os.close(fd)
         t.teardown()
     return n / (max(t_a, t_b) - min(t_a, t_b))
@@ -361,8 +410,8 @@ def rtt_server(fwd: Transport, back: Transport, n: int, cpu: int, ready_w: int) 
         if c != seen[0]:
             raise AssertionError(f"server: counter {c}, expected {seen[0]}")
         seen[0] = c + 1
-        send(pack((aid, m, (c, p))))
-        flush()
+        send(pack((aid, m, (c, p))))  # type: ignore[misc]
+        flush()  # type: ignore[misc]
 
     if isinstance(fwd, RingT):
         os.write(ready_w, b"r")
@@ -372,6 +421,7 @@ def rtt_server(fwd: Transport, back: Transport, n: int, cpu: int, ready_w: int) 
 
         ctx = zmq.Context()
         router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.RCVTIMEO, 30_000)
         router.bind(fwd.addr)
         os.write(ready_w, b"r")
         while seen[0] < n:
@@ -386,7 +436,8 @@ def rtt_server(fwd: Transport, back: Transport, n: int, cpu: int, ready_w: int) 
         os.write(ready_w, b"r")
         while seen[0] < n:
             echo(recv())
-    time.sleep(0.2)
+    if not dealer_router:
+        back.finish()
 
 
 def rtt_client(
@@ -404,6 +455,7 @@ def rtt_client(
 
         ctx = zmq.Context()
         dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.RCVTIMEO, 30_000)
         dealer.connect(fwd.addr)
         send, flush, recv = dealer.send, (lambda: None), dealer.recv
     else:
@@ -434,6 +486,8 @@ def rtt_client(
         if rc != c:
             raise AssertionError(f"client: reply {rc} to {c}")
     os.write(out_w, times.tobytes())
+    if not (isinstance(fwd, ZmqT) and fwd.kind == "dealer-router"):
+        fwd.finish()
 
 
 def run_rtt(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> tuple[float, float]:
