@@ -58,6 +58,7 @@ log = logging.getLogger("actorq.worker")
 
 _NODE_SHIFT = 32
 _pack_call = _codec.pack_call
+_pack = _codec.pack
 _unpack = _codec.unpack
 _CoroutineType = types.CoroutineType
 _ctx = _api._ctx
@@ -263,8 +264,8 @@ class Node:
             [ASK, req, ref.id, method, args, kwargs or None], ref, method, args, kwargs
         )
         fut = self.loop.create_future()
+        self._send(node_of(ref.id), data, True)  # may raise PayloadTooLarge: nothing to undo
         self.pending[req] = (fut, ref.id)
-        self._send(node_of(ref.id), data, True)
         return fut
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
@@ -293,11 +294,19 @@ class Node:
     def reply(
         self, dest: int, req: int, value: Any, cell: _Cell | None = None, method: str = ""
     ) -> None:
-        where = f"{cell.spec.cls.__qualname__}.{method}" if cell is not None else "the actor"
         try:
-            self._send(dest, _codec.pack_reply(req, value, where))
+            data = _pack([REPLY, req, value])
+        except (TypeError, OverflowError, ValueError):
+            data = _codec.pack_reply(req, value, self._where(cell, method))
+        try:
+            self._send(dest, data)
         except PayloadTooLarge as exc:
+            where = self._where(cell, method)
             self.fail(dest, req, F_REMOTE, "PayloadTooLarge", f"{where} returned: {exc}")
+
+    @staticmethod
+    def _where(cell: _Cell | None, method: str) -> str:
+        return f"{cell.spec.cls.__qualname__}.{method}" if cell is not None else "the actor"
 
     def fail(
         self, dest: int, req: int, code: int, type_name: str, message: str, tb: str = ""
@@ -316,6 +325,9 @@ class Node:
 
     def dead_letter(self, target: int, method: str) -> None:
         self.dead_letters += 1
+        n = self.dead_letters
+        if n > 10 and n % 1000:
+            return  # the first ten, then every thousandth: a counter, not a flood
         log.warning(
             "dead letter: tell %s to actor #%d (worker %d), which does not exist (%d so far)",
             method,
