@@ -3,6 +3,7 @@ and driven by redis-py and raw sockets; stopped with SIGTERM and reaped."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -189,3 +190,48 @@ def test_worker_crash_keeps_other_connections_and_the_shard_comes_back() -> None
             s.close()
         out = stop_server(proc, timeout=20)
     assert proc.returncode == 0, out
+
+
+def test_client_that_does_not_read_is_paused_not_buffered(
+    kvserver: tuple[int, psutil.Process],
+) -> None:
+    """200 pipelined GETs of a 512 KiB value (100 MiB of replies) from a client that
+    reads nothing yet: the worker stops reading it instead of buffering the replies,
+    then serves them all, in order, once the client reads. Unbounded, the workers
+    grow by ~200 MiB here; bounded, by at most 1 MiB of output plus 32 queued
+    replies (16 MiB) when the key lives on the other worker, counted in both."""
+    port, sup = kvserver
+    value = os.urandom(512 * 1024)
+    with redis.Redis(port=port, socket_timeout=10) as r:
+        r.set("big", value)
+    workers = sup.children()
+    rss_before = sum(w.memory_info().rss for w in workers)
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        burst = encode_command("GET", "big") * 200
+        s.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while sent < len(burst) and time.monotonic() < deadline:
+            try:
+                sent += s.send(burst[sent:])
+            except BlockingIOError:
+                time.sleep(0.05)
+        time.sleep(0.5)  # let the server do whatever it would do with what it got
+        grown = sum(w.memory_info().rss for w in workers) - rss_before
+        assert grown < 64 * 2**20, f"workers grew by {grown / 2**20:.0f} MiB for one slow client"
+        s.setblocking(True)
+        reply_len = len(b"$%d\r\n" % len(value)) + len(value) + 2
+        want = reply_len * 200
+        got = 0
+        while sent < len(burst) or got < want:
+            if sent < len(burst):
+                sent += s.send(burst[sent : sent + 65536])
+            chunk = s.recv(1 << 20)
+            assert chunk, "server closed the connection"
+            assert chunk.count(b"$524288\r\n") <= 200
+            got += len(chunk)
+        assert got == want
+    finally:
+        s.close()

@@ -22,9 +22,12 @@ the doorbell, the wake-up) are paid once per turn, not once per request.
 Replies go out in request order. Each connection keeps a queue of reply
 slots; a slot is filled now (local) or when its shard answers (remote), and
 the queue is flushed from the head as far as it is filled, in one ``send``.
-A client that sends faster than it reads stops being read once 1 MiB of
-replies waits for it; reading resumes when the socket drains, so memory per
-connection stays bounded.
+A client that sends faster than it reads stops being served once 1 MiB of
+replies waits for it, or 32 replies are queued behind other shards: the
+requests already parsed wait (parsed, not run), the socket is not read, and
+TCP's flow control pushes back on the client. Serving resumes when the
+replies have gone out, so the memory a connection costs stays bounded by
+those limits (times the largest value, for replies from other shards).
 """
 
 from __future__ import annotations
@@ -49,8 +52,13 @@ log = logging.getLogger("examples.kvserver")
 
 HOST = "127.0.0.1"
 READ_SIZE = 65536
+#: Reads per wake-up for one connection before the others get a turn.
+READ_BUDGET = 16
 #: Stop reading a connection while this many reply bytes wait to be sent to it.
 HIGH_WATER = 1 << 20
+#: ... or while this many of its replies are queued (most waiting for other
+#: shards): their sizes are unknown until they arrive, so count them instead.
+MAX_QUEUED = 32
 SWEEP_INTERVAL = 0.1  # seconds between active-expiry passes
 SWEEP_LIMIT = 200  # keys reclaimed per pass at most (bounded pause)
 
@@ -154,16 +162,22 @@ class Connection:
         self.parser = RequestParser()
         self.proto = 2
         self.queue: collections.deque[bytes | Slot] = collections.deque()
-        self.outbuf = b""
-        self.paused = False  # not reading: too many replies wait to be sent
+        self.outq: collections.deque[bytes | memoryview] = collections.deque()
+        self.outbytes = 0  # bytes in outq, accepted by us, not yet by the kernel
+        self.backlog: list[Any] = []  # requests parsed but not run while paused
+        self.paused = False  # neither reading nor running: too many replies wait to be sent
         self.quitting = False
         self.closed = False
         shard.loop.add_reader(self.fd, self.on_readable)
 
     # -- input -------------------------------------------------------------------
-    def on_readable(self) -> None:
+    def on_readable(self) -> bool | None:
         recv = self.sock.recv
+        budget = READ_BUDGET
         while not self.closed and not self.paused:
+            if budget == 0:
+                return True  # more to read: let the other connections have a turn first
+            budget -= 1
             try:
                 data = recv(READ_SIZE)
             except BlockingIOError:
@@ -181,6 +195,10 @@ class Connection:
                 return
 
     def handle(self, data: bytes) -> None:
+        self.process(self.parser.feed(data))
+
+    def process(self, reqs: list[Any]) -> None:
+        """Run parsed requests in order; stop (and pause) once too much output waits."""
         shard = self.shard
         store = shard.store
         me = shard.index
@@ -192,55 +210,80 @@ class Connection:
         ready: list[bytes] = []
         resp2 = self.proto == 2
         commands = COMMANDS
-        for req in self.parser.feed(data):
+        size = 0
+        for i, req in enumerate(reqs):
             if self.quitting:
                 break
-            if req.__class__ is not list:  # ProtocolError: answer it, keep the connection
-                reply = encode_error(req)  # type: ignore[arg-type]
-            else:
-                cmd = commands.get(req[0])
-                arity = cmd.arity if cmd is not None else 0
-                if cmd is None or (len(req) != arity if arity > 0 else len(req) < -arity):
-                    reply = check(req)  # type: ignore[assignment]  # the error reply
-                elif cmd.where is KEY:  # the hot path: one key, one shard
-                    where = crc32(req[1]) % n
-                    if where == me:
-                        reply = cmd.handler(store, req)
-                        if not resp2:
-                            reply = to_resp3(reply)
-                    else:
-                        slot = Slot()
-                        queue.append(slot)
-                        shard.outbox.submit(where, req, self, slot)
-                        continue
-                elif cmd.where is SESSION:
-                    reply = self.session(req)
-                    resp2 = self.proto == 2
+            try:
+                if req.__class__ is not list:  # ProtocolError: answer it, keep the connection
+                    reply = encode_error(req)  # type: ignore[arg-type]
                 else:
-                    where = route_checked(cmd, req, n)
-                    if where.__class__ is bytes:
-                        reply = where  # type: ignore[assignment]
-                    elif where.__class__ is int and where == me:
-                        reply = execute(store, req)
-                        if not resp2:
-                            reply = to_resp3(reply)
-                    else:
-                        if where.__class__ is int:
-                            slot = Slot()
-                            shard.outbox.submit(where, req, self, slot)  # type: ignore[arg-type]
+                    cmd = commands.get(req[0])
+                    arity = cmd.arity if cmd is not None else 0
+                    if cmd is None or (len(req) != arity if arity > 0 else len(req) < -arity):
+                        reply = check(req)  # type: ignore[assignment]  # the error reply
+                    elif cmd.where is KEY:  # the hot path: one key, one shard
+                        where = crc32(req[1]) % n
+                        if where == me:
+                            reply = cmd.handler(store, req)
+                            if not resp2:
+                                reply = to_resp3(reply)
                         else:
-                            slot = self.fan_out(where)  # type: ignore[arg-type]
-                        queue.append(slot)
-                        continue
+                            if len(queue) >= MAX_QUEUED:
+                                self.backlog = reqs[i:]
+                                self.paused = True
+                                break
+                            slot = Slot()
+                            queue.append(slot)
+                            shard.outbox.submit(where, req, self, slot)
+                            continue
+                    elif cmd.where is SESSION:
+                        reply = self.session(req)
+                        resp2 = self.proto == 2
+                    else:
+                        where = route_checked(cmd, req, n)
+                        if where.__class__ is bytes:
+                            reply = where  # type: ignore[assignment]
+                        elif where.__class__ is int and where == me:
+                            reply = execute(store, req)
+                            if not resp2:
+                                reply = to_resp3(reply)
+                        else:
+                            if len(queue) >= MAX_QUEUED:
+                                self.backlog = reqs[i:]
+                                self.paused = True
+                                break
+                            if where.__class__ is int:
+                                slot = Slot()
+                                shard.outbox.submit(where, req, self, slot)  # type: ignore[arg-type]
+                            else:
+                                slot = self.fan_out(where)  # type: ignore[arg-type]
+                            queue.append(slot)
+                            continue
+            except Exception as exc:  # a bug must cost one error reply, not the connection
+                log.exception("kvserver: request %r failed", req[:1])
+                reply = encode_error(f"ERR internal error: {type(exc).__name__}: {exc}")
             if queue:
                 queue.append(reply)
             else:
                 ready.append(reply)
+                size += len(reply)
+                if size > HIGH_WATER:
+                    # Memory bound: hand what we have to the kernel; if it will not
+                    # take it (the client is not reading), stop here, keep the rest
+                    # of the requests, and stop reading until the socket drains.
+                    self.write(b"".join(ready))
+                    ready = []
+                    size = 0
+                    if self.outbytes > HIGH_WATER:
+                        self.backlog = reqs[i + 1 :]
+                        self.paused = True
+                        break
         if ready:
             self.write(b"".join(ready) if len(ready) > 1 else ready[0])
         if queue:
             self.flush()
-        elif self.quitting and not self.outbuf:
+        elif self.quitting and not self.outq:
             self.close()
 
     def session(self, req: list[bytes]) -> bytes:
@@ -293,13 +336,14 @@ class Connection:
             queue.popleft()
         if out:
             self.write(b"".join(out))
-        if self.quitting and not queue and not self.outbuf:
+        if self.quitting and not queue and not self.outq:
             self.close()
+        elif self.paused and not self.outq:
+            self.resume()
 
     def write(self, data: bytes) -> None:
-        if self.outbuf:
-            self.outbuf += data
-        else:
+        """Send now what the kernel takes; queue the rest and watch for room."""
+        if not self.outq:
             try:
                 sent = self.sock.send(data)
             except BlockingIOError:
@@ -309,21 +353,30 @@ class Connection:
                 return
             if sent == len(data):
                 return
-            self.outbuf = data[sent:]
             self.shard.loop.add_writer(self.fd, self.on_writable)
-        if len(self.outbuf) > HIGH_WATER:
-            self.paused = True
+            # A memoryview slice: no copy of what is left (it may be megabytes).
+            self.outq.append(memoryview(data)[sent:])
+            self.outbytes += len(data) - sent
+        else:
+            self.outq.append(data)
+            self.outbytes += len(data)
 
     def on_writable(self) -> None:
-        while self.outbuf and not self.closed:
+        outq = self.outq
+        while outq and not self.closed:
+            chunk = outq[0]
             try:
-                sent = self.sock.send(self.outbuf)
+                sent = self.sock.send(chunk)
             except BlockingIOError:
                 return
             except OSError:
                 self.close()
                 return
-            self.outbuf = self.outbuf[sent:]
+            self.outbytes -= sent
+            if sent < len(chunk):
+                outq[0] = memoryview(chunk)[sent:]
+                return  # a short send: the socket buffer is full; wait for the next edge
+            outq.popleft()
         if self.closed:
             return
         self.shard.loop.remove_writer(self.fd)
@@ -331,9 +384,24 @@ class Connection:
             self.close()
             return
         if self.paused:
-            self.paused = False
+            self.resume()
+
+    def resume(self) -> None:
+        """Leave a pause once the replies have gone out and few requests are in flight."""
+        if self.closed or self.outq or len(self.queue) >= MAX_QUEUED // 2:
+            return
+        self.paused = False
+        backlog, self.backlog = self.backlog, []
+        if backlog:
+            self.process(backlog)
+        if not self.paused:
             # Edge-triggered: bytes that arrived while paused raise no new edge.
-            self.on_readable()
+            self.read_more()
+
+    def read_more(self) -> None:
+        """Read what is waiting without an edge to tell us (after a pause)."""
+        if self.on_readable():
+            self.shard.loop.call_soon(self.read_more)
 
     def close(self) -> None:
         if self.closed:
@@ -421,7 +489,17 @@ class Shard:
     def run_many(self, reqs: list[list[bytes]]) -> list[bytes]:
         """Run requests for keys this shard owns (sent by the other workers)."""
         store = self.store
-        return [execute(store, r) for r in reqs]
+        try:
+            return [execute(store, r) for r in reqs]
+        except Exception:  # find the one that failed; the others still get answers
+            out = []
+            for r in reqs:
+                try:
+                    out.append(execute(store, r))
+                except Exception as exc:
+                    log.exception("kvserver: request %r failed", r[:1])
+                    out.append(encode_error(f"ERR internal error: {type(exc).__name__}: {exc}"))
+            return out
 
     def stats(self) -> dict[str, int]:
         return {"index": self.index, "pid": os.getpid(), "keys": len(self.store.data),
