@@ -206,6 +206,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print the JSON list of results")
     args = ap.parse_args(argv)
     args.pipelines = [int(p) for p in args.pipelines.split(",")]
+    # SIGTERM (from `bench matrix` on timeout, or a user) unwinds like Ctrl-C, so
+    # the server under test is stopped by server()'s finally, not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("redis-benchmark") is None:
         print("bench kv: redis-benchmark not found; install Debian's redis-tools "
               "(apt-get install redis-tools)", file=sys.stderr)

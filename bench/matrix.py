@@ -113,13 +113,22 @@ def main(argv: list[str]) -> int:
         record["applied"] = applied
         record["command"] = ["python", *cmd[1:]]
         print(f"bench matrix: {' '.join(record['command'])}", file=sys.stderr, flush=True)
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                                  timeout=args.timeout)
+            out, err = child.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:
+            # SIGTERM first: a benchmark stops the servers it started on the way out.
+            child.terminate()
+            try:
+                child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
             record["error"] = f"timed out after {args.timeout:.0f} s"
             rc = 1
         else:
+            proc = subprocess.CompletedProcess(cmd, child.returncode, out, err)
             sys.stderr.write(proc.stderr[-4000:])
             if proc.returncode != 0:
                 record["error"] = f"exit {proc.returncode}: {proc.stderr.strip()[-1000:]}"
