@@ -55,13 +55,17 @@ refuses to run on anything but x86-64 (``RingError`` at create/attach).
 Layout
 ======
 
-The segment starts with a 256-byte control block of 8-byte words, one 64-byte
-cache line per writer (so head and tail never share a line):
+The segment starts with a 256-byte control block of 8-byte words in 64-byte
+cache lines grouped by who writes them and how often (head and tail never
+share a line):
 
 * line 0, constant: magic, version, capacity, max record, slab threshold.
 * line 1, written by the writer: ``head``, ``want_tail``/``want_seq`` (space
   doorbell request), doorbells rung.
-* line 2, written by the reader: ``tail``, ``sleeping``.
+* line 2, written by the reader on every drain: ``tail``.
+* line 3, written by the reader only when it goes to sleep: ``sleeping``
+  (read by the writer on every publish, so it must not share a line with
+  ``tail``, which changes all the time).
 
 Records follow at offset 256, each 8-byte aligned: one 8-byte header word
 ``tag << 32 | length`` then the payload padded to 8 bytes. Tags carry a magic
@@ -115,7 +119,8 @@ VERSION = 1
 # control words (index into the 'Q' view of the control block)
 _MAGIC, _VERSION, _CAPACITY, _MAXREC, _THRESHOLD = 0, 1, 2, 3, 4
 _HEAD, _WANT_TAIL, _WANT_SEQ, _DOORBELLS = 8, 9, 10, 11
-_TAIL, _SLEEPING, _EPOCH = 16, 17, 18
+_TAIL = 16
+_SLEEPING, _EPOCH = 24, 25
 
 # record header: tag << 32 | length
 _TAG_INLINE = 0xAC01_0000
@@ -504,14 +509,20 @@ class RingWriter:
     def wait_for_space(self, nbytes: int) -> bool:
         """Arm the space doorbell for a record of ``nbytes``; True if there is room now.
 
-        On False, wait until ``space_fd`` is readable (edge-triggered: the
-        reader rings it once for this request), then retry the send; call
-        this again if it still does not fit."""
+        Publishes what was written first (the reader can only free what it
+        can see). On False, wait until ``space_fd`` is readable (the reader
+        rings it once for this request), then retry the send; call this
+        again if it still does not fit. The request asks for half the ring
+        (or the record, if larger) to be free, so a producer that outruns
+        its consumer wakes once per half ring, not once per record."""
+        self.publish()
         _bell.clear(self.space_fd)
         if self._has_room(nbytes):
             return True
-        # Waiting for a slab buffer: target 0, so any release or drain rings.
-        target = 0 if nbytes > self._inline_max else self._room_target(nbytes)
+        if nbytes > self._inline_max:
+            target = 0  # waiting for a slab buffer: any release or drain rings
+        else:
+            target = max(self._room_target(nbytes), self._head - self._cap // 2)
         self._want_seq += 1
         ctl = self._ctl
         ctl[_WANT_TAIL] = target
