@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -295,8 +296,16 @@ def _wait_byte(fd: int, timeout: float = 120.0) -> None:
     os.read(fd, 1)
 
 
-def put_float(fd: int, v: float) -> None:
-    os.write(fd, array("d", [v]).tobytes())
+def put_float(fd: int, *v: float) -> None:
+    os.write(fd, array("d", v).tobytes())  # <= PIPE_BUF: one atomic write
+
+
+def cpu_time() -> float:
+    """CPU seconds of this process, all threads (zmq's I/O thread included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def get_floats(fd: int, n: int, timeout: float = 120.0) -> list[float]:
@@ -329,6 +338,7 @@ def throughput_consumer(
     pin(cpu)
     unpackb = msgpack.unpackb
     done = [0]
+    cpu0 = cpu_time()
 
     def check(b: bytes) -> None:
         _aid, _m, (c, _p) = unpackb(b)
@@ -344,7 +354,7 @@ def throughput_consumer(
         os.write(ready_w, b"r")
         while done[0] < n:
             check(recv())
-    put_float(out_w, time.perf_counter())
+    put_float(out_w, time.perf_counter(), cpu_time() - cpu0)
     os.write(done_w, b"d")
 
 
@@ -357,18 +367,20 @@ def throughput_producer(
     send, flush = t.sender()
     pack = msgpack.Packer().pack
     os.read(go_r, 1)
+    cpu0 = cpu_time()
     t0 = time.perf_counter()
     for c in range(n):
         send(pack((ACTOR_ID, "inc", (c, payload))))
     flush()
-    put_float(out_w, t0)
     # Keep our end open until the consumer has everything: a ROUTER drops what
     # a disconnected DEALER had queued, and mp.Queue's feeder thread must run.
     _wait_byte(done_r)
     t.finish()
+    put_float(out_w, t0, cpu_time() - cpu0)
 
 
-def run_throughput(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> float:
+def run_throughput(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> tuple[float, float]:
+    """(messages per second, CPU µs per message for both processes together)."""
     t = make(name)
     t.setup()
     ready_r, ready_w = os.pipe()
@@ -382,14 +394,14 @@ def run_throughput(name: str, n: int, payload: bytes, cpus: tuple[int, int]) -> 
             time.sleep(0.05)  # the bind is done; give the connect a moment
         prod = spawn(throughput_producer, t, n, payload, cpus[0], go_r, out_w, done_r)
         os.write(go_w, b"g")
-        t_a, t_b = get_floats(out_r, 2)
+        t_a, cpu_a, t_b, cpu_b = get_floats(out_r, 4)
         reap(prod)
         reap(cons)
     finally:
         for fd in (ready_r, ready_w, go_r, go_w, out_r, out_w, done_r, done_w):
             os.close(fd)
         t.teardown()
-    return n / (max(t_a, t_b) - min(t_a, t_b))
+    return n / (max(t_a, t_b) - min(t_a, t_b)), (cpu_a + cpu_b) / n * 1e6
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -580,6 +592,7 @@ def main(argv: list[str]) -> int:
 
     log = sys.stderr
     rates: dict[tuple[str, int], list[float]] = {}
+    cpus_per_msg: dict[tuple[str, int], list[float]] = {}
     rtts: dict[tuple[str, int], list[tuple[float, float]]] = {}
     payloads = {64: os.urandom(64), 4096: os.urandom(4096)}
     for rep in range(args.reps):
@@ -587,8 +600,9 @@ def main(argv: list[str]) -> int:
             n = args.count if size == 64 else max(1000, args.count // 2)
             for name in names:
                 if name not in EXTRA:
-                    r = run_throughput(name, n, payload, cpus)
+                    r, c = run_throughput(name, n, payload, cpus)
                     rates.setdefault((name, size), []).append(r)
+                    cpus_per_msg.setdefault((name, size), []).append(c)
                 if name != "actorq-ring-batched":
                     rtts.setdefault((name, size), []).append(run_rtt(name, args.rtt, payload, cpus))
             print(f"rep {rep + 1}/{args.reps} {size} B done", file=log)
@@ -623,7 +637,10 @@ def main(argv: list[str]) -> int:
         f"{info['cpus']} CPUs, Python {info['python']}, kernel {info['kernel']}",
     )
     print()
-    print(f"{'contender':<22}{'payload':>8}{'MB/s':>10}{'x mp-queue':>12}{'x zmq-push':>12}")
+    print(
+        f"{'contender':<22}{'payload':>8}{'MB/s':>10}{'x mp-queue':>12}{'x zmq-push':>12}"
+        f"{'CPU µs/msg':>12}"
+    )
     for r in results:
         if r.msgs_per_s is None:
             continue
@@ -639,8 +656,10 @@ def main(argv: list[str]) -> int:
         print(
             f"{r.contender:<22}{r.payload:>8}{r.msgs_per_s * wire / 1e6:>10.1f}"
             f"{ratio(q):>12}{ratio(z):>12}"
+            f"{statistics.median(cpus_per_msg[(r.contender, r.payload)]):>12.2f}"
         )
     print(f"\nidle ring reader: {idle * 100:.2f}% of one CPU over 2 s")
+    print("CPU µs/msg: producer + consumer CPU time (all threads) per message, median")
     return 0
 
 
