@@ -29,6 +29,7 @@ import collections
 import logging
 import os
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +72,8 @@ class Port:
 
 
 class SocketMesh:
-    """Channels as SOCK_SEQPACKET socketpairs (one per unordered pair of nodes)."""
+    """Channels as stream socketpairs (one per unordered pair of nodes), each
+    record framed by a 4-byte length: the fallback where rings cannot run."""
 
     kind = "socket"
 
@@ -80,7 +82,7 @@ class SocketMesh:
         self.ends: dict[tuple[int, int], socket.socket] = {}
         for i in range(nodes):
             for j in range(i + 1, nodes):
-                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 for s in (a, b):
                     s.setblocking(False)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, capacity)
@@ -102,14 +104,19 @@ class SocketMesh:
         self.ends.clear()
 
 
+_LEN = struct.Struct("<I")
+SOCKET_MAX_RECORD = 8 << 20  # the same bound as the rings' default slab, so both behave alike
+
+
 class SocketPort(Port):
     def __init__(self, index: int, socks: dict[int, socket.socket]) -> None:
         self.index = index
         self.socks = socks
-        self._backlog: dict[int, collections.deque[bytes]] = {}
+        self._out: dict[int, bytearray] = {}  # bytes the kernel did not take yet, per peer
+        self._in: dict[int, bytearray] = {j: bytearray() for j in socks}
         self._loop: Any = None
         self._deliver: Deliver | None = None
-        self._buf = bytearray(1 << 20)
+        self._buf = bytearray(1 << 18)
 
     def start(self, loop: Any, deliver: Deliver) -> None:
         self._loop, self._deliver = loop, deliver
@@ -117,57 +124,78 @@ class SocketPort(Port):
             loop.add_reader(s.fileno(), self._readable, peer, s)
 
     def _readable(self, peer: int, s: socket.socket) -> bool:
-        buf, deliver = self._buf, self._deliver
-        assert deliver is not None
+        buf, acc = self._buf, self._in[peer]
         for _ in range(_BUDGET):
             try:
                 n = s.recv_into(buf)
-            except BlockingIOError:
-                return False
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError:
-                return False
+                break
             if n == 0:
-                return False
-            deliver(peer, bytes(buf[:n]))
-        return True
+                break
+            acc += memoryview(buf)[:n]
+            if n < len(buf):
+                break  # a short read drained the stream (edge-triggered rule)
+        else:
+            self._frames(peer, acc)
+            return True  # budget spent: call again
+        self._frames(peer, acc)
+        return False
+
+    def _frames(self, peer: int, acc: bytearray) -> None:
+        deliver = self._deliver
+        assert deliver is not None
+        off, end = 0, len(acc)
+        while end - off >= 4:
+            (n,) = _LEN.unpack_from(acc, off)
+            if end - off - 4 < n:
+                break
+            deliver(peer, bytes(acc[off + 4 : off + 4 + n]))
+            off += 4 + n
+        if off:
+            del acc[:off]
 
     def send(self, dest: int, data: bytes) -> None:
-        q = self._backlog.get(dest)
-        if q:
-            q.append(data)
+        if len(data) > SOCKET_MAX_RECORD:
+            raise PayloadTooLarge(
+                f"a {len(data)}-byte record is too large for the channel to node {dest} "
+                f"(at most {SOCKET_MAX_RECORD} bytes, like the rings' largest slab class)"
+            )
+        frame = _LEN.pack(len(data)) + data
+        out = self._out.get(dest)
+        if out:
+            out += frame
             self.backlog_total += 1
             return
+        s = self.socks[dest]
         try:
-            self.socks[dest].send(data)
-        except BlockingIOError:
-            self._backlog[dest] = collections.deque([data])
+            sent = s.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < len(frame):
+            self._out[dest] = bytearray(frame[sent:])
             self.backlog_total += 1
-            self._loop.add_writer(self.socks[dest].fileno(), self._writable, dest)
-        except OSError as exc:
-            if exc.errno == 90:  # EMSGSIZE
-                raise PayloadTooLarge(
-                    f"a {len(data)}-byte message does not fit the channel to node {dest}"
-                ) from None
-            raise
+            self._loop.add_writer(s.fileno(), self._writable, dest)
 
     def _writable(self, dest: int) -> None:
-        q = self._backlog.get(dest)
+        out = self._out.get(dest)
         s = self.socks[dest]
-        while q:
+        while out:
             try:
-                s.send(q[0])
-            except BlockingIOError:
+                sent = s.send(out)
+            except (BlockingIOError, InterruptedError):
                 return
-            q.popleft()
-            self.backlog_total -= 1
+            del out[:sent]
         self._loop.remove_writer(s.fileno())
-        self._backlog.pop(dest, None)
+        self._out.pop(dest, None)
+        self.backlog_total = 0
 
     def flush(self) -> None:
         pass  # every send is already visible
 
     def backlog(self) -> dict[int, int]:
-        return {d: len(q) for d, q in self._backlog.items() if q}
+        return {d: len(b) for d, b in self._out.items() if b}
 
     def close(self) -> None:
         loop = self._loop

@@ -157,15 +157,24 @@ async def main(rt: actorq.Runtime) -> None:
 """
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("api")
+@pytest.fixture(scope="module", params=["ring", "socket"])
+def result(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The app's findings, over the shared-memory rings and over the socketpair
+    fallback (used where rings cannot run, e.g. a CPU without x86-64 TSO)."""
+    tmp = tmp_path_factory.mktemp(f"api-{request.param}")
     write_app(tmp, APP)
-    proc = run_app(tmp, "app:main", "--workers", "2")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ACTORQ_MESH", request.param)
+    try:
+        proc = run_app(tmp, "app:main", "--workers", "2")
+    finally:
+        mp.undo()
     assert proc.returncode == 0, proc.stderr
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, f"no result; stdout={proc.stdout!r} stderr={proc.stderr}"
-    return json.loads(line[0][7:])
+    out = json.loads(line[0][7:])
+    assert out["mesh"] == request.param
+    return out
 
 
 def test_ask_tell_async_lookup(result: dict) -> None:

@@ -66,6 +66,35 @@ def test_signal_is_an_orderly_stop(tmp_path, monkeypatch, no_leaks, sig) -> None
     assert not (tmp_path / "rt" / "control").exists()
 
 
+def test_ctrl_c_to_the_process_group_is_an_orderly_stop(tmp_path, monkeypatch, no_leaks) -> None:
+    # A terminal's Ctrl-C signals every process of the foreground group: the
+    # workers ignore it and the supervisor stops them in order.
+    write_app(tmp_path, KEEPER)
+    monkeypatch.setenv("KEEPER_LOG", str(tmp_path / "stops.log"))
+    monkeypatch.setenv("SLOW_STOP", "0")
+    import subprocess
+
+    from _runtime_helpers import actorq_cmd, env
+
+    proc = subprocess.Popen(
+        actorq_cmd(tmp_path, "app:main", "--workers", "2"),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("READY"), line
+    pids = [int(p) for p in line.split()[1:]]
+    os.killpg(proc.pid, signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 0, err
+    stops = (tmp_path / "stops.log").read_text().split("\n")
+    assert sorted(int(s.split()[1]) for s in stops if s) == sorted(pids)
+
+
 def test_second_sigint_stops_at_once(tmp_path, monkeypatch, no_leaks) -> None:
     proc, pids = _start(tmp_path, monkeypatch, slow=True)  # on_stop would take 60 s
     proc.send_signal(signal.SIGINT)
