@@ -36,3 +36,19 @@ def test_hello_example_runs_and_explains_itself(tmp_path, no_leaks) -> None:
 def test_readme_runs_the_hello_example() -> None:
     readme = (REPO / "README.md").read_text()
     assert "&& actorq run examples.hello:main" in readme
+
+
+def test_readme_api_example_runs(tmp_path, no_leaks) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.index("## Actors: the API")
+    start = readme.index("```python\n", section) + len("```python\n")
+    (tmp_path / "app.py").write_text(readme[start : readme.index("```", start)])
+    proc = subprocess.run(
+        [sys.executable, "-m", "actorq", "run", "app:main", "--runtime-dir", str(tmp_path / "rt")],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
