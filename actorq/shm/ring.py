@@ -623,17 +623,17 @@ class RingReader:
         """True when a published record awaits (one shared load)."""
         return self._ctl[_HEAD] != self._tail
 
-    def drain(self, callback: Callable[[Any], object], limit: int | None = None) -> int:
+    def drain(
+        self, callback: Callable[..., object], limit: int | None = None, _sid: int = -1
+    ) -> int:
         """Call ``callback(record)`` for each available record, in order; return the count.
 
         ``record`` is bytes, or with ``zero_copy=True`` a memoryview valid only
         until the callback returns (it is released then; copy what you keep,
         or call ``hold()`` for a slab record). Keeps going until the ring is
         empty or ``limit`` records were handled. If the callback raises, the
-        record counts as consumed and the exception propagates."""
-        return self._drain(callback, limit, -1)
-
-    def _drain(self, callback: Callable[..., object], limit: int | None, sid: int) -> int:
+        record counts as consumed and the exception propagates. (``_sid``:
+        the Inbox passes the sender id, and the callback gets it first.)"""
         if self._corrupt is not None:
             raise self._corrupt
         ctl = self._ctl
@@ -641,7 +641,7 @@ class RingReader:
         head = ctl[_HEAD]
         if head == tail:
             return 0
-        emit = callback if sid < 0 else partial(callback, sid)
+        emit = callback if _sid < 0 else partial(callback, _sid)
         data, dq, mask, cap, mm = self._data, self._dq, self._mask, self._cap, self._mm
         zero_copy = self._zero_copy
         tag_inline, lenmask, base = _TAG_INLINE, _LEN, HDR + 8
@@ -692,8 +692,15 @@ class RingReader:
             if tail != self._tail:
                 self._tail = tail
                 ctl[_TAIL] = tail
-                self._after_free()
+                # _after_free() inlined: fence, then did the writer ask for room?
+                self._acq()
+                self._rel()
+                seq = ctl[_WANT_SEQ]
+                if seq != self._rung_seq and tail >= ctl[_WANT_TAIL]:
+                    self._ring_space(seq)
         return start - left
+
+    _drain = drain  # the Inbox's entry point: _drain(callback, limit, sender_id)
 
     def _slab_record(self, emit: Callable[[Any], object], handle: int, off: int) -> None:
         slab = self._slab
@@ -738,9 +745,12 @@ class RingReader:
         ctl = self._ctl
         seq = ctl[_WANT_SEQ]
         if seq != self._rung_seq and self._tail >= ctl[_WANT_TAIL]:
-            self._rung_seq = seq
-            _bell.ring(self.space_fd)
-            self.space_rings += 1
+            self._ring_space(seq)
+
+    def _ring_space(self, seq: int) -> None:
+        self._rung_seq = seq
+        _bell.ring(self.space_fd)
+        self.space_rings += 1
 
     def _fail(self, off: int, why: str) -> None:
         exc = RingCorrupt(
