@@ -199,3 +199,45 @@ def test_keys_spread_over_shards() -> None:
         counts[shard_of(b"key:%d" % i, 4)] += 1
     assert min(counts) > 800
     assert shard_of(b"anything", 1) == 0
+
+
+ops = st.lists(st.tuples(st.sampled_from(["set", "setpx", "pexpire", "del", "tick", "sweep"]),
+                         st.sampled_from([b"a", b"b", b"c", b"d"]),
+                         st.integers(min_value=1, max_value=50)), max_size=60)
+
+
+@given(ops)
+def test_sweep_agrees_with_a_model_of_expiry(seq: list[tuple[str, bytes, int]]) -> None:
+    clock = Clock()
+    store = Store(clock)
+    model: dict[bytes, float | None] = {}  # key -> expiry time in ms (None: never)
+
+    def now_ms() -> int:
+        return int(clock.t * 1000)
+
+    for op, key, n in seq:
+        if op == "set":
+            store.set(key, b"v")
+            model[key] = None
+        elif op == "setpx":
+            store.set(key, b"v", px=n)
+            model[key] = now_ms() + n
+        elif op == "pexpire":
+            alive = key in model and (model[key] is None or model[key] > now_ms())
+            assert store.pexpire(key, n) == alive
+            if alive:
+                model[key] = now_ms() + n
+        elif op == "del":
+            store.delete(key)
+            model.pop(key, None)
+        elif op == "tick":
+            clock.t += n / 1000
+        elif n % 2:
+            assert store.sweep(limit=2) <= 2
+        else:
+            store.sweep()  # a full sweep leaves exactly the live keys
+            assert set(store.data) == {k for k, t in model.items() if t is None or t > now_ms()}
+    store.sweep()
+    live = {k for k, t in model.items() if t is None or t > now_ms()}
+    assert set(store.data) == live
+    assert set(store.expires) <= live

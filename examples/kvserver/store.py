@@ -14,8 +14,9 @@ makes DBSIZE exact (Redis may count expired keys not yet reclaimed).
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -47,13 +48,25 @@ def parse_int(raw: bytes) -> int:
 class Store:
     """One shard of keys. ``clock`` returns seconds (monotonic by default)."""
 
-    __slots__ = ("_clock", "data", "expires")
+    __slots__ = ("_clock", "_heap", "data", "expires")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.data: dict[bytes, bytes] = {}
         #: key -> absolute expiry time in ms of ``clock``; only keys with a TTL.
         self.expires: dict[bytes, int] = {}
+        # (when, key) for every TTL ever set, soonest first, so a sweep touches
+        # only keys that are due instead of scanning them all. An entry whose key
+        # has since got another TTL, or none, is stale: skipped when popped, and
+        # dropped wholesale when stale entries outnumber live ones.
+        self._heap: list[tuple[int, bytes]] = []
+
+    def _set_expiry(self, key: bytes, when: int) -> None:
+        self.expires[key] = when
+        heapq.heappush(self._heap, (when, key))
+        if len(self._heap) > 2 * len(self.expires) + 64:
+            self._heap = [(t, k) for k, t in self.expires.items()]
+            heapq.heapify(self._heap)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -122,7 +135,7 @@ class Store:
                 return False
         self.data[key] = value
         if px is not None:
-            self.expires[key] = self.now_ms() + px
+            self._set_expiry(key, self.now_ms() + px)
         elif not keepttl and self.expires:
             self.expires.pop(key, None)
         return True
@@ -152,24 +165,30 @@ class Store:
             del self.data[key]
             self.expires.pop(key, None)
         else:
-            self.expires[key] = self.now_ms() + ms
+            self._set_expiry(key, self.now_ms() + ms)
         return True
 
     def flush(self) -> None:
         self.data.clear()
         self.expires.clear()
+        self._heap.clear()
 
     def sweep(self, limit: int | None = None) -> int:
-        """Delete expired keys (at most ``limit`` of them); returns how many went."""
-        if not self.expires:
+        """Delete expired keys (at most ``limit`` of them); returns how many went.
+
+        Cost: O(log n) per key due (and per stale entry passed), not O(keys with a TTL).
+        """
+        heap = self._heap
+        if not heap:
             return 0
         now = self.now_ms()
-        dead: Iterable[bytes] = [k for k, t in self.expires.items() if t <= now]
+        expires = self.expires
         gone = 0
-        for key in dead:
-            if limit is not None and gone >= limit:
-                break
+        while heap and heap[0][0] <= now and (limit is None or gone < limit):
+            when, key = heapq.heappop(heap)
+            if expires.get(key) != when:
+                continue  # stale: the key got another TTL, or lost it, or went
             del self.data[key]
-            del self.expires[key]
+            del expires[key]
             gone += 1
         return gone
