@@ -73,7 +73,12 @@ class Port:
 
 class SocketMesh:
     """Channels as stream socketpairs (one per unordered pair of nodes), each
-    record framed by a 4-byte length: the fallback where rings cannot run."""
+    record framed by a 4-byte length: the fallback where rings cannot run.
+
+    Weaker than the rings on one point: a worker killed in the middle of
+    writing or reading a frame leaves its successor a stream that starts
+    mid-frame (the rings publish whole records only). Choose it with
+    ``ACTORQ_MESH=socket``; it is picked by itself only when rings fail."""
 
     kind = "socket"
 

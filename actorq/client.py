@@ -19,6 +19,8 @@ Two forms:
     await hits.add(5)
 
 Refs a client receives (from lookup, or inside replies) are bound to it.
+ZeroMQ contexts do not survive fork: a forking server (gunicorn, uWSGI)
+must connect in each worker after the fork, not in the master before it.
 """
 
 from __future__ import annotations
