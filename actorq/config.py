@@ -33,7 +33,7 @@ class Config:
     restart: str = "on-crash"  # workers: "on-crash" (restart within 1 s) or "never"
     explain: bool = False  # log every placement decision and its reason
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
-    ring_capacity: int = 1 << 18  # bytes per worker-to-worker ring
+    ring_capacity: int | None = None  # bytes per ring; None: 256 KiB, less with many workers
     stall_timeout: float = 10.0  # a worker silent to heartbeats this long is reported
     source: str | None = None  # the file the values came from
 

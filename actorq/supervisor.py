@@ -106,6 +106,16 @@ def _raise_fd_limit() -> None:
             log.debug("could not raise RLIMIT_NOFILE: %s", exc)
 
 
+def auto_ring_capacity(nodes: int) -> int:
+    """Every ordered pair of nodes gets a ring up front, so ring memory grows
+    with nodes²: 256 KiB each up to ~16 nodes, then smaller (down to 16 KiB)
+    to keep the total near 64 MiB. Larger messages go through the ring's slab,
+    which is only touched when used."""
+    per = (64 << 20) // max(1, nodes * (nodes - 1))
+    cap = 1 << max(14, min(18, per.bit_length() - 1))
+    return cap
+
+
 def _cpulist(cpus: list[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
@@ -175,9 +185,9 @@ class Supervisor:
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
         _raise_fd_limit()
-        self.mesh = make_mesh(
-            len(self.slots) + 1, cfg.ring_capacity, [None] + [s.node for s in self.slots]
-        )
+        nodes = len(self.slots) + 1
+        capacity = cfg.ring_capacity or auto_ring_capacity(nodes)
+        self.mesh = make_mesh(nodes, capacity, [None] + [s.node for s in self.slots])
         self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         for slot in self.slots:
             self._fork(slot, [], [])
