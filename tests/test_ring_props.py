@@ -25,7 +25,12 @@ EXAMPLES = int(os.environ.get("ACTORQ_PROP_EXAMPLES", "12"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # no_leaks wraps all examples of a test: it checks once, after the last one.
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
     database=None,
 )
 
@@ -33,6 +38,11 @@ SETTINGS = settings(
 def rec(i: int, n: int) -> bytes:
     """Record i of n bytes: its index repeated, so a stale, torn or swapped record shows."""
     return (i.to_bytes(8, "little") * (n // 8 + 1))[:n] if n else b""
+
+
+def memfd_maps() -> list[str]:
+    with open("/proc/self/maps") as f:
+        return [line for line in f if "/memfd:actorq" in line]
 
 
 def child(fn, *args) -> int:  # type: ignore[no-untyped-def]
@@ -139,9 +149,14 @@ def produce(w: RingWriter, sizes: list[int], style: str) -> None:
     st.booleans(),
 )
 def test_every_record_arrives_once_in_order_intact(
-    workload: tuple[int, bool, list[int]], producer: str, consumer: str, zero_copy: bool
+    no_leaks: None,
+    workload: tuple[int, bool, list[int]],
+    producer: str,
+    consumer: str,
+    zero_copy: bool,
 ) -> None:
     capacity, slab, sizes = workload
+    before = memfd_maps()
     ring = Ring.create(capacity, slab=SLAB if slab else None, slab_threshold=200)
     try:
         pid = child(consume, ring, sizes, consumer, zero_copy)
@@ -149,6 +164,7 @@ def test_every_record_arrives_once_in_order_intact(
         assert reap(pid) == 0, "consumer saw loss, duplication, reordering or corruption"
     finally:
         ring.close()
+    assert memfd_maps() == before, "a ring mapping outlived close()"
 
 
 def send_all(ring: Ring, sid: int, sizes: list[int]) -> bool:
@@ -165,7 +181,7 @@ def send_all(ring: Ring, sid: int, sizes: list[int]) -> bool:
     st.integers(2, 5),
     st.lists(st.integers(0, 300), min_size=1, max_size=150),
 )
-def test_inbox_merges_senders_without_loss(senders: int, sizes: list[int]) -> None:
+def test_inbox_merges_senders_without_loss(no_leaks: None, senders: int, sizes: list[int]) -> None:
     with Inbox.create(8) as inbox:
         rings = [inbox.ring(s, 1024) for s in range(senders)]
         pids = [child(send_all, rings[s], s, sizes) for s in range(senders)]
