@@ -250,13 +250,14 @@ class Method:
 class ActorRef:
     """A handle to an actor anywhere in the runtime; can be sent inside messages."""
 
-    __slots__ = ("_via", "cls_path", "id", "name")
+    __slots__ = ("_methods", "_via", "cls_path", "id", "name")
 
     def __init__(self, actor_id: int, cls_path: str, name: str | None = None, via: Any = None):
         self.id = actor_id
         self.cls_path = cls_path
         self.name = name
         self._via = via  # a Client, for refs obtained through actorq.connect
+        self._methods: dict[str, Method] | None = None  # ``ref.add`` made once, then reused
 
     @property
     def worker(self) -> int:
@@ -264,6 +265,11 @@ class ActorRef:
         return self.id >> 32
 
     def __getattr__(self, attr: str) -> Method:
+        methods = self._methods
+        if methods is not None:
+            m = methods.get(attr)
+            if m is not None:
+                return m
         if attr.startswith("_"):
             raise AttributeError(attr)
         spec = _registry.get(self.cls_path)
@@ -272,7 +278,10 @@ class ActorRef:
             raise AttributeError(
                 f"actor {spec.cls.__qualname__} has no method {attr!r} (its methods: {have})"
             )
-        return Method(self, attr)
+        if methods is None:
+            methods = self._methods = {}
+        m = methods[attr] = Method(self, attr)
+        return m
 
     def method_fn(self, name: str) -> Callable[..., Any] | None:
         """The class's function for ``name`` if known here (to name bad arguments)."""

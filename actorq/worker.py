@@ -58,7 +58,8 @@ log = logging.getLogger("actorq.worker")
 
 _NODE_SHIFT = 32
 _pack_call = _codec.pack_call
-_pack = _codec.pack
+_pack = _codec._pack
+_UNSENDABLE = _codec._UNSENDABLE
 _unpack = _codec.unpack
 _CoroutineType = types.CoroutineType
 _ctx = _api._ctx
@@ -270,9 +271,12 @@ class Node:
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
         rid = ref.id
-        data = _pack_call(
-            [TELL, rid, method, args, kwargs or None], ref, method, args, kwargs, ".tell"
-        )
+        try:
+            data = _pack([TELL, rid, method, args, kwargs or None])
+        except _UNSENDABLE:
+            raise _codec.explain_unsendable(
+                f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
+            ) from None
         dest = rid >> _NODE_SHIFT
         self.sent += 1
         if dest == self.index:
