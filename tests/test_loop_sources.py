@@ -581,3 +581,32 @@ def test_netlink_link_and_address_events_in_a_namespace(tmp_path, no_leaks):
     assert out["resyncs"] >= 1
     assert out["links_after"] >= 81  # lo + 80 veth ends, from the dump
     assert out["stats"] >= 1
+
+
+def test_zmq_message_with_eaten_edge_is_found_while_the_loop_never_sleeps(loop):
+    zmq = pytest.importorskip("zmq")
+    ctx = zmq.Context()
+    a = ctx.socket(zmq.PAIR)
+    a.bind(f"inproc://aq-zmq-busy-{os.getpid()}")
+    b = ctx.socket(zmq.PAIR)
+    b.connect(f"inproc://aq-zmq-busy-{os.getpid()}")
+    got = []
+    src = ZmqSource(a, lambda f: got.append(f[0]))
+    loop.add_source(src)
+    b.send(b"busy")
+    assert a.getsockopt(zmq.EVENTS) & zmq.POLLIN  # eats the edge
+
+    def spin():  # a chain of call_soon's: the loop never blocks, so before_sleep never runs
+        if got:
+            loop.stop()
+        else:
+            loop.call_soon(spin)
+
+    loop.call_soon(spin)
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [b"busy"]
+    src.close()
+    a.close(0)
+    b.close(0)
+    ctx.term()

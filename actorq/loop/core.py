@@ -266,6 +266,7 @@ class Loop:
         self._fds: dict[int, _Entry] = {}
         self._sources: dict[int, Source] = {}  # id(source) -> source
         self._before_sleep: list[Callable[[], Any]] = []
+        self._every_turns: list[Callable[[], Any]] = []
         self._running = False
         self._stopping = False
         self._closed = False
@@ -379,6 +380,21 @@ class Loop:
         def remove() -> None:
             try:
                 self._before_sleep.remove(fn)
+            except ValueError:
+                pass
+
+        return remove
+
+    def every_turns(self, fn: Callable[[], Any]) -> Callable[[], None]:
+        """Call ``fn()`` every 64 turns while the loop is busy (a loop that
+        never blocks never runs its ``before_sleep`` hooks). For checks that
+        must not wait for idleness, e.g. zmq messages whose edge was eaten.
+        Returns a function that removes it."""
+        self._every_turns.append(fn)
+
+        def remove() -> None:
+            try:
+                self._every_turns.remove(fn)
             except ValueError:
                 pass
 
@@ -640,6 +656,7 @@ class Loop:
         max_events = self._max_events
         budget = self._turn_budget
         hooks = self._before_sleep
+        periodic = self._every_turns
         popleft = ready.popleft
         append = ready.append
         heappop = heapq.heappop
@@ -777,6 +794,11 @@ class Loop:
                     turns = n_cb = 0
                     t_cb = 0.0
                     seg = t
+                    for fn in tuple(periodic):
+                        try:
+                            fn()
+                        except BaseException as exc:
+                            raised(exc, fn)
         finally:
             self._turns += turns
             self._callbacks += n_cb

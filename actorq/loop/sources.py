@@ -781,7 +781,9 @@ class ZmqSource(_Base):
     receive while EVENTS says POLLIN (a budget may stop us: we say so and are
     called again), and *before the loop sleeps* we check EVENTS again (a
     ``before_sleep`` hook), because a send made elsewhere may have eaten the
-    edge. The socket stays the caller's; ``close()`` only unregisters.
+    edge; a loop that is too busy to sleep checks every 64 turns
+    (``every_turns``). The socket stays the caller's; ``close()`` only
+    unregisters.
     """
 
     kind = "zmq"
@@ -798,6 +800,7 @@ class ZmqSource(_Base):
         self._multipart = multipart
         self._fd = sock.getsockopt(zmq.FD)
         self._remove_hook: Callable[[], None] | None = None
+        self._remove_periodic: Callable[[], None] | None = None
         self._queued = False
 
     def _owns_fd(self) -> bool:
@@ -806,11 +809,15 @@ class ZmqSource(_Base):
     def attach(self, loop: Loop) -> None:
         super().attach(loop)
         self._remove_hook = loop.before_sleep(self._check)
+        self._remove_periodic = loop.every_turns(self._check)
 
     def detach(self, loop: Loop) -> None:
         if self._remove_hook is not None:
             self._remove_hook()
             self._remove_hook = None
+        if self._remove_periodic is not None:
+            self._remove_periodic()
+            self._remove_periodic = None
         super().detach(loop)
 
     def _readable(self) -> bool:
