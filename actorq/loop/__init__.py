@@ -13,6 +13,7 @@ from .core import Handle as Handle
 from .core import Loop as Loop
 from .core import Source as Source
 from .core import Task as Task
+from .core import TimerHandle as TimerHandle
 from .core import current_loop as current_loop
 from .core import sleep as sleep
 from .core import wait_for as wait_for

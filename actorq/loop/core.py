@@ -108,6 +108,7 @@ __all__ = [
     "Loop",
     "Source",
     "Task",
+    "TimerHandle",
     "current_loop",
     "sleep",
     "wait_for",
@@ -150,35 +151,53 @@ class Source(Protocol):
 class Handle:
     """A scheduled callback; ``cancel()`` stops it from running (O(1))."""
 
-    __slots__ = ("_args", "_cancelled", "_fn", "_loop", "_when")
+    __slots__ = ("_args", "_cancelled", "_fn")
 
-    def __init__(
-        self, fn: Callable[..., Any], args: tuple, loop: Loop | None, when: float | None
-    ) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self._fn = fn
         self._args = args
         self._cancelled = False
-        self._loop = loop
-        self._when = when
 
     def cancel(self) -> None:
-        if not self._cancelled:
-            self._cancelled = True
-            if self._when is not None and self._loop is not None:
-                self._loop._timer_cancelled()
+        self._cancelled = True
 
     def cancelled(self) -> bool:
         return self._cancelled
 
     @property
     def when(self) -> float | None:
-        """The loop time a timer is due at (None for ``call_soon`` handles)."""
-        return self._when
+        """The loop time a timer is due at (None for ``call_soon`` handles and
+        for timers that have fired)."""
+        return None
 
     def __repr__(self) -> str:
         state = " cancelled" if self._cancelled else ""
-        at = f" at {self._when:.6f}" if self._when is not None else ""
+        at = f" at {self.when:.6f}" if self.when is not None else ""
         return f"<Handle {getattr(self._fn, '__qualname__', self._fn)!s}{at}{state}>"
+
+
+class TimerHandle(Handle):
+    """A ``call_later``/``call_at`` handle: cancelling it tells the loop, which
+    drops dead timers in bulk once they are the majority."""
+
+    __slots__ = ("_loop", "_when")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, loop: Loop, when: float) -> None:
+        self._fn = fn
+        self._args = args
+        self._cancelled = False
+        self._loop = loop
+        self._when: float | None = when
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            if self._when is not None:
+                self._loop._timer_cancelled()
+
+    @property
+    def when(self) -> float | None:
+        return self._when
 
 
 class _Entry:
@@ -218,7 +237,7 @@ def current_loop() -> Loop:
 def _again(loop: Loop, fn: Callable[[], Any]) -> None:
     """Call a not-yet-drained callback again; re-queue while it says it is not drained."""
     if fn() is True:
-        loop._ready.append(Handle(_again, (loop, fn), None, None))
+        loop._ready.append(Handle(_again, (loop, fn)))
 
 
 def _bind(fn: Callable[..., Any], args: tuple) -> Callable[[], Any]:
@@ -259,7 +278,7 @@ class Loop:
         # Timers: buckets of 1 ms (key: int(when * 1000)) in a dict, and a heap
         # of the bucket keys. A bucket is sorted (stable, C float compares)
         # when it comes due; see _run.
-        self._buckets: dict[int, list[Handle]] = {}
+        self._buckets: dict[int, list[TimerHandle]] = {}
         self._ticks: list[int] = []
         self._ntimers = 0
         self._cancelled_timers = 0
@@ -294,13 +313,13 @@ class Loop:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` on the next turn, after what is already queued."""
-        h = Handle(fn, args, None, None)
+        h = Handle(fn, args)
         self._ready.append(h)
         return h
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """``call_soon`` from another thread: queue it and wake the loop."""
-        h = Handle(fn, args, None, None)
+        h = Handle(fn, args)
         self._ready.append(h)  # deque.append is atomic under the GIL
         self.wake()
         return h
@@ -308,11 +327,11 @@ class Loop:
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` after ``delay`` seconds; a delay <= 0 is ``call_soon``."""
         if delay <= 0:
-            h = Handle(fn, args, None, None)
+            h = Handle(fn, args)
             self._ready.append(h)
             return h
         when = self._clock() + delay
-        h = Handle(fn, args, self, when)
+        h = TimerHandle(fn, args, self, when)
         k = int(when * 1000.0)
         b = self._buckets.get(k)
         if b is None:
@@ -325,7 +344,7 @@ class Loop:
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
-        h = Handle(fn, args, self, when)
+        h = TimerHandle(fn, args, self, when)
         k = int(when * 1000.0)
         b = self._buckets.get(k)
         if b is None:
@@ -708,14 +727,14 @@ class Loop:
                         if fn is not None:
                             try:
                                 if fn() is True:
-                                    append(Handle(_again, (self, fn), None, None))
+                                    append(Handle(_again, (self, fn)))
                             except BaseException as exc:
                                 raised(exc, fn)
                         if ev & write_ev and e.writer is not None and e.writer is not fn:
                             fn = e.writer
                             try:
                                 if fn() is True:
-                                    append(Handle(_again, (self, fn), None, None))
+                                    append(Handle(_again, (self, fn)))
                             except BaseException as exc:
                                 raised(exc, fn)
                     elif ev & write_ev:
@@ -723,7 +742,7 @@ class Loop:
                         if fn is not None:
                             try:
                                 if fn() is True:
-                                    append(Handle(_again, (self, fn), None, None))
+                                    append(Handle(_again, (self, fn)))
                             except BaseException as exc:
                                 raised(exc, fn)
                     t2 = clock()
@@ -892,7 +911,7 @@ class Future:
             self._callbacks = []
             ready = self._loop._ready
             for cb in cbs:
-                ready.append(Handle(cb, (self,), None, None))
+                ready.append(Handle(cb, (self,)))
 
     def set_result(self, result: Any) -> None:
         if self._state != _PENDING:
@@ -926,7 +945,7 @@ class Future:
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
         """Call ``fn(fut)`` (soon, on the loop) once it is done."""
         if self._state != _PENDING:
-            self._loop._ready.append(Handle(fn, (self,), None, None))
+            self._loop._ready.append(Handle(fn, (self,)))
         else:
             self._callbacks.append(fn)
 
@@ -965,7 +984,7 @@ class Task(Future):
         self._waiting: Future | None = None
         self._must_cancel = False
         self.name = name or getattr(coro, "__qualname__", "task")
-        self._loop._ready.append(Handle(self._step, (None, None), None, None))
+        self._loop._ready.append(Handle(self._step, (None, None)))
 
     def cancel(self, msg: str | None = None) -> bool:
         if self._state != _PENDING:
@@ -978,7 +997,7 @@ class Task(Future):
                 return True
             w.remove_done_callback(self._wakeup)
             self._waiting = None
-            self._loop._ready.append(Handle(self._step, (None, None), None, None))
+            self._loop._ready.append(Handle(self._step, (None, None)))
         self._must_cancel = True
         return True
 
@@ -1012,21 +1031,19 @@ class Task(Future):
             self._finish()
         else:
             if y is None:  # a bare yield: let others run, resume next turn
-                self._loop._ready.append(Handle(self._step, (None, None), None, None))
+                self._loop._ready.append(Handle(self._step, (None, None)))
             elif isinstance(y, Future):
                 if y._loop is not self._loop:
                     self._loop._ready.append(
                         Handle(
                             self._step,
                             (None, RuntimeError(f"{y!r} belongs to another Loop")),
-                            None,
-                            None,
                         )
                     )
                 else:
                     self._waiting = y
                     if y._state != _PENDING:
-                        self._loop._ready.append(Handle(self._wakeup, (y,), None, None))
+                        self._loop._ready.append(Handle(self._wakeup, (y,)))
                     else:
                         y._callbacks.append(self._wakeup)
             else:
@@ -1034,7 +1051,7 @@ class Task(Future):
                     f"a coroutine on the actorq loop yielded {y!r}; await actorq awaitables "
                     "(sleep, wait_readable, Future...), not asyncio ones"
                 )
-                self._loop._ready.append(Handle(self._step, (None, err), None, None))
+                self._loop._ready.append(Handle(self._step, (None, err)))
         finally:
             _local.loop = prev
 
