@@ -151,8 +151,18 @@ def make_runtime_dir(path: str | None = None) -> tuple[Path, bool]:
     return p, created
 
 
+_SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL
+
+
 def control_address(runtime_dir: Path) -> str:
-    return f"ipc://{runtime_dir}/control"
+    path = f"{runtime_dir}/control"
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise errors.ConfigError(
+            f"runtime_dir {str(runtime_dir)!r} is too long: the control socket path "
+            f"{path!r} has {len(os.fsencode(path))} bytes and a unix socket allows "
+            f"{_SUN_PATH_MAX}; pick a shorter directory"
+        )
+    return f"ipc://{path}"
 
 
 def normalize_address(address: str | os.PathLike[str]) -> str:

@@ -193,6 +193,33 @@ class Supervisor:
             self._fork(slot, [], [])
         self._start_loop()
 
+    def abort_start(self) -> None:
+        """``start`` failed part-way: kill what was forked and release what was made."""
+        for slot in self.slots:
+            if slot.pid and not slot.exited:
+                self._kill(slot)
+                try:
+                    os.waitpid(slot.pid, 0)
+                except ChildProcessError:
+                    pass
+                slot.exited = True
+        for name in ("zsrc", "signals"):
+            src = getattr(self, name, None)
+            if src is not None:
+                src.close()
+        if getattr(self, "sock", None) is not None:
+            self.sock.close(linger=0)
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+        if getattr(self, "loop", None) is not None:
+            self.loop.close()
+        if getattr(self, "mesh", None) is not None:
+            self.mesh.close()
+        if getattr(self, "old_mask", None) is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
+        if self.runtime_dir is not None and self.created_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
     def _fork(self, slot: _WorkerSlot, recreate: list[dict[str, Any]], gone: list[int]) -> None:
         from .worker import worker_main
 
@@ -774,5 +801,9 @@ def run_main(
     if cfg.explain:
         logging.getLogger("actorq.placement").setLevel(logging.INFO)
     sup = Supervisor(cfg)
-    sup.start()
+    try:
+        sup.start()
+    except BaseException:
+        sup.abort_start()
+        raise
     return sup.run(main)

@@ -75,3 +75,23 @@ def test_explain_logs_each_placement_and_its_reason(tmp_path, no_leaks) -> None:
     assert len(lines) == 2, proc.stderr
     assert "place first on worker" in lines[0]
     assert "cpu=" in lines[1] or "pinned" in lines[1]
+
+
+def test_runtime_dir_too_long_for_a_unix_socket(tmp_path, no_leaks) -> None:
+    write_app(tmp_path, "async def main(rt):\n    pass\n")
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    import subprocess
+    import sys
+
+    from _runtime_helpers import env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "actorq", "run", "app:main", "--runtime-dir", str(deep)],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "too long" in proc.stderr
