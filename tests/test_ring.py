@@ -509,3 +509,24 @@ def test_ring_memory_is_bound_to_the_requested_node(no_leaks: None) -> None:
         slab_line = ring.slab.segment.numa_maps()
         assert slab_line is not None
         assert f"bind:{node}" in slab_line  # bound, populated lazily on that node
+
+
+def _sleep_and_die(inbox: Inbox) -> bool:
+    return inbox.prepare_sleep()  # announces sleep, then exits without waking
+
+
+def test_a_restarted_inbox_reader_never_reuses_a_sleep_epoch(no_leaks: None) -> None:
+    with Inbox.create(2) as inbox:
+        w = inbox.ring(0, 4096).writer()
+        inbox.drain(print)
+        assert reap(fork(_sleep_and_die, inbox)) == 0  # a worker that died asleep
+        w.send_nowait(b"a")
+        assert w.doorbells == 1  # rang for the dead reader's epoch
+        inbox.wake_up()
+        inbox.drain(lambda s, x: None)
+        # The replacement reader (this process never slept) announces sleep:
+        # it must pick a new epoch, or the writer thinks it already rang.
+        assert inbox.prepare_sleep()
+        w.send_nowait(b"b")
+        assert w.doorbells == 2
+        inbox.wake_up()

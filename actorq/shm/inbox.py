@@ -4,7 +4,8 @@ A worker has an inbound ring from each peer. Waking up and polling every
 ring's head would cost O(workers) Python steps per wake-up. Instead the inbox
 keeps a small shared segment with:
 
-* ``sleeping`` (word 8, its own cache line): written by the reader only: 0
+* ``sleeping`` (word 8, with the epoch counter in word 9, on their own cache
+  line): written by the reader only: 0
   when awake, else a fresh epoch number per sleep (each sender rings at most
   once per epoch, see ring.py);
 * ``ready[s]`` (one byte per sender, from offset 128): set to 1 by sender
@@ -60,6 +61,7 @@ log = logging.getLogger("actorq.shm")
 
 MAGIC = 0x61637471_696E6278  # "actqinbx"
 _SLEEPING = 8
+_EPOCH = 9
 _READY = 128
 MAX_SENDERS = 1 << 16
 
@@ -105,14 +107,13 @@ class Inbox:
         q[0] = MAGIC
         q.release()
         self._flags = flags_view(self.segment)
-        self._sleep = sleep_view(self.segment)
+        self._sleep = self.segment.buf[:_READY].cast("Q")  # [_SLEEPING], [_EPOCH]
         self._zeros = bytes(max_senders)
         self.doorbell_fd = _bell.new_eventfd()
         self._readers: dict[int, RingReader] = {}
         self._rings: dict[int, Ring] = {}
         self._acq, self._rel = _bell.make_fence()
         self.spinner = _bell.Spinner()
-        self._epoch = 0
 
     @classmethod
     def create(
@@ -211,19 +212,23 @@ class Inbox:
     def prepare_sleep(self) -> bool:
         """Announce sleep, fence, re-check every ready byte. True: safe to wait on
         ``doorbell_fd``; False: work arrived (the announcement is withdrawn)."""
-        self._epoch = self._epoch % 0xFFFF_FFFF + 1  # a fresh nonzero epoch per sleep
-        self._sleep[0] = self._epoch
+        # A fresh nonzero epoch per sleep, kept in shared memory so that a
+        # restarted reader never reuses one a sender already rang for.
+        q = self._sleep
+        epoch = q[_EPOCH] % 0xFFFF_FFFF_FFFF_FFFF + 1
+        q[_EPOCH] = epoch
+        q[_SLEEPING] = epoch
         self._acq()
         self._rel()
         if self._flags.tobytes() != self._zeros:
-            self._sleep[0] = 0
+            self._sleep[_SLEEPING] = 0
             return False
         self.spinner.sleeping()
         return True
 
     def wake_up(self) -> None:
         """Withdraw the sleep announcement and reset the doorbell (call on waking)."""
-        self._sleep[0] = 0
+        self._sleep[_SLEEPING] = 0
         _bell.clear(self.doorbell_fd)
         self.spinner.woke()
 

@@ -773,7 +773,7 @@ class RingReader:
                 f"ring {self.ring.name!r} belongs to an Inbox: use Inbox.prepare_sleep()"
             )
         ctl = self._ctl
-        epoch = ctl[_EPOCH] % 0xFFFF_FFFF + 1  # never 0: 0 means awake
+        epoch = ctl[_EPOCH] % 0xFFFF_FFFF_FFFF_FFFF + 1  # never 0: 0 means awake
         ctl[_EPOCH] = epoch
         ctl[_SLEEPING] = epoch
         self._acq()

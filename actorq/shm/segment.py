@@ -232,7 +232,10 @@ class Segment:
         mm, self._mm = self._mm, None
         if mm is None:
             return
-        self.buf.release()
+        try:
+            self.buf.release()
+        except BufferError:  # someone holds a buffer export of `buf` itself
+            log.debug("segment %s: buf still exported; unmapping when it is freed", self.name)
         try:
             mm.close()
         except BufferError:
