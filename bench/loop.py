@@ -19,7 +19,11 @@ mean anything), all in this one process pinned to one CPU:
   over 1 ms (far less than the time to run them, so this is heap cost, not
   waiting); callbacks/s.
 
-``python -m bench loop [--json] [--reps 9] [--workload echo ...] [--cpu N]``
+Besides wall-clock rates it reports events per CPU second of the process
+(``time.process_time``): on a shared machine that is the steadier measure of
+a loop's cost per event, as time spent descheduled does not count.
+
+``python -m bench loop [--json] [--reps 9] [--workload echo ...] [--floor] [--cpu N]``
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from bench._common import Result, emit, machine_info, median_spread, percentile,
 
 CONTENDERS = ("actorq-loop", "asyncio", "uvloop")
 RATIOS: dict[str, dict[str, float]] = {}
+CPU_RATES: dict[str, dict[str, float]] = {}
 WORKLOADS = ("echo", "call_soon", "call_soon_chain", "timer0", "timer")
 
 
@@ -202,18 +207,23 @@ def run(
     for w in workloads:
         names = CONTENDERS + (("epoll-floor",) if floor and w == "echo" else ())
         rates: dict[str, list[float]] = {c: [] for c in names}
+        cpu_rates: dict[str, list[float]] = {c: [] for c in names}
         rtts: dict[str, list[float]] = {c: [] for c in names}
+        n_events = n_echo if w == "echo" else n_storm
         for _ in range(reps):
             if "epoll-floor" in names:
                 gc.disable()
                 try:
+                    c0 = time.process_time()
                     rates["epoll-floor"].append(_echo_floor(n_echo))
+                    cpu_rates["epoll-floor"].append(n_events / (time.process_time() - c0))
                 finally:
                     gc.enable()
             for c in CONTENDERS:
                 ad = _Adapter(c)
                 gc.collect()
                 gc.disable()
+                c0 = time.process_time()
                 try:
                     if w == "echo":
                         r, t = _echo(ad, n_echo)
@@ -227,9 +237,11 @@ def run(
                     else:
                         r = _storm(ad, n_storm, _make_timer(n_storm))
                 finally:
+                    cpu = time.process_time() - c0
                     gc.enable()
                     ad.close()
                 rates[c].append(r)
+                cpu_rates[c].append(n_events / cpu)
         results = []
         for c in names:
             med, spread = median_spread(rates[c])
@@ -246,6 +258,9 @@ def run(
             c: statistics.median(x / a for x, a in zip(rates[c], rates["asyncio"], strict=True))
             for c in names
         }
+        # Events per CPU second of this process: what a neighbour's load does
+        # not change (time spent descheduled is not counted).
+        CPU_RATES[w] = {c: statistics.median(cpu_rates[c]) for c in names}
     return out
 
 
@@ -276,7 +291,9 @@ def main(argv: list[str]) -> int:
         records = []
         for w, rs in results.items():
             for r in rs:
-                records.append({"workload": w, **asdict(r)})
+                records.append(
+                    {"workload": w, **asdict(r), "cpu_msgs_per_s": CPU_RATES[w][r.contender]}
+                )
         print(json.dumps(records, indent=1))
         return 0
     info = machine_info()
@@ -291,4 +308,7 @@ def main(argv: list[str]) -> int:
         print("ratio of medians to asyncio: " + ", ".join(ratios))
         per_rep = (f"{c} {x:.2f}x" for c, x in RATIOS[w].items())
         print("median of per-repetition ratios: " + ", ".join(per_rep))
+        cpu_base = CPU_RATES[w]["asyncio"]
+        per_cpu = (f"{c} {x:,.0f}/s ({x / cpu_base:.2f}x)" for c, x in CPU_RATES[w].items())
+        print("events per CPU second: " + ", ".join(per_cpu))
     return 0
