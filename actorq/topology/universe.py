@@ -12,6 +12,18 @@ Invariants:
 - groups nest: each group of level k+1 is a union of groups of level k;
 - no level is the same partition as the one below it (duplicates are dropped);
 - a uniprocessor is one level.
+
+How ``build_universe`` keeps them whatever the kernel says: each candidate
+partition (L2 instances, clusters, L3 instances, packages, NUMA nodes, the
+machine) is taken finest first (stable, so ties keep that order) and *joined*
+with the level below, i.e. replaced by the finest partition coarser than both;
+a join that changes nothing is dropped, and the level keeps the first kind
+that produced it. So a NUMA node smaller than its package (Intel SNC, AMD
+Magny-Cours) sits below the package, an L3 that is the whole package is named
+"l3", and sets that do not nest (hand-edited trees) still give nested levels.
+CPUs a candidate says nothing about (no L2 in sysfs) stand alone in it.
+Levels cover one *view*: "allowed" (online CPUs the cpuset and affinity
+allow) or "all" (every online CPU); offline CPUs are never in a universe.
 """
 
 from __future__ import annotations
