@@ -1,6 +1,18 @@
 """Shared memory between pinned workers: memfd segments, SPSC rings with
 doorbells, an inbox that finds the rings with work in O(1), and slabs for
 large payloads. Rings carry bytes; they know nothing of msgpack or actors.
+
+    seg = Segment.create(size, name="actorq", node=None)   # .fd .size .buf .mmap
+    ring = Ring.create(capacity, node=None, slab="default") # or Ring.attach(*ring.handles())
+    w = ring.writer()   # send_nowait / write + publish / wait_for_space / send / send_async
+    r = ring.reader()   # drain(cb, limit) / spin / prepare_sleep / wake_up / doorbell_fd
+    inbox = Inbox.create(max_senders, node=None)
+    ring = inbox.ring(sender_id, capacity)   # its handles() go to that sender
+    inbox.drain(lambda sender_id, record: ...)
+
+Why each part works the way it does: ``ring.py`` (memory ordering, layout,
+doorbells, backpressure), ``inbox.py`` (ready flags and their race analysis),
+``slab.py`` (buffer return without atomics), ``segment.py`` (memfd, NUMA).
 """
 
 from __future__ import annotations
