@@ -192,6 +192,8 @@ def main(argv: list[str]) -> int:
             for name in peers:
                 try:
                     rate = ring.run_throughput(name, n, payload, cpus)
+                    if isinstance(rate, tuple):  # (msgs/s, CPU µs per message) in newer ring.py
+                        rate = rate[0]
                     rtt = ring.run_rtt(name, args.rtt, payload, cpus)
                 except Exception as exc:  # a peer's harness failing must not lose the run
                     print(f"{name} {size} B rep {rep + 1}: failed: {exc}", file=sys.stderr)
