@@ -49,7 +49,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from ..errors import ActorqTopologyError
 from .cpulist import parse_cpulist, parse_cpumask
@@ -143,15 +143,13 @@ class NoLive(Live):
 
 
 # --------------------------------------------------------------------------- files
-@dataclass
 class _Files:
     """Reads files under the root; every error names the file."""
 
-    root: str
-    warnings: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._prefix = self.root.rstrip("/") + "/"
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.warnings: list[str] = []
+        self._prefix = root.rstrip("/") + "/"
 
     def path(self, rel: str) -> str:
         return self._prefix + rel.lstrip("/")
