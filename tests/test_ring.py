@@ -530,3 +530,23 @@ def test_a_restarted_inbox_reader_never_reuses_a_sleep_epoch(no_leaks: None) -> 
         w.send_nowait(b"b")
         assert w.doorbells == 2
         inbox.wake_up()
+
+
+def _spin_policy() -> bool:
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        before = r.spinner.budget
+        assert not r.spin()  # same CPU as the writer: a single look, no spin
+        same_cpu_ok = r.spinner.budget == before  # a spin that missed would halve it
+        w.close()
+        ctl = ring.segment.buf[: ringmod.HDR].cast("Q")
+        ctl[ringmod._WRITER_CPU] = 0  # a writer that may run anywhere
+        ctl.release()
+        assert not r.spin()
+        return same_cpu_ok and r.spinner.budget < before  # it spun and missed
+
+
+def test_a_reader_never_spins_on_its_writers_cpu(no_leaks: None) -> None:
+    assert reap(fork(_spin_policy)) == 0

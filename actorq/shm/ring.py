@@ -61,7 +61,8 @@ share a line):
 
 * line 0, constant: magic, version, capacity, max record, slab threshold.
 * line 1, written by the writer: ``head``, ``want_tail``/``want_seq`` (space
-  doorbell request), doorbells rung.
+  doorbell request), doorbells rung, the CPU the writer is pinned to (a
+  reader pinned to the same CPU never spins: it would only delay the writer).
 * line 2, written by the reader on every drain: ``tail``.
 * line 3, written by the reader only when it goes to sleep: ``sleeping``
   (read by the writer on every publish, so it must not share a line with
@@ -118,7 +119,7 @@ VERSION = 1
 
 # control words (index into the 'Q' view of the control block)
 _MAGIC, _VERSION, _CAPACITY, _MAXREC, _THRESHOLD = 0, 1, 2, 3, 4
-_HEAD, _WANT_TAIL, _WANT_SEQ, _DOORBELLS = 8, 9, 10, 11
+_HEAD, _WANT_TAIL, _WANT_SEQ, _DOORBELLS, _WRITER_CPU = 8, 9, 10, 11, 12
 _TAIL = 16
 _SLEEPING, _EPOCH = 24, 25
 
@@ -141,6 +142,15 @@ def _require_tso() -> None:
             "where Python cannot issue the acquire/release barriers the ring needs "
             "(see the essay at the top of actorq/shm/ring.py). Use the ZeroMQ transport instead."
         )
+
+
+def _pinned_cpu() -> int | None:
+    """The CPU this thread is pinned to, or None if it may run on several."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except OSError:
+        return None
+    return next(iter(cpus)) if len(cpus) == 1 else None
 
 
 def _rec_size(n: int) -> int:
@@ -376,6 +386,8 @@ class RingWriter:
         self._rung = 0  # the reader's sleep epoch this writer last rang for
         self._want_seq = self._ctl[_WANT_SEQ]
         self.doorbells = 0
+        cpu = _pinned_cpu()
+        self._ctl[_WRITER_CPU] = 0 if cpu is None else cpu + 1
 
     # -- hot path -------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -617,6 +629,7 @@ class RingReader:
         self._rung_seq = 0
         self._corrupt: RingCorrupt | None = None
         self.spinner = _bell.Spinner()
+        self._cpu = _pinned_cpu()
         self.space_rings = 0
 
     def pending(self) -> bool:
@@ -762,7 +775,13 @@ class RingReader:
 
     # -- sleeping ---------------------------------------------------------------------
     def spin(self) -> bool:
-        """Poll for a bounded, adaptive few microseconds; True if work arrived."""
+        """Poll for a bounded, adaptive few microseconds; True if work arrived.
+
+        Never spins when the writer is pinned to the CPU this reader is pinned
+        to: there, spinning only keeps the writer from running."""
+        cpu = self._cpu
+        if cpu is not None and self._ctl[_WRITER_CPU] == cpu + 1:
+            return self.pending()
         return self.spinner.spin(self.pending)
 
     def prepare_sleep(self) -> bool:
