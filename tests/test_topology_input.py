@@ -295,3 +295,11 @@ def test_any_corrupted_file_gives_a_named_error_or_a_machine(tree_files, data):
                 json.dumps(to_json(m, u, view))
     finally:
         path.write_bytes(original)
+
+
+def test_isolated_and_nohz_full(tree):
+    _write(tree, f"{CPU}/isolated", "2-3,4\n")  # 4 is offline: dropped
+    _write(tree, f"{CPU}/nohz_full", "(null)\n")
+    m = discover(str(tree))
+    assert m.limits.isolated == {2, 3}
+    assert m.limits.nohz_full == frozenset()

@@ -325,7 +325,9 @@ SCHEMA_1 = {
         "id", "cpus", "allowed", "memory_total", "memory_free", "distances", "page_sizes",
     },
     "devices": {"name", "kind", "pci_address", "node", "local_cpus", "irq_affinity"},
-    "limits": {"cpuset", "cpuset_source", "mems", "affinity", "cpu_quota"},
+    "limits": {
+        "cpuset", "cpuset_source", "mems", "affinity", "cpu_quota", "isolated", "nohz_full",
+    },
     "levels": {"depth", "kind", "groups"},
     "groups": {"index", "cpus", "caches", "node", "parent"},
 }  # fmt: skip

@@ -119,7 +119,11 @@ class Limits:
     cpuset_source: str | None = None  # "cgroup2" | "cgroup1" | "cpusetfs" | None
     mems: frozenset[int] | None = None
     affinity: frozenset[int] | None = None  # live machine only
-    cpu_quota: float | None = None  # CPUs' worth of time per period (cgroup v2 cpu.max)
+    cpu_quota: float | None = None  # CPUs' worth of time per period (cgroup cpu.max / cfs quota)
+    # Kernel command line isolation (isolcpus=, nohz_full=): CPUs the scheduler
+    # does not balance onto / where the tick stops. Pinned workers suit them.
+    isolated: frozenset[int] = frozenset()
+    nohz_full: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ number (node ids, page sizes, IRQs) have string keys, as JSON requires.
       "devices": [{"name", "kind", "pci_address", "node", "local_cpus": [int],
                    "irq_affinity": {"<irq>": [int]}}],
       "limits": {"cpuset": [int] | null, "cpuset_source", "mems": [int] | null,
-                 "affinity": [int] | null, "cpu_quota": float | null},
+                 "affinity": [int] | null, "cpu_quota": float | null,
+                 "isolated": [int], "nohz_full": [int]},
       "universe": {"levels": [{"depth", "kind",
                                "groups": [{"index", "cpus": [int], "caches": [int],
                                            "node", "parent"}]}]}
@@ -151,6 +152,8 @@ def to_json(machine: Machine, universe: Universe, view: str = "allowed") -> dict
             "mems": _ints(lim.mems),
             "affinity": _ints(lim.affinity),
             "cpu_quota": lim.cpu_quota,
+            "isolated": _ints(lim.isolated),
+            "nohz_full": _ints(lim.nohz_full),
         },
         "universe": {
             "levels": [
@@ -227,7 +230,11 @@ def to_text(machine: Machine, universe: Universe, view: str = "allowed") -> str:
     if lim.affinity is not None:
         limit_bits.append(f"affinity {format_cpulist(lim.affinity)}")
     if lim.cpu_quota is not None:
-        limit_bits.append(f"cpu.max {lim.cpu_quota:g} CPUs")
+        limit_bits.append(f"CPU quota {lim.cpu_quota:g} CPUs")
+    if lim.isolated:
+        limit_bits.append(f"isolated {format_cpulist(lim.isolated)}")
+    if lim.nohz_full:
+        limit_bits.append(f"nohz_full {format_cpulist(lim.nohz_full)}")
     if limit_bits:
         out.append("  limits: " + "; ".join(limit_bits))
     offline = sorted(set(m.cpus) - online)

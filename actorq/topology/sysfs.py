@@ -832,9 +832,23 @@ class _Discovery:
                 if n not in mems:
                     nodes[n] = replace(node, allowed=False)
         limits = Limits(
-            cpuset=cpuset, cpuset_source=source, mems=mems, affinity=affinity, cpu_quota=quota
+            cpuset=cpuset,
+            cpuset_source=source,
+            mems=mems,
+            affinity=affinity,
+            cpu_quota=quota,
+            isolated=self._kernel_set("isolated", online),
+            nohz_full=self._kernel_set("nohz_full", online),
         )
         return limits, allowed
+
+    def _kernel_set(self, name: str, online: frozenset[int]) -> frozenset[int]:
+        """``cpu/isolated`` or ``cpu/nohz_full``; "(null)" (no nohz_full) reads as empty."""
+        rel = f"{_CPU_DIR}/{name}"
+        text = self.f.read(rel)
+        if not text or text == "(null)":
+            return frozenset()
+        return (self.f.cpulist(rel) or frozenset()) & online
 
     def _cgroup_paths(self) -> tuple[str | None, dict[str, str]]:
         """(cgroup v2 path, {v1 controller: path}) from proc/self/cgroup, else proc/self/cpuset."""
