@@ -136,3 +136,19 @@ def test_bad_sizes_are_refused() -> None:
         with pytest.raises(ValueError, match="cannot map"):
             Segment.from_fd(fd, 1 << 20)
         os.close(fd)
+
+
+def test_kernel_lists_parse_and_memoryless_nodes_are_known() -> None:
+    assert segmod._parse_list("0-2,5,7-8\n") == {0, 1, 2, 5, 7, 8}
+    assert segmod._parse_list("") == set()
+    with_memory = segmod.nodes_with_memory()
+    if with_memory is not None:
+        assert with_memory <= set(numa_nodes())
+        assert with_memory
+
+
+def test_a_memoryless_node_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    node = numa_nodes()[0]
+    monkeypatch.setattr(segmod, "nodes_with_memory", lambda: {node + 1})  # as on CXL/HBM boxes
+    with pytest.raises(ValueError, match=f"NUMA node {node} has no memory"):
+        Segment.create(4096, node=node)

@@ -56,6 +56,26 @@ def numa_nodes(sysfs: str = "/sys/devices/system/node") -> list[int]:
     return nodes or [0]
 
 
+def _parse_list(text: str) -> set[int]:
+    """A kernel list such as "0-2,5" as a set of ints."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def nodes_with_memory(sysfs: str = "/sys/devices/system/node") -> set[int] | None:
+    """Nodes that have memory (binding to a memoryless node would SIGBUS on
+    first touch); None when sysfs does not say."""
+    try:
+        with open(f"{sysfs}/has_memory") as f:
+            return _parse_list(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _libnuma() -> object | None:
     """py-libnuma's ctypes handle to libnuma.so, or None when NUMA is not usable."""
     if not _libnuma_state:
@@ -135,6 +155,12 @@ class Segment:
             if node not in existing:
                 raise ValueError(
                     f"NUMA node {node} does not exist on this machine; nodes are {existing}"
+                )
+            with_memory = nodes_with_memory()
+            if with_memory is not None and node not in with_memory:
+                raise ValueError(
+                    f"NUMA node {node} has no memory (nodes with memory: {sorted(with_memory)}); "
+                    "bind to one of those, e.g. the nearest by numa distance"
                 )
         size = -(-size // PAGE) * PAGE
         fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
