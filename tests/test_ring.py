@@ -550,3 +550,38 @@ def _spin_policy() -> bool:
 
 def test_a_reader_never_spins_on_its_writers_cpu(no_leaks: None) -> None:
     assert reap(fork(_spin_policy)) == 0
+
+
+def _inbox_echo(inbox: Inbox, out: Ring, n: int) -> bool:
+    inbox.spinner.max_s = inbox.spinner.min_s = inbox.spinner.budget = 0.0
+    w = out.writer()
+    seen = [0]
+
+    def cb(s: int, x: bytes) -> None:
+        seen[0] += 1
+        w.send_nowait(x)
+
+    while seen[0] < n:
+        if not inbox.wait(timeout=10):
+            return False  # a lost wake-up: the peer is always waiting for us
+        inbox.drain(cb)
+    return True
+
+
+def test_no_wake_up_is_lost_when_both_sides_always_sleep(no_leaks: None) -> None:
+    n = 2000
+    with Inbox.create(2) as mine, Inbox.create(2) as theirs:
+        to_them = theirs.ring(0, 4096)
+        to_me = mine.ring(1, 4096)
+        mine.spinner.max_s = mine.spinner.min_s = mine.spinner.budget = 0.0
+        pid = fork(_inbox_echo, theirs, to_me, n)
+        w = to_them.writer()
+        got: list[bytes] = []
+        for i in range(n):
+            w.send_nowait(i.to_bytes(4, "little"))
+            while len(got) <= i:
+                assert mine.wait(timeout=10), f"lost wake-up at round trip {i}"
+                mine.drain(lambda s, x: got.append(x))
+        assert reap(pid) == 0
+        assert got == [i.to_bytes(4, "little") for i in range(n)]
+        assert w.doorbells > 0
