@@ -585,3 +585,21 @@ def test_no_wake_up_is_lost_when_both_sides_always_sleep(no_leaks: None) -> None
         assert reap(pid) == 0
         assert got == [i.to_bytes(4, "little") for i in range(n)]
         assert w.doorbells > 0
+
+
+def test_stats_show_positions_and_doorbells_from_shared_memory() -> None:
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
+        w.send_nowait(bytes(10))
+        st = ring.stats()
+        assert (st["head"], st["tail"], st["used"]) == (24, 0, 24)
+        assert r.prepare_sleep() is False  # work is waiting
+        r.drain(lambda x: None)
+        assert r.prepare_sleep()
+        assert ring.stats()["reader_sleeping"] == 1
+        w.send_nowait(b"x")
+        r.wake_up()
+        st = ring.stats()
+        assert st["doorbells"] == 1
+        assert st["reader_sleeping"] == 0
+        assert st["tail"] == 24

@@ -312,6 +312,25 @@ class Ring:
                 inbox_seg.close()
             raise
 
+    def stats(self) -> dict[str, int]:
+        """What either side can see in shared memory: positions (bytes ever
+        written/consumed), bytes in use, doorbells the writer rang, space
+        requests it made, and whether the reader is asleep."""
+        ctl = self.segment.buf[:HDR].cast("Q")
+        try:
+            head, tail = ctl[_HEAD], ctl[_TAIL]
+            return {
+                "capacity": self.capacity,
+                "head": head,
+                "tail": tail,
+                "used": head - tail,
+                "doorbells": ctl[_DOORBELLS],
+                "space_requests": ctl[_WANT_SEQ],
+                "reader_sleeping": int(ctl[_SLEEPING] != 0),
+            }
+        finally:
+            ctl.release()
+
     def writer(self) -> RingWriter:
         end = RingWriter(self)
         self._ends.append(end)
@@ -436,6 +455,7 @@ class RingWriter:
             self._rung = sleeping  # once per sleep, however many records follow
             _bell.ring(self._doorbell)
             self.doorbells += 1
+            self._ctl[_DOORBELLS] = self.doorbells
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> None:
         """Append and publish one record (no syscall unless the reader sleeps)."""
@@ -467,6 +487,7 @@ class RingWriter:
             self._rung = sleeping  # once per sleep, however many records follow
             _bell.ring(self._doorbell)
             self.doorbells += 1
+            self._ctl[_DOORBELLS] = self.doorbells
 
     # -- slab records ---------------------------------------------------------------
     def _write_slab(self, data: bytes | bytearray | memoryview, n: int) -> None:
