@@ -93,17 +93,34 @@ def _worker_cpus(cfg: Config) -> list[tuple[int, int | None]]:
     return [(c, node_of(c)) for c in chosen]
 
 
-def _raise_fd_limit() -> None:
-    """Every channel is made up front, about 8 fds per ordered pair of nodes in
-    the supervisor (ring, doorbells, slab, inbox): lift the soft limit to the hard one."""
+_FDS_PER_RING = 9  # measured: ring memfd, doorbell, space eventfd, slab, inbox share
+
+
+def _check_fd_limit(nodes: int) -> None:
+    """Every channel is made up front: about 9 fds per ordered pair of nodes in
+    the supervisor. Lift the soft limit to the hard one; if that is still not
+    enough, say so before anything starts (rather than fail half-way)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError) as exc:
             log.debug("could not raise RLIMIT_NOFILE: %s", exc)
+    if soft == resource.RLIM_INFINITY:
+        return
+    need = _FDS_PER_RING * nodes * (nodes - 1) + 64
+    if need > soft:
+        most = 1
+        while _FDS_PER_RING * (most + 2) * (most + 1) + 64 <= soft:
+            most += 1
+        raise ConfigError(
+            f"{nodes - 1} workers need about {need} file descriptors for their rings (one per "
+            f"pair of workers, made up front), but RLIMIT_NOFILE allows {soft}; raise the "
+            f"limit (ulimit -n / LimitNOFILE=) or run at most {most} workers (--workers)"
+        )
 
 
 def auto_ring_capacity(nodes: int) -> int:
@@ -184,8 +201,8 @@ class Supervisor:
         self.worker_cpus = [s.cpu for s in self.slots]
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
-        _raise_fd_limit()
         nodes = len(self.slots) + 1
+        _check_fd_limit(nodes)
         capacity = cfg.ring_capacity or auto_ring_capacity(nodes)
         self.mesh = make_mesh(nodes, capacity, [None] + [s.node for s in self.slots])
         self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)

@@ -95,3 +95,28 @@ def test_runtime_dir_too_long_for_a_unix_socket(tmp_path, no_leaks) -> None:
     )
     assert proc.returncode == 2
     assert "too long" in proc.stderr
+
+
+def test_too_few_file_descriptors_for_the_rings_is_said_up_front(tmp_path, no_leaks) -> None:
+    import resource
+    import subprocess
+
+    from _runtime_helpers import actorq_cmd, env
+
+    write_app(tmp_path, "async def main(rt):\n    pass\n")
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    proc = subprocess.run(
+        actorq_cmd(tmp_path, "app:main", "--workers", "8"),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "file descriptors" in proc.stderr
+    assert "at most 3 workers" in proc.stderr
