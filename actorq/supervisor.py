@@ -33,6 +33,13 @@ and a new worker is forked on the same CPU, inheriting the same channels.
 Actors declared ``restart="always"`` are re-created in it from their original
 ``__init__`` arguments, under the same id and name; the others are gone (an
 ask to them raises ``ActorDied``, a tell is counted as a dead letter).
+
+Delivery across a crash is at-most-once from the asker's point of view, not
+exactly-once: records that were waiting in the dead worker's inbound rings
+are read by its successor. A reply to an ask that already failed with
+``ActorDied`` is dropped (request ids carry the incarnation), but a
+``restart="always"`` actor may still run a message whose asker was told it
+died. Make such methods idempotent, or do not restart those actors.
 """
 
 from __future__ import annotations
