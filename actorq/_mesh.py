@@ -6,7 +6,7 @@ forked again, inherits the same ones: messages sent to a dead worker wait in
 its inbound channels for its successor).
 
 Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
-``SocketMesh``, kept as the fallback and as the benchmark's yardstick), a
+``SocketMesh``, the fallback where rings cannot run), a
 ``Port`` gives its node three things:
 
 - ``send(dest, record)``: never blocks, never drops. When the channel to
