@@ -588,3 +588,56 @@ def test_awaited_failed_task_is_not_logged(loop, caplog):
     with caplog.at_level(logging.ERROR, logger="actorq.loop"):
         loop.run_until_complete(main())
     assert not any("nobody awaited" in r.getMessage() for r in caplog.records)
+
+
+def test_before_sleep_runs_only_when_about_to_block(loop):
+    calls = []
+    remove = loop.before_sleep(lambda: calls.append(loop.statistics()["ready"]))
+    n = [0]
+
+    def busy():  # 300 links of a call_soon chain: the loop never blocks meanwhile
+        n[0] += 1
+        if n[0] < 300:
+            loop.call_soon(busy)
+
+    loop.call_soon(busy)
+    loop.call_later(0.05, loop.stop)  # after the chain the loop sleeps until this
+    loop.run_forever()
+    assert n[0] == 300
+    assert calls  # it ran before blocking for the timer ...
+    assert all(r == 0 for r in calls)  # ... and never while work was queued
+    assert len(calls) < 10
+    remove()
+    remove()  # harmless twice
+
+
+def test_before_sleep_hook_that_finds_work_keeps_the_loop_awake(loop):
+    found = []
+    pending = ["work"]
+
+    def hook():
+        if pending:
+            loop.call_soon(found.append, pending.pop())
+
+    loop.before_sleep(hook)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert found == ["work"]
+
+
+def test_every_turns_runs_while_busy(loop):
+    seen = []
+    remove = loop.every_turns(lambda: seen.append(True))
+    n = [0]
+
+    def busy():
+        n[0] += 1
+        if n[0] < 128 * 200:
+            loop.call_soon(busy)
+        else:
+            loop.stop()
+
+    loop.call_soon(busy)
+    loop.run_forever()
+    assert len(seen) >= 2  # 200 turns of 128 callbacks each: every 64 turns
+    remove()

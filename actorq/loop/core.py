@@ -74,15 +74,34 @@ paired with the fd number you gave it, not the number alone:
   it only writes an eventfd, which is safe from any thread or process.
 - ``exec`` closes the loop's fds (they are all ``O_CLOEXEC``).
 
-The rest
-========
-``call_soon`` appends to a plain deque, ``call_later``/``call_at`` push onto a
-heap of ``(when, seq, handle)`` tuples (a delay that is not positive goes
-straight to the deque), fd events dispatch through one dict lookup to the
-callback. Nothing on the path of an event grows with the number of sources.
+A turn
+======
+1. ``epoll_wait`` with a zero timeout. Only if that finds nothing and nothing
+   is queued do the ``before_sleep`` hooks run (a ring reader announces that
+   it sleeps; a zmq source checks ``EVENTS``), and then the loop blocks until
+   the first timer is due. A busy loop never blocks, so it also runs the
+   ``every_turns`` checks each 64 turns.
+2. Each fd edge goes through one dict lookup to its callback, a plain call
+   (arguments are bound at registration).
+3. Due timers move to the ready queue in time order. Timers live in 1 ms
+   buckets (a dict of lists and a heap of bucket keys); a bucket is sorted
+   once, when it comes due. A delay that is not positive skips all that and
+   goes straight to the ready queue.
+4. The ready queue (a plain deque of handles) runs: everything queued before
+   this point, and what those callbacks queue up to ``turn_budget`` in all,
+   so a chain of ``call_soon`` does not pay an ``epoll_wait`` per link and
+   I/O is still polled every ``turn_budget`` callbacks.
+
+Every callback is timed for ``statistics()`` and the slow-callback warning by
+one clock read after it; because a busy turn starts without blocking, the
+read that ended the previous callback also starts the next (a clock read
+costs 0.1-0.3 us on this VM: two per turn were a tenth of a 64 B echo).
+Nothing on the path of an event grows with the number of sources or CPUs.
+
 Coroutines are driven by :class:`Task` here, not by asyncio: a coroutine
 awaits a :class:`Future` (``sleep``, ``wait_readable``, ``wait_for`` are built
-on it) and the task resumes when the future is resolved.
+on it) and the task resumes when the future is resolved; ``task.cancel()``
+throws ``Cancelled`` (a BaseException) in at the ``await``.
 """
 
 from __future__ import annotations
