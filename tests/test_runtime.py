@@ -465,3 +465,46 @@ def test_no_lost_wakeups_between_workers(tmp_path, no_leaks) -> None:
     assert proc.returncode == 0, proc.stderr
     worst = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     assert max(worst) < 0.9, worst
+
+
+def test_repeated_run_in_one_process_releases_everything(tmp_path, no_leaks) -> None:
+    import subprocess
+    import sys
+
+    from _runtime_helpers import env
+
+    script = write_app(
+        tmp_path,
+        """
+        import os, signal
+        import psutil
+        import actorq
+
+        @actorq.actor
+        class E:
+            def e(self, x):
+                return x
+
+        async def main(rt):
+            a = await rt.spawn(E)
+            return await a.e(b"x" * 100000)
+
+        before = sorted(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            assert len(actorq.run(main, workers=2)) == 100000
+        after = sorted(os.listdir("/proc/self/fd"))
+        print(before == after, signal.pthread_sigmask(signal.SIG_BLOCK, []) == set(),
+              psutil.Process().children() == [])
+    """,
+        name="script",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True"]
