@@ -85,6 +85,12 @@ async def main(rt: actorq.Runtime) -> None:
     c.add.tell(1)
     out["after_tell"] = await c.get()
     out["async"] = await c.add_later(2, 0.01)
+    from actorq.loop import wait_for
+    try:
+        slow = await rt.spawn(Counter)
+        await wait_for(slow.add_later(0, 5.0), 0.05)  # an ask with a deadline
+    except TimeoutError:
+        out["timeout"] = "timed out"
     same = await rt.lookup("hits")
     out["lookup_same"] = same == c and await same.get() == 18
     try:
@@ -181,6 +187,7 @@ def test_ask_tell_async_lookup(result: dict) -> None:
     assert result["ask"] == 15
     assert result["after_tell"] == 16
     assert result["async"] == 18
+    assert result["timeout"] == "timed out"
     assert result["lookup_same"] is True
     assert "nobody" in result["lookup_missing"]
     assert "hits" in result["dup_name"]
