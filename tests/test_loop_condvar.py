@@ -272,3 +272,43 @@ def test_errors_name_the_problem(cv):
         small.close()
     with pytest.raises(ValueError, match="at least one"):
         CondVar.create(slots=0)
+
+
+def test_coroutines_of_one_process_take_turns_on_the_lock(cv, no_leaks):
+    """Several coroutines contend for the lock, holding it across awaits, while
+    another process also takes it: never two inside at once, nobody stuck."""
+    loop = Loop()
+    inside = []
+    overlaps = []
+    done = []
+
+    async def worker(name: str) -> None:
+        for _ in range(5):
+            async with cv:
+                if inside:
+                    overlaps.append((name, list(inside)))
+                inside.append(name)
+                await sleep(0.002)
+                inside.remove(name)
+        done.append(name)
+
+    def other(w: int) -> None:
+        for _ in range(20):
+            with cv:
+                time.sleep(0.001)
+        os.write(w, b"ok")
+
+    async def main() -> None:
+        tasks = [loop.spawn(worker(n)) for n in "abc"]
+        for t in tasks:
+            await t
+
+    pid, r = fork(other)
+    loop.run_until_complete(main())
+    assert sorted(done) == ["a", "b", "c"]
+    assert overlaps == []
+    assert read_line(r) == b"ok"
+    assert reap(pid) == 0
+    os.close(r)
+    assert loop.statistics()["fds"] == 1  # the lock's registration went away
+    loop.close()

@@ -45,6 +45,7 @@ import os
 import select
 import struct
 import time
+from typing import Any
 
 __all__ = ["CondVar"]
 
@@ -85,6 +86,8 @@ class CondVar:
         self.buf = memoryview(self._map)[self._user_off : self._user_off + user_size]
         self._held = False
         self._closed = False
+        self._lock_waiters: list[Any] = []  # Futures of this process's coroutines
+        self._lock_loop: Any = None
 
     # --- making and sharing ----------------------------------------------------
     @classmethod
@@ -154,11 +157,47 @@ class CondVar:
                 return False
 
     async def acquire_async(self) -> None:
-        """Take the lock, letting the loop run while another process holds it."""
-        from .core import _wait_fd
+        """Take the lock, letting the loop run while someone else holds it.
 
-        while not self._try_lock():
-            await _wait_fd(self._lock_fd, False, "condvar")
+        Coroutines of this process queue up (FIFO) behind one registration of
+        the lock's eventfd; each release (a write: a new edge) lets the first
+        of them try again.
+        """
+        from .core import current_loop
+
+        if not self._lock_waiters and self._try_lock():
+            return
+        loop = current_loop()
+        fut = loop.create_future()
+        self._lock_waiters.append(fut)
+        if self._lock_loop is None:
+            self._lock_loop = loop
+            loop.add_reader(self._lock_fd, self._lock_readable)
+            loop._fds[self._lock_fd].kind = "condvar"
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the lock was handed to us as we were cancelled
+            elif fut in self._lock_waiters:
+                self._lock_waiters.remove(fut)
+            self._lock_idle()
+            raise
+
+    def _lock_readable(self) -> None:
+        # One hand-over per edge: if another process won the race, the next
+        # release is a new edge and brings us back here.
+        waiters = self._lock_waiters
+        while waiters and waiters[0].done():
+            waiters.pop(0)
+        if waiters and self._try_lock():
+            waiters.pop(0).set_result(None)
+        self._lock_idle()
+
+    def _lock_idle(self) -> None:
+        if not self._lock_waiters and self._lock_loop is not None:
+            self._lock_loop.remove_reader(self._lock_fd)
+            self._lock_loop = None
 
     def release(self) -> None:
         if not self._held:
@@ -291,9 +330,13 @@ class CondVar:
                 self._drain(i)  # a stray count; only the slot state says we were picked
         except GeneratorExit:
             # The coroutine is being closed (garbage, interpreter exit): we may
-            # not await any more, so retake the lock the blocking way.
-            self.acquire()
-            self._leave(i, pass_on=True)
+            # not await any more, so retake the lock the blocking way -- with a
+            # bound, since a coroutine of this process may hold it and can no
+            # longer run to release it.
+            if self.acquire(timeout=1.0):
+                self._leave(i, pass_on=True)
+            else:
+                self._set_slot(i, FREE)  # best effort: never leave a slot that nobody serves
             raise
         except BaseException:
             await self.acquire_async()
