@@ -56,22 +56,29 @@ def _runtime_bench(
         def count(self) -> int:
             return self.n
 
+        def cpu(self) -> float:
+            return time.process_time()
+
         def echo(self, blob: bytes) -> bytes:
             return blob
 
     @actorq.actor
     class Source:
-        async def blast(self, sink: actorq.ActorRef, n: int, size: int) -> float:
+        async def blast(self, sink: actorq.ActorRef, n: int, size: int) -> list[float]:
+            """[tells per second, CPU µs per tell of both workers together]."""
             blob = os.urandom(size)
             before = await sink.count()
+            sink_cpu0 = await sink.cpu()
             tell = sink.take.tell
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(n):
                 tell(blob)
             got = await sink.count()
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0 + await sink.cpu() - sink_cpu0
             assert got - before == n, (got, before, n)
-            return n / dt
+            return [n / dt, cpu / n * 1e6]
 
         async def asks(self, sink: actorq.ActorRef, n: int, size: int) -> list[float]:
             blob = os.urandom(size)
@@ -90,10 +97,11 @@ def _runtime_bench(
         a, b = rt.workers[0], rt.workers[-1]
         src = await rt.spawn(Source, cpu=a)
         sink = await rt.spawn(Sink, cpu=b)
-        rate = await src.blast(sink, n, payload)
+        rate, cpu_us = await src.blast(sink, n, payload)
         times = sorted(await src.asks(sink, rtt, payload))
         res: dict[str, Any] = {
             "rate": rate,
+            "cpu_us": cpu_us,
             "p50": percentile(times, 50) * 1e6,
             "p99": percentile(times, 99) * 1e6,
         }
@@ -179,6 +187,7 @@ def main(argv: list[str]) -> int:
         print("faster-fifo not installed: skipped", file=sys.stderr)
 
     rates: dict[tuple[str, int], list[float]] = {}
+    cpus_us: dict[tuple[str, int], list[float]] = {}  # CPU µs per message, both sides
     rtts: dict[tuple[str, int], list[tuple[float, float]]] = {}
     idle: list[float] | None = None
     for rep in range(args.reps):
@@ -188,12 +197,14 @@ def main(argv: list[str]) -> int:
             res = run_actorq(cpus, size, n, args.rtt, idle=idle is None and rep == args.reps - 1)
             idle = res.get("idle", idle)
             rates.setdefault(("actorq-tell", size), []).append(res["rate"])
+            cpus_us.setdefault(("actorq-tell", size), []).append(res["cpu_us"])
             rtts.setdefault(("actorq-ask", size), []).append((res["p50"], res["p99"]))
             for name in peers:
                 try:
                     rate = ring.run_throughput(name, n, payload, cpus)
                     if isinstance(rate, tuple):  # (msgs/s, CPU µs per message) in newer ring.py
-                        rate = rate[0]
+                        rate, cpu_us = rate
+                        cpus_us.setdefault((name, size), []).append(cpu_us)
                     rtt = ring.run_rtt(name, args.rtt, payload, cpus)
                 except Exception as exc:  # a peer's harness failing must not lose the run
                     print(f"{name} {size} B rep {rep + 1}: failed: {exc}", file=sys.stderr)
@@ -242,5 +253,13 @@ def main(argv: list[str]) -> int:
                 f"{t.msgs_per_s / o.msgs_per_s:.2f}" if t.msgs_per_s and o and o.msgs_per_s else "-"
             )
         print(f"{'actorq-tell rate / ' + name:<34}" + "".join(f"{c:>10}" for c in cells))
+    print("\nCPU µs per message, both processes together (less sensitive to a busy VM):")
+    for size in sizes:
+        row = []
+        for name in ["actorq-tell", *peers]:
+            v = cpus_us.get((name, size))
+            if v:
+                row.append(f"{name} {median_spread(v)[0]:.1f}")
+        print(f"  {size:>5} B: " + ", ".join(row))
     print(f"\n{idle_text}")
     return 0
