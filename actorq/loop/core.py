@@ -1027,8 +1027,7 @@ class Task(Future):
             self._must_cancel = False
             if not isinstance(exc, Cancelled):
                 exc = Cancelled()
-        prev = _local.loop
-        _local.loop = self._loop
+        # (current_loop() is already this loop: steps only run from its queue.)
         try:
             y = self._coro.send(value) if exc is None else self._coro.throw(exc)
         except StopIteration as stop:
@@ -1071,8 +1070,6 @@ class Task(Future):
                     "(sleep, wait_readable, Future...), not asyncio ones"
                 )
                 self._loop._ready.append(Handle(self._step, (None, err)))
-        finally:
-            _local.loop = prev
 
     def _wakeup(self, fut: Future) -> None:
         if self._waiting is not fut:
