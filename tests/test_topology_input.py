@@ -303,3 +303,18 @@ def test_isolated_and_nohz_full(tree):
     m = discover(str(tree))
     assert m.limits.isolated == {2, 3}
     assert m.limits.nohz_full == frozenset()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cgroup_path", ["-1", "../../..", "uid_2008/job_15389/step_0", "//"])
+def test_odd_cgroup_paths_neither_loop_nor_escape(tmp_path, hwloc_trees, cgroup_path):
+    """proc/self/cpuset is a path on the original machine; garbage there once
+    made the walk up to the mount root loop forever."""
+    dest = tmp_path / "root"
+    shutil.copytree(hwloc_trees["32amd64-4s2n4c-cgroup2.tar.bz2"], dest, symlinks=True)
+    _write(dest, "proc/self/cpuset", cgroup_path + "\n")
+    m = discover(str(dest))
+    if cgroup_path.startswith("uid"):  # no leading "/": still the same cgroup
+        assert m.allowed_cpus == frozenset(range(6))
+    else:  # nothing at the mount root: no cpuset
+        assert m.limits.cpuset is None

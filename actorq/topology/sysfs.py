@@ -47,6 +47,7 @@ device) give a partial result and a line in ``Machine.warnings``.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -883,23 +884,18 @@ class _Discovery:
         for mnt, fstype, _ in mounts:
             if fstype != "cgroup2" or v2_path is None:
                 continue
-            path = v2_path.rstrip("/")
-            while True:
-                d = f"{mnt}/{path.lstrip('/')}".rstrip("/")
+            for d in _leaf_to_root(mnt, v2_path):
                 cpus = self.f.cpulist(f"{d}/cpuset.cpus.effective")
                 if cpus is not None:
                     mems = self.f.cpulist(f"{d}/cpuset.mems.effective")
                     return cpus, mems, "cgroup2", quota
-                if not path:
-                    break
-                path = path.rsplit("/", 1)[0]
         # cgroup v1 cpuset controller.
         path = v1_paths.get("cpuset")
         for mnt, fstype, opts in mounts:
             if path is None:
                 break
             if fstype == "cgroup" and "cpuset" in opts:
-                d = f"{mnt}/{path.lstrip('/')}".rstrip("/")
+                d = _leaf_to_root(mnt, path)[0]
                 cpus = self.f.cpulist(f"{d}/cpuset.effective_cpus")
                 if cpus is None:
                     cpus = self.f.cpulist(f"{d}/cpuset.cpus")
@@ -909,7 +905,7 @@ class _Discovery:
                 if cpus is not None:
                     return cpus, mems, "cgroup1", quota
             if fstype == "cpuset":
-                d = f"{mnt}/{path.lstrip('/')}".rstrip("/")
+                d = _leaf_to_root(mnt, path)[0]
                 cpus = self.f.cpulist(f"{d}/cpus")
                 if cpus is not None:
                     return cpus, self.f.cpulist(f"{d}/mems"), "cpusetfs", quota
@@ -935,15 +931,8 @@ class _Discovery:
         return None
 
     def _walk_quota(self, mnt: str, path: str, read: Callable[[str], float | None]) -> float | None:
-        best = None
-        path = path.rstrip("/")
-        while True:
-            value = read(f"{mnt}/{path.lstrip('/')}".rstrip("/"))
-            if value is not None:
-                best = value if best is None else min(best, value)
-            if not path:
-                return best
-            path = path.rsplit("/", 1)[0]
+        found = [v for d in _leaf_to_root(mnt, path) if (v := read(d)) is not None]
+        return min(found) if found else None
 
     def _cpu_max(self, d: str) -> float | None:
         text = self.f.read(f"{d}/cpu.max")
@@ -1112,6 +1101,18 @@ _ARM_PARTS = {
     ("0x41", "0xd87"): "Cortex-A725",
     ("0x48", "0xd01"): "Kunpeng 920 (TaiShan v110)",
 }
+
+
+def _leaf_to_root(mnt: str, path: str) -> list[str]:
+    """Directories of a cgroup from its leaf up to the mount point, as root-relative
+    paths. ``path`` comes from a file (proc/self/cgroup): normalised, so ".." or
+    a path without a leading "/" can neither loop nor leave the mount."""
+    parts = [p for p in posixpath.normpath("/" + path).split("/") if p and p != ".."]
+    base = mnt.strip("/")
+    out = []
+    for n in range(len(parts), -1, -1):
+        out.append("/".join([base, *parts[:n]]) if base else "/".join(parts[:n]))
+    return out
 
 
 def _sum_known(values: Iterable[int | None]) -> int | None:
