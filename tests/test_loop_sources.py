@@ -610,3 +610,23 @@ def test_zmq_message_with_eaten_edge_is_found_while_the_loop_never_sleeps(loop):
     a.close(0)
     b.close(0)
     ctx.term()
+
+
+def test_a_source_belongs_to_one_loop_and_a_closed_fd_is_refused(loop):
+    other = Loop()
+    try:
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        src = EventfdSource(efd, print, own=True)
+        loop.add_source(src)
+        with pytest.raises(RuntimeError, match="another Loop"):
+            other.add_source(src)
+        assert other.statistics()["fds"] == 1  # nothing half-registered
+        src.close()
+        r, w = os.pipe()
+        os.close(r)
+        with pytest.raises(OSError):
+            loop.add_source(FdSource(r, on_readable=print))
+        assert loop.statistics()["fds"] == 1
+        os.close(w)
+    finally:
+        other.close()

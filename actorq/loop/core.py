@@ -544,6 +544,9 @@ class Loop:
             raise RuntimeError(
                 f"fd {fd} is already registered with this loop; remove it before add_source"
             )
+        attach = getattr(src, "attach", None)
+        if attach is not None:
+            attach(self)  # may refuse (attached elsewhere): before we change anything
         e = self._entry(fd, getattr(src, "kind", "source"))
         e.kind = getattr(src, "kind", "source")
         e.source = src
@@ -553,10 +556,11 @@ class Loop:
         if events & EPOLLOUT:
             e.writer = getattr(src, "on_writable", src.on_ready)
         self._sources[id(src)] = src
-        attach = getattr(src, "attach", None)
-        if attach is not None:
-            attach(self)
-        self._update(e, events & (EPOLLIN | EPOLLOUT))
+        try:
+            self._update(e, events & (EPOLLIN | EPOLLOUT), True)
+        except BaseException:
+            self.remove_source(src)
+            raise
 
     def remove_source(self, src: Source) -> bool:
         """Unregister a source (call before closing it); True if it was registered."""
