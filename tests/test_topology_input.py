@@ -258,14 +258,18 @@ _NASTY = [
 ]
 
 
-@pytest.fixture
-def tree_files(tree) -> tuple[Path, list[Path]]:
+@pytest.fixture(params=[BASE, "32amd64-4s2n4c-cgroup2.tar.bz2"])
+def tree_files(request, hwloc_trees, tmp_path) -> tuple[Path, list[Path]]:
+    """A copy of a legacy-cpuset machine or of a cgroup2 one, and its files."""
+    tree = tmp_path / "fuzz"
+    shutil.copytree(hwloc_trees[request.param], tree, symlinks=True)
     files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
     return tree, files
 
 
+@pytest.mark.timeout(300)
 @settings(
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
