@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,6 +22,24 @@ from actorq.shm import ring as ringmod
 def memfd_maps() -> list[str]:
     with open("/proc/self/maps") as f:
         return [line for line in f if "/memfd:actorq" in line]
+
+
+_forked: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_children(no_leaks: None) -> Iterator[None]:
+    """A test that fails before reaping its child must not also leak it (this
+    runs before no_leaks checks, because it depends on it)."""
+    yield
+    while _forked:
+        pid = _forked.pop()
+        try:
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # already reaped by the test
 
 
 def fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
@@ -36,6 +55,7 @@ def fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
             traceback.print_exc()
         finally:
             os._exit(code)
+    _forked.append(pid)
     return pid
 
 
@@ -349,15 +369,20 @@ def test_ring_handles_work_in_an_unrelated_interpreter(no_leaks: None) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(child.fileno())], pass_fds=[child.fileno()]
         )
-        socket.send_fds(parent, [b"-1 -1"], fds)  # no inbox, no sender id
-        r = ring.reader()
         got: list[bytes] = []
-        while len(got) < 1000:
-            assert r.wait(timeout=10)
-            r.drain(got.append)
-        assert proc.wait(timeout=30) == 0
+        try:
+            socket.send_fds(parent, [b"-1 -1"], fds)  # no inbox, no sender id
+            r = ring.reader()
+            while len(got) < 1000:
+                assert r.wait(timeout=10), f"child exited with {proc.poll()}"
+                r.drain(got.append)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            ring.close()
     assert got == [str(i).encode() for i in range(1000)]
-    ring.close()
 
 
 # -- inbox ------------------------------------------------------------------------------

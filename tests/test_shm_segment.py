@@ -63,11 +63,18 @@ def test_segment_travels_by_send_fds_to_an_unrelated_interpreter(no_leaks: None)
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(child.fileno())], pass_fds=[child.fileno()]
         )
-        socket.send_fds(parent, [b"seg"], [seg.fd])
-        assert parent.recv(4) == b"done"
-        assert proc.wait(timeout=30) == 0
-    assert bytes(seg.buf[:6]) == b"abcxyz"
-    seg.close()
+        try:
+            socket.send_fds(parent, [b"seg"], [seg.fd])
+            parent.settimeout(30)
+            assert parent.recv(4) == b"done"
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            seg_ok = bytes(seg.buf[:6])
+            seg.close()
+    assert seg_ok == b"abcxyz"
 
 
 def test_segment_size_is_sealed() -> None:
