@@ -641,3 +641,11 @@ def test_every_turns_runs_while_busy(loop):
     loop.run_forever()
     assert len(seen) >= 2  # 200 turns of 128 callbacks each: every 64 turns
     remove()
+
+
+def test_timer_times_must_be_finite(loop):
+    with pytest.raises(ValueError, match="finite"):
+        loop.call_later(float("inf"), print)
+    with pytest.raises(ValueError, match="finite"):
+        loop.call_at(float("nan"), print)
+    assert loop.statistics()["timers"] == 0

@@ -351,7 +351,10 @@ class Loop:
             return h
         when = self._clock() + delay
         h = TimerHandle(fn, args, self, when)
-        k = int(when * 1000.0)
+        try:
+            k = int(when * 1000.0)
+        except (OverflowError, ValueError):
+            raise ValueError(f"a timer needs a finite time, not {when!r}") from None
         b = self._buckets.get(k)
         if b is None:
             self._buckets[k] = [h]
@@ -364,7 +367,10 @@ class Loop:
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
         h = TimerHandle(fn, args, self, when)
-        k = int(when * 1000.0)
+        try:
+            k = int(when * 1000.0)
+        except (OverflowError, ValueError):
+            raise ValueError(f"a timer needs a finite time, not {when!r}") from None
         b = self._buckets.get(k)
         if b is None:
             self._buckets[k] = [h]
