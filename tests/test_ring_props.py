@@ -59,6 +59,15 @@ def child(fn, *args) -> int:  # type: ignore[no-untyped-def]
     return pid
 
 
+def kill_if_running(pid: int) -> None:
+    try:
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # already reaped
+
+
 def reap(pid: int, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,11 +167,14 @@ def test_every_record_arrives_once_in_order_intact(
     capacity, slab, sizes = workload
     before = memfd_maps()
     ring = Ring.create(capacity, slab=SLAB if slab else None, slab_threshold=200)
+    pid = -1
     try:
         pid = child(consume, ring, sizes, consumer, zero_copy)
         produce(ring.writer(), sizes, producer)
         assert reap(pid) == 0, "consumer saw loss, duplication, reordering or corruption"
     finally:
+        if pid > 0:
+            kill_if_running(pid)
         ring.close()
     assert memfd_maps() == before, "a ring mapping outlived close()"
 
@@ -184,19 +196,23 @@ def send_all(ring: Ring, sid: int, sizes: list[int]) -> bool:
 def test_inbox_merges_senders_without_loss(no_leaks: None, senders: int, sizes: list[int]) -> None:
     with Inbox.create(8) as inbox:
         rings = [inbox.ring(s, 1024) for s in range(senders)]
-        pids = [child(send_all, rings[s], s, sizes) for s in range(senders)]
         got: dict[int, list[bytes]] = {s: [] for s in range(senders)}
 
         def cb(s: int, x: bytes) -> None:
             assert int.from_bytes(x[:2], "little") == s
             got[s].append(x[2:])
 
-        deadline = time.monotonic() + 60
-        while sum(map(len, got.values())) < senders * len(sizes):
-            assert time.monotonic() < deadline, "records missing"
-            inbox.wait(timeout=1)
-            inbox.drain(cb)
-        assert [reap(p) for p in pids] == [0] * senders
+        pids = [child(send_all, rings[s], s, sizes) for s in range(senders)]
+        try:
+            deadline = time.monotonic() + 60
+            while sum(map(len, got.values())) < senders * len(sizes):
+                assert time.monotonic() < deadline, "records missing"
+                inbox.wait(timeout=1)
+                inbox.drain(cb)
+            assert [reap(p) for p in pids] == [0] * senders
+        finally:
+            for p in pids:
+                kill_if_running(p)
         assert inbox.drain(cb) == 0
         for s in range(senders):
             assert got[s] == [rec(i, n) for i, n in enumerate(sizes)]
