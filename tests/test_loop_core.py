@@ -271,6 +271,7 @@ def test_budget_limited_reader_is_resumed_without_an_edge(loop):
 
     loop.add_reader(b, budgeted)
     loop.call_soon(other.append, "ran between")
+    loop.call_later(10, loop.stop)
     loop.run_forever()
     assert bytes(got) == b"x" * 100
     assert other == ["ran between"]
@@ -548,6 +549,7 @@ def test_statistics_count_fd_events(loop):
 
     loop.add_reader(b, on_read)
     a.send(b"x")
+    loop.call_later(10, loop.stop)
     loop.run_forever()
     assert loop.statistics()["events"]["fd"] == 3
     loop.remove_reader(b)
