@@ -628,3 +628,22 @@ def test_stats_show_positions_and_doorbells_from_shared_memory() -> None:
         assert st["doorbells"] == 1
         assert st["reader_sleeping"] == 0
         assert st["tail"] == 24
+
+
+def test_release_fds_keeps_the_ring_working_with_two_fds(no_leaks: None) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with Inbox.create(2) as inbox:
+        ring = inbox.ring(1, 4096)
+        w = ring.writer()
+        before = open_fds()
+        ring.release_fds()  # ring, slab and inbox memfds; mmap's own dups stay
+        assert open_fds() == before - 3
+        with pytest.raises(ringmod.RingError, match="release_fds"):
+            ring.handles()
+        w.send_nowait(b"still" * 5000)  # through the slab
+        w.send_nowait(b"works")
+        got: list[bytes] = []
+        inbox.drain(lambda s, x: got.append(x))
+        assert got == [b"still" * 5000, b"works"]

@@ -273,6 +273,8 @@ class Ring:
         """Plain ints to pass to another process: (ring fd, doorbell fd, space fd,
         slab fd or -1, inbox fd or -1, sender id or -1). Send the fds with
         ``socket.send_fds`` (or inherit them) and the ints as data."""
+        if self.segment.fd < 0:
+            raise RingError(f"ring {self.name!r}: release_fds() was called; it has no handles")
         return (
             self.segment.fd,
             self.doorbell_fd,
@@ -330,6 +332,19 @@ class Ring:
             }
         finally:
             ctl.release()
+
+    def release_fds(self) -> None:
+        """Close the memfd descriptors (ring, slab, inbox segment) and keep the
+        mappings and the two eventfds: for a process that will never pass
+        this ring on (e.g. a supervisor that made all N*(N-1) rings, after
+        forking). It saves 3 of an inbox ring's 8 fds: Python's mmap keeps
+        its own dup of each memfd until the mapping goes (3.11 has no
+        ``trackfd=False``), and the doorbell and space eventfds stay."""
+        self.segment.close_fd()
+        if self.slab is not None:
+            self.slab.segment.close_fd()
+        if self.inbox_segment is not None:
+            self.inbox_segment.close_fd()
 
     def writer(self) -> RingWriter:
         end = RingWriter(self)

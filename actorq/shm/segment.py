@@ -266,10 +266,18 @@ class Segment:
             mm.close()
         except BufferError:
             log.debug("segment %s: views still alive; unmapping when they are freed", self.name)
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        self.close_fd()
+
+    def close_fd(self) -> None:
+        """Close the memfd descriptor but keep the mapping (the memory lives on
+        while it is mapped): for a process that will never pass this segment
+        on, so it does not hold one fd per segment. Idempotent."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def __enter__(self) -> Segment:
         return self

@@ -78,7 +78,10 @@ class Slab:
             if off + size * count > seg.size or rq + 9 * count > off or size <= 0 or count <= 0:
                 raise RingCorrupt(f"slab {seg.name!r}: impossible class geometry at offset 64")
         self.largest = self.classes[-1][0]
-        self.fd = seg.fd
+
+    @property
+    def fd(self) -> int:
+        return self.segment.fd
 
     @classmethod
     def create(
