@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "topology": ("actorq.topology.cli", "print the machine and its scheduling universe"),
     "place": ("actorq.placement_cli", "show where a described set of actors would land, and why"),
     "run": ("actorq.run_cli", "run an app: actorq run module:attr"),
+    "stats": ("actorq.stats_cli", "where the actors of a running runtime live: actorq stats DIR"),
 }
 
 

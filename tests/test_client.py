@@ -134,3 +134,32 @@ def test_connect_to_nothing_times_out(tmp_path) -> None:
         pytest.raises(TimeoutError, match="is it running"),
     ):
         client.lookup("x")
+
+
+def test_actorq_stats_command(service) -> None:
+    import subprocess
+    import sys
+
+    from _runtime_helpers import env
+
+    _, rtdir, _ = service
+    proc = subprocess.run(
+        [sys.executable, "-m", "actorq", "stats", str(rtdir)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 workers" in proc.stdout
+    assert "hits" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "actorq", "stats", str(rtdir), "--json"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    import json
+
+    assert json.loads(proc.stdout)["actors"][0]["name"] == "hits"
