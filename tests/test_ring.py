@@ -647,3 +647,16 @@ def test_release_fds_keeps_the_ring_working_with_two_fds(no_leaks: None) -> None
         got: list[bytes] = []
         inbox.drain(lambda s, x: got.append(x))
         assert got == [b"still" * 5000, b"works"]
+
+
+def test_inbox_zero_copy_slab_record_can_be_held() -> None:
+    with Inbox.create(2, zero_copy=True) as inbox:
+        w = inbox.ring(1, 4096, slab=((8192, 1),), slab_threshold=100).writer()
+        w.send_nowait(b"S" * 3000)
+        leases = []
+        inbox.drain(lambda s, v: leases.append(inbox.hold(s)))
+        (lease,) = leases
+        assert bytes(lease.view) == b"S" * 3000
+        assert not w.wait_for_space(3000)  # the only buffer is held
+        lease.release()
+        assert w.wait_for_space(3000)

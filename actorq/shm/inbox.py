@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import doorbell as _bell
-from .ring import DEFAULT_CAPACITY, Ring, RingReader
+from .ring import DEFAULT_CAPACITY, Ring, RingReader, SlabLease
 from .segment import Segment
 
 __all__ = ["Inbox"]
@@ -158,6 +158,11 @@ class Inbox:
 
     def reader(self, sender_id: int) -> RingReader:
         return self._readers[sender_id]
+
+    def hold(self, sender_id: int) -> SlabLease:
+        """Inside a zero-copy callback for a slab record from ``sender_id``:
+        keep the buffer past the callback (``lease.view``, then ``release()``)."""
+        return self._readers[sender_id].hold()
 
     # -- reading -----------------------------------------------------------------------
     def pending(self) -> bool:
