@@ -268,6 +268,11 @@ def test_offline_cpus_listed_not_usable(machines):
     m = machines["offline-cpu0-node0.tar.bz2"]
     offline = sorted(c.id for c in m.cpus.values() if not c.online)
     assert offline == [0, 1, 2, 3, 21, 22, 23]
+    # Odd CPUs link to node1; even ones to node0, which is offline and absent.
+    assert [m.cpus[c].node for c in offline] == [None, 1, None, 1, 1, None, 1]
+    assert all(c not in m.nodes[1].cpus for c in offline)  # node CPU sets stay online-only
+    # 16amd64: CPU 4 is offline; only node2/cpu4 says where it lives.
+    assert machines["16amd64-8n2c-cpusets.tar.bz2"].cpus[4].node == 2
     assert not m.warnings  # offline CPUs without topology/ are normal, not a warning
 
 

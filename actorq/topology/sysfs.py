@@ -413,6 +413,7 @@ class _Discovery:
         types, cpu_type = self._types(online, caches, cpu_caches, core_of)
         limits, allowed = self._limits(ids, online, nodes)
 
+        offline_node = self._offline_nodes([i for i in ids if i not in online], nodes)
         cpus: dict[int, Cpu] = {}
         for i in ids:
             if i not in online:
@@ -422,7 +423,7 @@ class _Discovery:
                     allowed=False,
                     package=None,
                     core=None,
-                    node=cpu_node.get(i),
+                    node=offline_node.get(i),
                     type=cpu_type.get(i, 0),
                 )
                 continue
@@ -587,6 +588,23 @@ class _Discovery:
             else f"sysfs only (snapshot root {f.root})"
         )
         return nodes, cpu_node, source
+
+    def _offline_nodes(self, offline: list[int], nodes: dict[int, NumaNode]) -> dict[int, int]:
+        """Where offline CPUs live: node cpumaps list only online CPUs, but the
+        kernel keeps ``cpuN/nodeM`` and ``nodeM/cpuN`` links across offlining."""
+        out: dict[int, int] = {}
+        if not offline or not nodes:
+            return out
+        listed: dict[int, set[str]] | None = None
+        for i in offline:
+            homes = [n for n in _ids(self.f.listdir(f"{_CPU_DIR}/cpu{i}"), "node") if n in nodes]
+            if not homes:
+                if listed is None:
+                    listed = {n: set(self.f.listdir(f"{_NODE_DIR}/node{n}")) for n in nodes}
+                homes = [n for n, names in listed.items() if f"cpu{i}" in names]
+            if len(homes) == 1:
+                out[i] = homes[0]
+        return out
 
     def _node_meminfo(self, rel: str) -> tuple[int | None, int | None]:
         text = self.f.read(rel)
