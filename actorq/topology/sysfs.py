@@ -12,7 +12,9 @@ What sysfs says and how it lies (all seen in real snapshots):
 * Hex masks are the truth; ``*_list`` files may be stale in edited trees.
   Every set is intersected with the online CPUs.
 * Offline CPUs keep ``cache/`` but lose ``topology/``; they are listed with
-  ``online=False``, ``core=None`` and no caches.
+  ``online=False``, ``core=None`` and no caches. Node cpumaps hold online CPUs
+  only; an offline CPU's node comes from its ``cpuN/nodeM`` or ``nodeM/cpuN``
+  link (None when that node is absent).
 * ``physical_package_id`` may be -1 (POWER LPARs): packages then come from the
   ``core_siblings``/``package_cpus`` masks alone, whatever they say.
 * ``core_id`` is not unique (per die on Magny-Cours); cores are the distinct
