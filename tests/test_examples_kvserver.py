@@ -192,24 +192,28 @@ def test_worker_crash_keeps_other_connections_and_the_shard_comes_back() -> None
     assert proc.returncode == 0, out
 
 
+@pytest.mark.parametrize("shard", [0, 1])
 def test_client_that_does_not_read_is_paused_not_buffered(
-    kvserver: tuple[int, psutil.Process],
+    kvserver: tuple[int, psutil.Process], shard: int,
 ) -> None:
     """200 pipelined GETs of a 512 KiB value (100 MiB of replies) from a client that
-    reads nothing yet: the worker stops reading it instead of buffering the replies,
-    then serves them all, in order, once the client reads. Unbounded, the workers
-    grow by ~200 MiB here; bounded, by at most 1 MiB of output plus 32 queued
-    replies (16 MiB) when the key lives on the other worker, counted in both."""
+    reads nothing yet: the worker stops serving it instead of buffering the replies,
+    then serves them all, in order, once the client reads. Run for a key on each
+    shard, so both the local path and the path through the other worker (replies
+    fetched in chunks under the runtime's 8 MiB record limit) are exercised.
+    Unbounded, the workers grow by ~200 MiB here; bounded, by at most 1 MiB of
+    output plus 32 queued replies (16 MiB), counted in both workers."""
     port, sup = kvserver
+    key = next(f"big{i}" for i in range(100) if shard_of(f"big{i}".encode(), 2) == shard)
     value = os.urandom(512 * 1024)
     with redis.Redis(port=port, socket_timeout=10) as r:
-        r.set("big", value)
+        r.set(key, value)
     workers = sup.children()
     rss_before = sum(w.memory_info().rss for w in workers)
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     try:
-        burst = encode_command("GET", "big") * 200
+        burst = encode_command("GET", key) * 200
         s.setblocking(False)
         sent = 0
         deadline = time.monotonic() + 3
@@ -222,16 +226,38 @@ def test_client_that_does_not_read_is_paused_not_buffered(
         grown = sum(w.memory_info().rss for w in workers) - rss_before
         assert grown < 64 * 2**20, f"workers grew by {grown / 2**20:.0f} MiB for one slow client"
         s.setblocking(True)
-        reply_len = len(b"$%d\r\n" % len(value)) + len(value) + 2
-        want = reply_len * 200
-        got = 0
-        while sent < len(burst) or got < want:
+        reply = b"$%d\r\n" % len(value) + value + b"\r\n"
+        want = len(reply) * 200
+        got = bytearray()
+        while sent < len(burst) or len(got) < want:
             if sent < len(burst):
                 sent += s.send(burst[sent : sent + 65536])
             chunk = s.recv(1 << 20)
             assert chunk, "server closed the connection"
-            assert chunk.count(b"$524288\r\n") <= 200
-            got += len(chunk)
-        assert got == want
+            got += chunk
+            assert got[:1] != b"-", bytes(got[:200])  # an error reply instead of the value
+        assert got == reply * 200
     finally:
         s.close()
+
+
+def test_values_too_large_to_cross_workers_get_an_error_not_a_hang(
+    kvserver: tuple[int, psutil.Process],
+) -> None:
+    port = kvserver[0]
+    keys = [next(f"huge{i}" for i in range(100) if shard_of(f"huge{i}".encode(), 2) == sh)
+            for sh in (0, 1)]
+    value = os.urandom(9 << 20)  # over the runtime's 8 MiB record: cannot travel in a ring
+    with redis.Redis(port=port, socket_timeout=20) as r:
+        outcomes = []
+        for k in keys:
+            try:
+                outcomes.append(r.set(k, value))
+            except redis.ResponseError as exc:
+                outcomes.append("error" if "too large" in str(exc) else str(exc))
+        # The key on the connection's own worker is stored; the other is refused.
+        assert sorted(map(str, outcomes)) == ["True", "error"]
+        assert r.ping()
+        stored = keys[outcomes.index(True)]
+        assert r.get(stored) == value
+        r.delete(*keys)

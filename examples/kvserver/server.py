@@ -59,6 +59,13 @@ HIGH_WATER = 1 << 20
 #: ... or while this many of its replies are queued (most waiting for other
 #: shards): their sizes are unknown until they arrive, so count them instead.
 MAX_QUEUED = 32
+#: A batch for another shard is sent at once when its requests reach this size.
+BATCH_BYTES = 64 * 1024
+#: Replies to another worker travel in messages of about this many bytes at most.
+REPLY_BYTES = 2 << 20
+#: One reply larger than this cannot cross workers (the runtime's largest record
+#: is 8 MiB); it becomes an error reply naming the limit.
+MAX_REMOTE_REPLY = (8 << 20) - 4096
 SWEEP_INTERVAL = 0.1  # seconds between active-expiry passes
 SWEEP_LIMIT = 200  # keys reclaimed per pass at most (bounded pause)
 
@@ -101,18 +108,25 @@ class Outbox:
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
         self.loop = shard.loop
-        # shard index -> (requests, and for each: (connection, slot, part or None))
-        self.batches: dict[int, tuple[list[list[bytes]], list[tuple[Any, Slot, Any]]]] = {}
+        # shard index -> (requests; for each, (connection, slot, part or None); [bytes])
+        self.batches: dict[int, tuple[list[list[bytes]], list[tuple[Any, Slot, Any]],
+                                      list[int]]] = {}
         self.scheduled = False
 
     def submit(self, dest: int, req: list[bytes], conn: Connection, slot: Slot,
                part: tuple[list[bytes], int] | None = None) -> None:
         batch = self.batches.get(dest)
         if batch is None:
-            batch = self.batches[dest] = ([], [])
+            batch = self.batches[dest] = ([], [], [0])
         batch[0].append(req)
         batch[1].append((conn, slot, part))
-        if not self.scheduled:
+        batch[2][0] += sum(map(len, req))
+        if batch[2][0] > BATCH_BYTES and self.shard.peers:
+            # Big values: send this shard's batch now rather than build one
+            # message larger than a ring (it would wait for room in pieces).
+            del self.batches[dest]
+            self._send_one(dest, batch[0], batch[1])
+        elif not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self.send)
 
@@ -121,20 +135,45 @@ class Outbox:
         if not self.shard.peers:
             return  # the other shards are not known yet: find_peers sends when they are
         batches, self.batches = self.batches, {}
-        for dest, (reqs, waiting) in batches.items():
+        for dest, (reqs, waiting, _) in batches.items():
+            self._send_one(dest, reqs, waiting)
+
+    def _send_one(self, dest: int, reqs: list[list[bytes]],
+                  waiting: list[tuple[Any, Slot, Any]]) -> None:
+        try:
             fut = self.shard.peers[dest].run_many(reqs)
-            fut.add_done_callback(lambda f, w=waiting, d=dest: self._answered(f, w, d))
+        except Exception as exc:  # e.g. PayloadTooLarge: a value over the runtime's 8 MiB
+            self._fill(waiting, self._errors(exc, dest, len(waiting)))
+            return
+        fut.add_done_callback(lambda f: self._answered(f, waiting, dest))
 
     @staticmethod
-    def _answered(fut: Any, waiting: list[tuple[Any, Slot, Any]], dest: int) -> None:
+    def _errors(exc: BaseException, dest: int, n: int) -> list[bytes]:
+        return [encode_error(f"ERR shard {dest} did not answer: {type(exc).__name__}: {exc}")] * n
+
+    def _answered(self, fut: Any, waiting: list[tuple[Any, Slot, Any]], dest: int) -> None:
         exc = fut.exception()
+        token = 0
         if exc is not None:
-            err = encode_error(f"ERR shard {dest} did not answer: {type(exc).__name__}: {exc}")
-            replies = [err] * len(waiting)
+            replies = self._errors(exc, dest, len(waiting))
         else:
-            replies = fut.result()
+            replies, token = fut.result()
+        if token:
+            # The shard ran them all but held back replies past one message's worth.
+            rest = waiting[len(replies) :]
+            try:
+                more = self.shard.peers[dest].more(token)
+            except Exception as exc2:
+                self._fill(rest, self._errors(exc2, dest, len(rest)))
+            else:
+                more.add_done_callback(lambda f: self._answered(f, rest, dest))
+        self._fill(waiting, replies)
+
+    @staticmethod
+    def _fill(waiting: list[tuple[Any, Slot, Any]], replies: list[bytes]) -> None:
+        """Put each reply in its slot (in order), then flush each connection once."""
         touched: dict[Any, None] = {}
-        for (conn, slot, part), reply in zip(waiting, replies, strict=True):
+        for (conn, slot, part), reply in zip(waiting, replies, strict=False):
             if part is None:
                 slot.value = reply if conn.proto == 2 else to_resp3(reply)
             else:
@@ -444,6 +483,8 @@ class Shard:
         self.outbox: Outbox | None = None
         self.peers_ready: Any = None
         self.profiler: Any = None
+        self.held: dict[int, list[bytes]] = {}  # replies run_many held back, by token
+        self.tokens = 0
 
     def on_start(self) -> None:
         """Start accepting at once; find the other shards in the background.
@@ -486,20 +527,43 @@ class Shard:
         await self.peers_ready
         return self.port
 
-    def run_many(self, reqs: list[list[bytes]]) -> list[bytes]:
-        """Run requests for keys this shard owns (sent by the other workers)."""
+    def run_many(self, reqs: list[list[bytes]]) -> tuple[list[bytes], int]:
+        """Run requests for keys this shard owns (sent by the other workers).
+
+        All run now, in order. The replies go back in messages of at most
+        REPLY_BYTES: past that the rest are held under a token, and the asker
+        fetches them with :meth:`more` (a record larger than the runtime's
+        largest, 8 MiB, cannot cross at all; 32 GETs of 512 KiB would).
+        """
         store = self.store
-        try:
-            return [execute(store, r) for r in reqs]
-        except Exception:  # find the one that failed; the others still get answers
-            out = []
-            for r in reqs:
-                try:
-                    out.append(execute(store, r))
-                except Exception as exc:
-                    log.exception("kvserver: request %r failed", r[:1])
-                    out.append(encode_error(f"ERR internal error: {type(exc).__name__}: {exc}"))
-            return out
+        out = []
+        for r in reqs:
+            try:
+                reply = execute(store, r)
+            except Exception as exc:  # one failing request costs one error reply
+                log.exception("kvserver: request %r failed", r[:1])
+                reply = encode_error(f"ERR internal error: {type(exc).__name__}: {exc}")
+            if len(reply) > MAX_REMOTE_REPLY:
+                reply = encode_error(
+                    f"ERR reply of {len(reply)} bytes is too large to cross workers "
+                    f"(at most {MAX_REMOTE_REPLY}); connect to the worker owning the key"
+                )
+            out.append(reply)
+        return self._chunk(out)
+
+    def more(self, token: int) -> tuple[list[bytes], int]:
+        """The next replies held back by :meth:`run_many`."""
+        return self._chunk(self.held.pop(token))
+
+    def _chunk(self, replies: list[bytes]) -> tuple[list[bytes], int]:
+        total = 0
+        for i, r in enumerate(replies):
+            total += len(r)
+            if total > REPLY_BYTES and i > 0:
+                self.tokens += 1
+                self.held[self.tokens] = replies[i:]
+                return replies[:i], self.tokens
+        return replies, 0
 
     def stats(self) -> dict[str, int]:
         return {"index": self.index, "pid": os.getpid(), "keys": len(self.store.data),
