@@ -5,15 +5,9 @@ Public API only; everything is re-exported from the modules that own it.
 
 from __future__ import annotations
 
-from ._api import ActorRef as ActorRef
-from ._api import Runtime as Runtime
-from ._api import actor as actor
-from ._api import current_loop as current_loop
-from ._api import run as run
-from ._api import runtime as runtime
-from ._api import self_ref as self_ref
-from ._api import sleep as sleep
-from .client import connect as connect
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from .errors import ActorDied as ActorDied
 from .errors import ActorError as ActorError
 from .errors import ActorNotFound as ActorNotFound
@@ -29,3 +23,41 @@ from .errors import RingCorrupt as RingCorrupt
 from .errors import RingFull as RingFull
 
 __version__ = "0.1.0"
+
+# The runtime's names are imported on first use: they pull in zmq and the
+# runtime (~60 ms), which `actorq topology` and `actorq place` never need.
+_LAZY: dict[str, str] = {
+    "ActorRef": "._api",
+    "Runtime": "._api",
+    "actor": "._api",
+    "current_loop": "._api",
+    "run": "._api",
+    "runtime": "._api",
+    "self_ref": "._api",
+    "sleep": "._api",
+    "connect": ".client",
+}
+
+if TYPE_CHECKING:
+    from ._api import ActorRef as ActorRef
+    from ._api import Runtime as Runtime
+    from ._api import actor as actor
+    from ._api import current_loop as current_loop
+    from ._api import run as run
+    from ._api import runtime as runtime
+    from ._api import self_ref as self_ref
+    from ._api import sleep as sleep
+    from .client import connect as connect
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'actorq' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
