@@ -11,9 +11,10 @@ skipped with a message).
 
 Rows are grouped by benchmark, factors and case (a benchmark may measure
 several cases per cell, such as the kv benchmark's ``SET -P 16``). In each
-group the contender whose name starts with ``actorq`` is the reference, and
-every peer gets ``actorq ÷ peer``: above 1 actorq moves more messages per
-second, below 1 the peer does. Cells that failed or were skipped are listed
+group the contenders whose names start with ``actorq`` come first; every
+peer gets ``actorq ÷ peer`` against the fastest of them (named in the
+``vs`` column): above 1 actorq moves more messages per second, below 1 the
+peer does. Cells that failed or were skipped are listed
 under the table with the reason, so a missing number is never silent.
 """
 
@@ -79,18 +80,22 @@ def group_key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each row gains ``ratio`` = actorq's rate ÷ this row's rate (None for actorq itself)."""
+    """Each peer row gains ``ratio`` = actorq's rate ÷ its rate, against the fastest
+    actorq contender of its group (named in ``reference``); actorq rows get None."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[group_key(r)].append(r)
     out = []
     for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
         members = groups[key]
-        ref = next((m for m in members if str(m["contender"]).startswith("actorq")), None)
-        members.sort(key=lambda m: (m is not ref, str(m["contender"])))
+        ours = [m for m in members if str(m["contender"]).startswith("actorq")]
+        rated = [m for m in ours if m["msgs_per_s"]]
+        ref = max(rated, key=lambda m: m["msgs_per_s"]) if rated else None
+        members.sort(key=lambda m: (m not in ours, m is not ref, str(m["contender"])))
         for m in members:
             rate, base = m["msgs_per_s"], (ref or {}).get("msgs_per_s")
-            m["ratio"] = base / rate if ref is not None and m is not ref and rate and base else None
+            m["ratio"] = base / rate if m not in ours and rate and base else None
+            m["reference"] = ref["contender"] if ref is not None and m not in ours else None
             out.append(m)
     return out
 
@@ -102,14 +107,15 @@ def _fmt(v: Any, spec: str) -> str:
 def markdown(rows: list[dict[str, Any]], notes: list[tuple[str, str]]) -> str:
     lines = [
         "| benchmark | payload | workers | placement | case | contender | msgs/s | actorq ÷ peer "
-        "| p50 µs | p99 µs | spread |",
-        "|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|",
+        "| vs | p50 µs | p99 µs | spread |",
+        "|---|---:|---:|---|---|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['benchmark']} | {_fmt(r['payload'], 'd')} | {r['workers'] or '–'} "
             f"| {r['placement'] or '–'} | {r['case'] or '–'} | {r['contender']} "
             f"| {_fmt(r['msgs_per_s'], ',.0f')} | {_fmt(r['ratio'], '.2f')} "
+            f"| {r['reference'] or '–'} "
             f"| {_fmt(r['rtt_p50_us'], '.1f')} | {_fmt(r['rtt_p99_us'], '.1f')} "
             f"| {_fmt(r['spread'], '.2f')} |"
         )
