@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -261,3 +262,23 @@ def test_values_too_large_to_cross_workers_get_an_error_not_a_hang(
         stored = keys[outcomes.index(True)]
         assert r.get(stored) == value
         r.delete(*keys)
+
+
+def test_second_server_on_the_same_port_refuses_instead_of_sharing_it(
+    kvserver: tuple[int, psutil.Process],
+) -> None:
+    import subprocess
+
+    port = kvserver[0]
+    proc = subprocess.run([sys.executable, "-m", "examples.kvserver", "--port", str(port)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert f"cannot use 127.0.0.1:{port}" in proc.stderr
+    bad = subprocess.run([sys.executable, "-m", "examples.kvserver"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "KVSERVER_PORT": "http"},
+                         cwd=Path(__file__).resolve().parents[1])
+    assert bad.returncode == 2
+    assert "KVSERVER_PORT='http' is not a port number" in bad.stderr
+    with redis.Redis(port=port, socket_timeout=10) as r:
+        assert r.ping()

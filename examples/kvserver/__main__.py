@@ -26,6 +26,14 @@ def main(argv: list[str]) -> int:
     import actorq
 
     from .server import main as serve
+    from .server import port_from_env, probe_port
+
+    try:
+        # A bad KVSERVER_PORT, or a port in use, is one line and exit 2, before any fork.
+        probe_port(port_from_env())
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
     try:
         actorq.run(serve, workers=args.workers, cpus=args.cpus)

@@ -618,17 +618,31 @@ def port_from_env() -> int:
     return port
 
 
-def reserve_port(port: int) -> socket.socket:
-    """Bind (not listen) a SO_REUSEPORT socket: turns port 0 into a real port every
-    worker can then share, and fails early and clearly if the port is taken."""
+def probe_port(port: int) -> int:
+    """Fail early and clearly if anything holds ``port``; returns it (a free one for 0).
+
+    Bound *without* SO_REUSEPORT on purpose: with it, binding would succeed
+    beside another SO_REUSEPORT listener of the same user (a second
+    kvserver, say) and the two servers would silently share connections.
+    """
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         s.bind((HOST, port))
+        return s.getsockname()[1]
     except OSError as exc:
-        s.close()
         raise SystemExit(f"kvserver: cannot use {HOST}:{port}: {exc.strerror}; "
-                         "set KVSERVER_PORT to a free port") from None
+                         "set KVSERVER_PORT to a free port (0 picks one)") from None
+    finally:
+        s.close()
+
+
+def reserve_port(port: int) -> socket.socket:
+    """Bind (not listen) a SO_REUSEPORT socket on a free port, held until every
+    worker listens on it: turns port 0 into one real port they all share."""
+    port = probe_port(port)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((HOST, port))
     return s
 
 
