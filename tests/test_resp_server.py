@@ -7,6 +7,7 @@ kvserver (tests/test_examples_kvserver.py) is judged by the same checks:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -22,12 +23,18 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if pytest dies (killed, not torn down),
+    so a server started by a test never outlives the test run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
 def start_server(argv: list[str], env: dict[str, str] | None = None,
                  timeout: float = 90.0) -> tuple[subprocess.Popen[str], int]:
     """Start a server that prints ``listening on HOST:PORT``; return it and the port."""
     proc = subprocess.Popen(
         argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {})}, start_new_session=True,
+        env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + timeout
     lines = []

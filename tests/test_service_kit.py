@@ -19,6 +19,14 @@ TOML = ROOT / "runtime" / "actorq.toml"
 UNIT = ROOT / "runtime" / "actorq@.service"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM if pytest dies without tearing down."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def unit() -> configparser.ConfigParser:
     cp = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
     cp.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
@@ -132,7 +140,7 @@ def test_runtime_started_as_the_unit_does_stops_cleanly_on_its_kill_signal(tmp_p
             str(tmp_path / "actorq.toml"), *exec_start[4:]]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "KVSERVER_PORT": "0"},
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
