@@ -21,12 +21,14 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
+# Loaded now, not in the forked child: preexec_fn must not take locks (dlopen's).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it if pytest dies (killed, not torn down),
     so a server started by a test never outlives the test run."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def start_server(argv: list[str], env: dict[str, str] | None = None,

@@ -5,6 +5,7 @@ pins the service the way the runtime expects."""
 from __future__ import annotations
 
 import configparser
+import ctypes
 import dataclasses
 import re
 import shutil
@@ -17,14 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TOML = ROOT / "runtime" / "actorq.toml"
 UNIT = ROOT / "runtime" / "actorq@.service"
+# Loaded now, not in the forked child: preexec_fn must not take locks (dlopen's).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM if pytest dies without tearing down."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _LIBC.prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
 
 
 def unit() -> configparser.ConfigParser:
