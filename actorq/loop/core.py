@@ -491,43 +491,36 @@ class Loop:
         not any truthy value). Replaces an
         existing reader of the same fd.
         """
-        fd = self._fd_of(fd)
-        e = self._entry(fd, "fd")
-        if e.source is not None:
-            raise RuntimeError(f"fd {fd} belongs to source {e.source!r}; remove_source it first")
-        e.reader = _bind(fn, args)
-        # Always tell the kernel: the number may name a new file since we last did.
-        self._update(e, e.mask | EPOLLIN, True)
+        self._watch(fd, "reader", EPOLLIN, _bind(fn, args))
 
     def remove_reader(self, fd: Any) -> bool:
         """Stop watching ``fd`` for reading; True if it was watched. Safe after close."""
-        fd = self._fd_of(fd) if not isinstance(fd, int) else fd
-        e = self._fds.get(fd)
-        if e is None or e.reader is None or e.source is not None:
-            return False
-        e.reader = None
-        self._update(e, e.mask & ~EPOLLIN)
-        if e.mask == 0:
-            self._forget(e)
-        return True
+        return self._unwatch(fd, "reader", EPOLLIN)
 
     def add_writer(self, fd: Any, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on each writable edge of ``fd`` (write until EAGAIN or done)."""
+        self._watch(fd, "writer", EPOLLOUT, _bind(fn, args))
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for writing; True if it was watched. Safe after close."""
+        return self._unwatch(fd, "writer", EPOLLOUT)
+
+    def _watch(self, fd: Any, slot: str, bit: int, cb: Callable[[], Any]) -> None:
         fd = self._fd_of(fd)
         e = self._entry(fd, "fd")
         if e.source is not None:
             raise RuntimeError(f"fd {fd} belongs to source {e.source!r}; remove_source it first")
-        e.writer = _bind(fn, args)
-        self._update(e, e.mask | EPOLLOUT, True)
+        setattr(e, slot, cb)
+        # Always tell the kernel: the number may name a new file since we last did.
+        self._update(e, e.mask | bit, True)
 
-    def remove_writer(self, fd: Any) -> bool:
-        """Stop watching ``fd`` for writing; True if it was watched. Safe after close."""
+    def _unwatch(self, fd: Any, slot: str, bit: int) -> bool:
         fd = self._fd_of(fd) if not isinstance(fd, int) else fd
         e = self._fds.get(fd)
-        if e is None or e.writer is None or e.source is not None:
+        if e is None or getattr(e, slot) is None or e.source is not None:
             return False
-        e.writer = None
-        self._update(e, e.mask & ~EPOLLOUT)
+        setattr(e, slot, None)
+        self._update(e, e.mask & ~bit)
         if e.mask == 0:
             self._forget(e)
         return True
