@@ -137,7 +137,7 @@ class _Cell:
                 return
             self._start(result, kind, sender, req, method)
             return
-        self._run_slow(kind, sender, req, method, args, kwargs)
+        self._run_slow(item)
 
     def _stop_or_refuse(self, kind: int, sender: int, req: int, method: str) -> None:
         node = self.node
@@ -149,37 +149,22 @@ class _Cell:
         self.busy = True
         node.run_stop(self, sender, req)
 
-    def _run_slow(
-        self, kind: int, sender: int, req: int, method: str, args: Any, kwargs: Any
-    ) -> None:
-        node = self.node
-        fn = self.fns.get(method)
-        if fn is None and method in self.spec.methods:
-            fn = self.fns[method] = getattr(self.instance, method, None)
+    def _run_slow(self, item: tuple) -> None:
+        """First call of a method: look it up once, then take the fast path."""
+        kind, sender, req, method = item[:4]
+        fn = getattr(self.instance, method, None) if method in self.spec.methods else None
         if fn is None:
             msg = (
                 f"actor {self.spec.cls.__qualname__} has no method {method!r} "
                 f"(its methods: {', '.join(sorted(self.spec.methods)) or 'none'})"
             )
             if kind == ASK:
-                node.fail(sender, req, F_REMOTE, "AttributeError", msg)
+                self.node.fail(sender, req, F_REMOTE, "AttributeError", msg)
             else:
                 log.error("tell to %r: %s", self.ref, msg)
             return
-        prev = _ctx.actor
-        _ctx.actor = self.ref
-        try:
-            result = fn(*args, **kwargs) if kwargs else fn(*args)
-        except Exception as exc:
-            node.method_raised(self, kind, sender, req, method, exc)
-            return
-        finally:
-            _ctx.actor = prev
-        if type(result) is _CoroutineType:
-            self._start(result, kind, sender, req, method)
-            return
-        if kind == ASK:
-            node.reply(sender, req, result, self, method)
+        self.fns[method] = fn
+        self.run(item)
 
     def _start(self, coro: Any, kind: int, sender: int, req: int, method: str) -> None:
         task = self.node.loop.spawn(_bound(coro, self.ref))
