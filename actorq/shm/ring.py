@@ -385,10 +385,11 @@ class Ring:
         return f"<Ring {self.name!r} capacity={self.capacity} fd={self.segment.fd}>"
 
 
-class RingWriter:
-    """The producing end. ``write`` appends without publishing; ``publish``
-    makes everything written visible at once (batching); ``send_nowait`` is
-    both. ``doorbells`` counts the doorbell writes this writer made."""
+class _End:
+    """What both ends hold: views of the ring's header and data, its space fd
+    and a private fence."""
+
+    _slab: Any
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
@@ -399,13 +400,28 @@ class RingWriter:
         self._mm = ring.segment.mmap
         self._cap = ring.capacity
         self._mask = ring.capacity - 1
-        self._head = self._published = self._ctl[_HEAD]
         self._tail = self._ctl[_TAIL]
+        self.space_fd = ring.space_fd
+        self._acq, self._rel = _bell.make_fence()
+
+    def _release(self, *extra: memoryview) -> None:
+        for v in (self._ctl, self._dq, self._data, *extra):
+            v.release()
+        if self._slab is not None:
+            self._slab.close()
+
+
+class RingWriter(_End):
+    """The producing end. ``write`` appends without publishing; ``publish``
+    makes everything written visible at once (batching); ``send_nowait`` is
+    both. ``doorbells`` counts the doorbell writes this writer made."""
+
+    def __init__(self, ring: Ring) -> None:
+        super().__init__(ring)
+        self._head = self._published = self._ctl[_HEAD]
         self._inline_max = ring.slab_threshold if ring.slab is not None else ring.max_record
         self._slab = ring.slab.writer() if ring.slab is not None else None
         self._doorbell = ring.doorbell_fd
-        self.space_fd = ring.space_fd
-        self._acq, self._rel = _bell.make_fence()
         if ring.inbox_segment is not None:
             from .inbox import flags_view, sleep_view
 
@@ -629,37 +645,24 @@ class RingWriter:
 
     def close(self) -> None:
         """Release this end's views of the segment (Ring.close() does it too)."""
-        views = [self._ctl, self._dq, self._data]
         if self._flags is not None:
-            views += [self._flags, self._sleepq]
-        for v in views:
-            v.release()
-        if self._slab is not None:
-            self._slab.close()
+            self._release(self._flags, self._sleepq)
+        else:
+            self._release()
 
 
-class RingReader:
+class RingReader(_End):
     """The consuming end. ``drain`` hands every published record to a callback
     in order; the sleep handshake (``spin`` / ``prepare_sleep`` / ``wake_up``)
     lets a worker sleep on ``doorbell_fd`` without ever losing a wake-up."""
 
     def __init__(self, ring: Ring, *, zero_copy: bool = False) -> None:
-        self.ring = ring
-        buf = ring.segment.buf
-        self._ctl = buf[:HDR].cast("Q")
-        self._data = buf[HDR : HDR + ring.capacity]
-        self._dq = self._data.cast("Q")
-        self._mm = ring.segment.mmap
-        self._cap = ring.capacity
-        self._mask = ring.capacity - 1
-        self._tail = self._ctl[_TAIL]
+        super().__init__(ring)
         self._max_record = ring.max_record
         self._zero_copy = zero_copy
         self._slab = ring.slab.reader() if ring.slab is not None else None
         self._held: tuple[int, memoryview] | None = None
         self.doorbell_fd = ring.doorbell_fd
-        self.space_fd = ring.space_fd
-        self._acq, self._rel = _bell.make_fence()
         # Requests are numbered from 1; one made before this reader existed is
         # still owed a ring, so start from "none rung" (a spare ring is harmless).
         self._rung_seq = 0
@@ -860,10 +863,7 @@ class RingReader:
 
     def close(self) -> None:
         """Release this end's views of the segment (Ring.close() does it too)."""
-        for v in (self._ctl, self._dq, self._data):
-            v.release()
-        if self._slab is not None:
-            self._slab.close()
+        self._release()
 
 
 class SlabLease:
