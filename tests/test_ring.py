@@ -13,16 +13,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _procs import fork_call, kill_if_running, memfd_maps, reap, rec
 
 from actorq.errors import PayloadTooLarge, RingCorrupt, RingFull
 from actorq.shm import Inbox, Ring
 from actorq.shm import ring as ringmod
-
-
-def memfd_maps() -> list[str]:
-    with open("/proc/self/maps") as f:
-        return [line for line in f if "/memfd:actorq" in line]
-
 
 _forked: list[int] = []
 
@@ -33,47 +28,14 @@ def _kill_leftover_children(no_leaks: None) -> Iterator[None]:
     runs before no_leaks checks, because it depends on it)."""
     yield
     while _forked:
-        pid = _forked.pop()
-        try:
-            if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass  # already reaped by the test
+        kill_if_running(_forked.pop())
 
 
 def fork(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    """Run fn(*args) in a forked child; its exit code is 0 iff it returned True."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if fn(*args) else 1
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+    """Run fn(*args) in a forked child (killed after the test if still running)."""
+    pid = fork_call(fn, *args)
     _forked.append(pid)
     return pid
-
-
-def reap(pid: int, timeout: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not finish in {timeout} s")
-
-
-def rec(i: int, n: int) -> bytes:
-    """Record i of n bytes whose content proves its index (and size)."""
-    return (i.to_bytes(8, "little") * (n // 8 + 1))[:n] if n else b""
 
 
 # -- single process ---------------------------------------------------------------------

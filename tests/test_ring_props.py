@@ -11,8 +11,9 @@ import os
 import select
 import sys
 import time
-import traceback
 
+from _procs import fork_call as child
+from _procs import kill_if_running, memfd_maps, reap, rec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,51 +34,6 @@ SETTINGS = settings(
     ],
     database=None,
 )
-
-
-def rec(i: int, n: int) -> bytes:
-    """Record i of n bytes: its index repeated, so a stale, torn or swapped record shows."""
-    return (i.to_bytes(8, "little") * (n // 8 + 1))[:n] if n else b""
-
-
-def memfd_maps() -> list[str]:
-    with open("/proc/self/maps") as f:
-        return [line for line in f if "/memfd:actorq" in line]
-
-
-def child(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if fn(*args) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    return pid
-
-
-def kill_if_running(pid: int) -> None:
-    try:
-        if os.waitpid(pid, os.WNOHANG) == (0, 0):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # already reaped
-
-
-def reap(pid: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.002)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"consumer {pid} hung")
 
 
 @st.composite
@@ -171,7 +127,7 @@ def test_every_record_arrives_once_in_order_intact(
     try:
         pid = child(consume, ring, sizes, consumer, zero_copy)
         produce(ring.writer(), sizes, producer)
-        assert reap(pid) == 0, "consumer saw loss, duplication, reordering or corruption"
+        assert reap(pid, 60.0) == 0, "consumer saw loss, duplication, reordering or corruption"
     finally:
         if pid > 0:
             kill_if_running(pid)
@@ -209,7 +165,7 @@ def test_inbox_merges_senders_without_loss(no_leaks: None, senders: int, sizes: 
                 assert time.monotonic() < deadline, "records missing"
                 inbox.wait(timeout=1)
                 inbox.drain(cb)
-            assert [reap(p) for p in pids] == [0] * senders
+            assert [reap(p, 60.0) for p in pids] == [0] * senders
         finally:
             for p in pids:
                 kill_if_running(p)
