@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from _procs import reap
 
 from actorq.errors import Cancelled
 from actorq.loop import CondVar, Loop, sleep
@@ -37,18 +38,6 @@ def read_line(fd: int, timeout: float = 10.0) -> bytes:
     r, _, _ = select.select([fd], [], [], timeout)
     assert r, "timed out waiting for the child"
     return os.read(fd, 100)
-
-
-def reap(pid: int, timeout: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not exit")
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
