@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -45,17 +46,26 @@ def actorq_cmd(tmp_path: Path, target: str, *extra: str) -> list[str]:
     ]
 
 
+def run_cmd(
+    cmd: list[str], cwd: Path | None = None, timeout: float = 60.0, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` with this checkout importable; output captured as text."""
+    return subprocess.run(
+        cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def run_python(
+    *args: str, cwd: Path | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS...`` with this checkout importable (see run_cmd)."""
+    return run_cmd([sys.executable, *args], cwd=cwd, timeout=timeout)
+
+
 def run_app(
     tmp_path: Path, target: str, *extra: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        actorq_cmd(tmp_path, target, *extra),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cmd(actorq_cmd(tmp_path, target, *extra), cwd=tmp_path, timeout=timeout)
 
 
 def start_app(tmp_path: Path, target: str, *extra: str) -> subprocess.Popen[str]:

@@ -137,29 +137,14 @@ def test_connect_to_nothing_times_out(tmp_path) -> None:
 
 
 def test_actorq_stats_command(service) -> None:
-    import subprocess
-    import sys
-
-    from _runtime_helpers import env
+    from _runtime_helpers import run_python
 
     _, rtdir, _ = service
-    proc = subprocess.run(
-        [sys.executable, "-m", "actorq", "stats", str(rtdir)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python("-m", "actorq", "stats", str(rtdir))
     assert proc.returncode == 0, proc.stderr
     assert "2 workers" in proc.stdout
     assert "hits" in proc.stdout
-    proc = subprocess.run(
-        [sys.executable, "-m", "actorq", "stats", str(rtdir), "--json"],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python("-m", "actorq", "stats", str(rtdir), "--json")
     import json
 
     assert json.loads(proc.stdout)["actors"][0]["name"] == "hits"

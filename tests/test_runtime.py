@@ -232,10 +232,7 @@ def test_main_raising_exits_1_and_cleans_up(tmp_path, no_leaks) -> None:
 
 
 def test_run_from_python_returns_mains_value(tmp_path, no_leaks) -> None:
-    import subprocess
-    import sys
-
-    from _runtime_helpers import env
+    from _runtime_helpers import run_python
 
     script = write_app(
         tmp_path,
@@ -256,14 +253,7 @@ def test_run_from_python_returns_mains_value(tmp_path, no_leaks) -> None:
     """.replace("RTDIR", repr(str(tmp_path / "rt"))),
         name="script",
     )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python(str(script), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "{'a': [1, 2, b'x']}"
 
@@ -468,10 +458,7 @@ def test_no_lost_wakeups_between_workers(tmp_path, no_leaks) -> None:
 
 
 def test_repeated_run_in_one_process_releases_everything(tmp_path, no_leaks) -> None:
-    import subprocess
-    import sys
-
-    from _runtime_helpers import env
+    from _runtime_helpers import run_python
 
     script = write_app(
         tmp_path,
@@ -498,13 +485,6 @@ def test_repeated_run_in_one_process_releases_everything(tmp_path, no_leaks) -> 
     """,
         name="script",
     )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(str(script), cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True", "True"]

@@ -80,42 +80,25 @@ def test_explain_logs_each_placement_and_its_reason(tmp_path, no_leaks) -> None:
 def test_runtime_dir_too_long_for_a_unix_socket(tmp_path, no_leaks) -> None:
     write_app(tmp_path, "async def main(rt):\n    pass\n")
     deep = tmp_path / ("d" * 60) / ("e" * 60)
-    import subprocess
-    import sys
+    from _runtime_helpers import run_python
 
-    from _runtime_helpers import env
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "actorq", "run", "app:main", "--runtime-dir", str(deep)],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python("-m", "actorq", "run", "app:main", "--runtime-dir", str(deep), cwd=tmp_path)
     assert proc.returncode == 2
     assert "too long" in proc.stderr
 
 
 def test_too_few_file_descriptors_for_the_rings_is_said_up_front(tmp_path, no_leaks) -> None:
     import resource
-    import subprocess
 
-    from _runtime_helpers import actorq_cmd, env
+    from _runtime_helpers import actorq_cmd, run_cmd
 
     write_app(tmp_path, "async def main(rt):\n    pass\n")
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
 
-    proc = subprocess.run(
-        actorq_cmd(tmp_path, "app:main", "--workers", "8"),
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=low_limit,
+    proc = run_cmd(
+        actorq_cmd(tmp_path, "app:main", "--workers", "8"), cwd=tmp_path, preexec_fn=low_limit
     )
     assert proc.returncode == 2, proc.stderr
     assert "file descriptors" in proc.stderr

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from _runtime_helpers import REPO, env
+from _runtime_helpers import REPO, actorq_cmd, run_app, run_cmd
 
 
 def test_hello_example_runs_and_explains_itself(tmp_path, no_leaks) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "actorq",
-            "run",
-            "examples.hello:main",
-            "--runtime-dir",
-            str(tmp_path / "rt"),
-        ],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cmd(actorq_cmd(tmp_path, "examples.hello:main"), cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "10 + 5 = 15; after three tells of 1 it is 18" in out
@@ -43,12 +25,5 @@ def test_readme_api_example_runs(tmp_path, no_leaks) -> None:
     section = readme.index("## Actors: the API")
     start = readme.index("```python\n", section) + len("```python\n")
     (tmp_path / "app.py").write_text(readme[start : readme.index("```", start)])
-    proc = subprocess.run(
-        [sys.executable, "-m", "actorq", "run", "app:main", "--runtime-dir", str(tmp_path / "rt")],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_app(tmp_path, "app:main", timeout=120)
     assert proc.returncode == 0, proc.stderr
