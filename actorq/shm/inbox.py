@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import doorbell as _bell
-from .ring import DEFAULT_CAPACITY, Ring, RingReader, SlabLease
+from .ring import DEFAULT_CAPACITY, Ring, RingReader, SlabLease, wait_on_doorbell
 from .segment import Segment
 
 __all__ = ["Inbox"]
@@ -239,15 +239,7 @@ class Inbox:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocking helper (tests, benchmarks): spin, then sleep on the doorbell."""
-        import select
-
-        if self.pending() or self.spin() or not self.prepare_sleep():
-            return True
-        try:
-            fds = select.select([self.doorbell_fd], [], [], timeout)[0]
-        finally:
-            self.wake_up()
-        return bool(fds) or self.pending()
+        return wait_on_doorbell(self, timeout)
 
     def close(self) -> None:
         """Close every ring still in the inbox, the doorbell and the segment."""

@@ -851,19 +851,23 @@ class RingReader(_End):
     def wait(self, timeout: float | None = None) -> bool:
         """Blocking helper for threads, tests and benchmarks: spin, then sleep on
         the doorbell until work arrives or ``timeout``; True if work is pending."""
-        if self.pending() or self.spin():
-            return True
-        if not self.prepare_sleep():
-            return True
-        try:
-            fds = select.select([self.doorbell_fd], [], [], timeout)[0]
-        finally:
-            self.wake_up()
-        return bool(fds) or self.pending()
+        return wait_on_doorbell(self, timeout)
 
     def close(self) -> None:
         """Release this end's views of the segment (Ring.close() does it too)."""
         self._release()
+
+
+def wait_on_doorbell(end: Any, timeout: float | None) -> bool:
+    """``wait`` for anything with the sleep handshake (a RingReader, an Inbox):
+    spin, announce sleep, block on ``doorbell_fd``, withdraw; True if work is pending."""
+    if end.pending() or end.spin() or not end.prepare_sleep():
+        return True
+    try:
+        fds = select.select([end.doorbell_fd], [], [], timeout)[0]
+    finally:
+        end.wake_up()
+    return bool(fds) or end.pending()
 
 
 class SlabLease:
