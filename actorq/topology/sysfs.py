@@ -242,6 +242,17 @@ def _ids(names: Iterable[str], prefix: str) -> list[int]:
     return sorted(out)
 
 
+def _sibling_mask(
+    f: _Files, t: str, name: str, old_name: str, online: frozenset[int], cpu: int
+) -> frozenset[int]:
+    """CPU ``cpu``'s online siblings from ``t/name`` (or the older ``t/old_name``
+    where a kernel lacks it), always including ``cpu`` itself."""
+    mask = f.set_of(f"{t}/{name}", f"{t}/{name}_list")
+    if mask is None:
+        mask = f.set_of(f"{t}/{old_name}", f"{t}/{old_name}_list")
+    return (mask or frozenset()) & online | {cpu}
+
+
 def _size(text: str) -> int:
     """ "48K" / "1024K" / "30M" / "12345" -> bytes."""
     m = re.fullmatch(r"(\d+)\s*([KMG]?)B?", text.strip(), re.IGNORECASE)
@@ -352,17 +363,11 @@ class _Discovery:
             # the masks are symmetric in every tree we know, and skipping
             # halves the reads on SMT4/8 machines.
             if i not in core_seen:
-                core = f.set_of(f"{t}/core_cpus", f"{t}/core_cpus_list")
-                if core is None:
-                    core = f.set_of(f"{t}/thread_siblings", f"{t}/thread_siblings_list")
-                core = (core or frozenset()) & online | {i}
+                core = _sibling_mask(f, t, "core_cpus", "thread_siblings", online, i)
                 core_uf.union_all(core)
                 core_seen.update(core)
             if i not in pkg_seen:
-                pkg = f.set_of(f"{t}/package_cpus", f"{t}/package_cpus_list")
-                if pkg is None:
-                    pkg = f.set_of(f"{t}/core_siblings", f"{t}/core_siblings_list")
-                pkg = (pkg or frozenset()) & online | {i}
+                pkg = _sibling_mask(f, t, "package_cpus", "core_siblings", online, i)
                 pkg_uf.union_all(pkg)
                 pkg_seen.update(pkg)
             info["package_id"] = f.integer(f"{t}/physical_package_id")
