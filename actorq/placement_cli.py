@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .placement import Hints
+from .topology.cli import add_root_argument
 
 _KEYS = {"count", "group", "state", "footprint", "writes", "node", "cpu", "weight"}
 _UNITS = {
@@ -43,12 +44,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root",
-        metavar="DIR",
-        default=None,
-        help="read sysfs/proc under DIR instead of / (default: $ACTORQ_FSROOT or /)",
-    )
+    add_root_argument(parser)
     parser.add_argument(
         "--cpus",
         metavar="LIST",

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_root_argument(parser: argparse.ArgumentParser) -> None:
+    """``--root DIR``: read a snapshot tree instead of the live machine (shared
+    by every subcommand that reads the topology)."""
     parser.add_argument(
         "--root",
         metavar="DIR",
         default=None,
         help="read sysfs/proc under DIR instead of / (default: $ACTORQ_FSROOT or /)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_root_argument(parser)
     parser.add_argument(
         "--json", action="store_true", help="print JSON (schema in actorq.topology.render)"
     )
