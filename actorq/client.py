@@ -61,16 +61,33 @@ class _Base:
             ) from None
         return body
 
+    def _connect(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self._sock = ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.address)
+
+    def _call(self, op: str, body: Any) -> Any:
+        raise NotImplementedError
+
+    # What an ActorRef bound to this client calls (ask returns the reply, or
+    # for AsyncClient a coroutine of it).
+    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
+        return self._call("ask", self._body(ref, method, args, kwargs))
+
+    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+        self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
+
+    def _stop(self, ref: ActorRef) -> Any:
+        return self._call("stop", {"id": ref.id})
+
 
 class Client(_Base):
     """Blocking client (see the module docstring). Not thread-safe: one per thread."""
 
     def __init__(self, address: str | os.PathLike[str], timeout: float | None = 30.0) -> None:
         super().__init__(address, timeout)
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(self.address)
+        self._connect(zmq.Context())
 
     def _call(self, op: str, body: Any) -> Any:
         req = next(self._ids)
@@ -102,15 +119,6 @@ class Client(_Base):
     def shutdown(self) -> None:
         self._call("shutdown", {})
 
-    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
-        return self._call("ask", self._body(ref, method, args, kwargs))
-
-    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
-        self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
-
-    def _stop(self, ref: ActorRef) -> None:
-        return self._call("stop", {"id": ref.id})
-
     def close(self) -> None:
         self._sock.close(linger=0)
         self._ctx.term()
@@ -129,10 +137,7 @@ class AsyncClient(_Base):
         import zmq.asyncio
 
         super().__init__(address, timeout)
-        self._ctx = zmq.asyncio.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(self.address)
+        self._connect(zmq.asyncio.Context())
         self._waiting: dict[int, Any] = {}
         self._reader: Any = None
 
@@ -175,15 +180,6 @@ class AsyncClient(_Base):
 
     async def shutdown(self) -> None:
         await self._call("shutdown", {})
-
-    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
-        return self._call("ask", self._body(ref, method, args, kwargs))
-
-    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
-        self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
-
-    def _stop(self, ref: ActorRef) -> Any:
-        return self._call("stop", {"id": ref.id})
 
     def close(self) -> None:
         if self._reader is not None:
