@@ -11,11 +11,12 @@ def main(argv: list[str]) -> int:
     here = Path(__file__).parent
     names = sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_"))
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m bench {%s} [options]" % ",".join(names))
+        print(f"usage: python -m bench {{{','.join(names)}}} [options]")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in names:
-        print(f"bench: unknown benchmark {name!r}; choose one of {', '.join(names)}", file=sys.stderr)
+        choices = ", ".join(names)
+        print(f"bench: unknown benchmark {name!r}; choose one of {choices}", file=sys.stderr)
         return 2
     module = import_module(f"bench.{name}")
     return int(module.main(rest) or 0)

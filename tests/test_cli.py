@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from actorq.cli import main
 
 
 def test_help_lists_commands(capsys) -> None:
-    try:
+    with pytest.raises(SystemExit) as exc:
         main(["--help"])
-    except SystemExit as exc:
-        assert exc.code == 0
+    assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "COMMAND" in out
 
