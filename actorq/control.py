@@ -304,9 +304,3 @@ class Endpoint:
             self._answer(peer, req, False, error_body(exc))
             return
         self._answer(peer, req, True, value)
-
-    def fail_all(self, exc: BaseException) -> None:
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self.pending.clear()
