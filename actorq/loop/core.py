@@ -349,20 +349,7 @@ class Loop:
             h = Handle(fn, args)
             self._ready.append(h)
             return h
-        when = self._clock() + delay
-        h = TimerHandle(fn, args, self, when)
-        try:
-            k = int(when * 1000.0)
-        except (OverflowError, ValueError):
-            raise ValueError(f"a timer needs a finite time, not {when!r}") from None
-        b = self._buckets.get(k)
-        if b is None:
-            self._buckets[k] = [h]
-            heapq.heappush(self._ticks, k)
-        else:
-            b.append(h)
-        self._ntimers += 1
-        return h
+        return self.call_at(self._clock() + delay, fn, *args)
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
