@@ -301,6 +301,14 @@ class RingPort(Port):
         self._deliver: Deliver | None = None
         self._remove_hook: Any = None
         self._drain_queued = False
+        # An answer is likely soon: we just published an ask, or answered what
+        # we drained (the asker tends to ask again). The next before_sleep then
+        # spins a full ``max_s`` once, whatever the adaptive budget decayed to:
+        # in a ping-pong slower than ``max_s`` with both sides asleep, the
+        # Spinner never learns to spin by itself (each sleep lasts longer than
+        # ``max_s``), and every round trip pays two kernel wake-ups. Bounded:
+        # one spin per ask or answered drain; an idle node never spins.
+        self._expect = False
 
     # -- inbound ---------------------------------------------------------------------
     def start(self, loop: Any, deliver: Deliver) -> None:
@@ -323,6 +331,7 @@ class RingPort(Port):
             self.draining = False
             if self._dirty:
                 self.flush()  # replies made while draining go out now, one publish per ring
+                self._expect = True
         return inbox.pending()
 
     def _queue_drain(self) -> None:
@@ -338,6 +347,10 @@ class RingPort(Port):
         inbox = self.inbox
         if self._dirty:
             self.flush()
+        if self._expect:
+            self._expect = False
+            spinner = inbox.spinner
+            spinner.budget = max(spinner.budget, spinner.max_s)
         if inbox.pending() or inbox.spin() or not inbox.prepare_sleep():
             # Work arrived while we were about to sleep: handle it in this turn
             # (a reply's waiter then resumes one loop turn sooner). We have NOT
@@ -374,6 +387,7 @@ class RingPort(Port):
         self._dirty.clear()
 
     def publish(self, dest: int) -> None:
+        self._expect = True  # an ask: its answer is awaited
         if dest in self._dirty:
             self._dirty.discard(dest)
             self.writers[dest].publish()
