@@ -406,30 +406,14 @@ class Loop:
         elsewhere) schedules it with ``call_soon`` and the loop will not
         block. Returns a function that removes the hook.
         """
-        self._before_sleep.append(fn)
-
-        def remove() -> None:
-            try:
-                self._before_sleep.remove(fn)
-            except ValueError:
-                pass
-
-        return remove
+        return _add_hook(self._before_sleep, fn)
 
     def every_turns(self, fn: Callable[[], Any]) -> Callable[[], None]:
         """Call ``fn()`` every 64 turns while the loop is busy (a loop that
         never blocks never runs its ``before_sleep`` hooks). For checks that
         must not wait for idleness, e.g. zmq messages whose edge was eaten.
         Returns a function that removes it."""
-        self._every_turns.append(fn)
-
-        def remove() -> None:
-            try:
-                self._every_turns.remove(fn)
-            except ValueError:
-                pass
-
-        return remove
+        return _add_hook(self._every_turns, fn)
 
     # --- file descriptors ----------------------------------------------------
     def _fd_of(self, fd: Any) -> int:
@@ -1188,3 +1172,16 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     if timed_out and inner.cancelled():
         raise TimeoutError(f"timed out after {timeout} s")
     return inner.result()
+
+
+def _add_hook(hooks: list[Callable[[], Any]], fn: Callable[[], Any]) -> Callable[[], None]:
+    """Append ``fn`` to ``hooks``; return a function that removes it (idempotent)."""
+    hooks.append(fn)
+
+    def remove() -> None:
+        try:
+            hooks.remove(fn)
+        except ValueError:
+            pass
+
+    return remove
