@@ -27,6 +27,24 @@ def fork_call(fn: Callable[..., Any], *args: Any) -> int:
     return pid
 
 
+def fork_with_pipe(fn: Callable[[int], Any]) -> tuple[int, int]:
+    """Fork a child running ``fn(write_fd)``; returns (pid, read_fd). The child
+    exits 0 if ``fn`` returned, 1 if it raised."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(r)
+            fn(w)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
 def reap(pid: int, timeout: float = 30.0) -> int:
     """The child's exit code; kills it and fails if it has not exited by ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -11,27 +11,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from _procs import fork_with_pipe as fork
 from _procs import reap
 
 from actorq.errors import Cancelled
 from actorq.loop import CondVar, Loop, sleep
-
-
-def fork(fn: Callable[[int], None]) -> tuple[int, int]:
-    """Fork a child running ``fn(write_fd)``; returns (pid, read_fd)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            fn(w)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
 
 
 def read_line(fd: int, timeout: float = 10.0) -> bytes:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _procs import fork_with_pipe, reap
 
 from actorq.loop import Loop
 from actorq.loop.sources import (
@@ -46,33 +47,20 @@ def loop():
 
 def in_child(fn: Callable[[], object], timeout: float = 30.0) -> object:
     """Run ``fn`` in a forked child (one thread) and return what it returned."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
+
+    def child(w: int) -> None:
         try:
-            os.close(r)
-            try:
-                result: object = ("ok", fn())
-            except BaseException as e:
-                result = ("err", f"{type(e).__name__}: {e}")
-            os.write(w, pickle.dumps(result))
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            pytest.fail(f"child timed out after {timeout} s")
-        time.sleep(0.01)
+            result: object = ("ok", fn())
+        except BaseException as e:
+            result = ("err", f"{type(e).__name__}: {e}")
+        os.write(w, pickle.dumps(result))
+
+    pid, r = fork_with_pipe(child)
+    try:
+        status = reap(pid, timeout)
+    except AssertionError:
+        os.close(r)
+        raise
     with os.fdopen(r, "rb") as f:
         data = f.read()
     assert data, f"child died without a result (status {status})"
