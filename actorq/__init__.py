@@ -27,9 +27,9 @@ __version__ = "0.1.0"
 # The runtime's names are imported on first use: they pull in zmq and the
 # runtime (~60 ms), which `actorq topology` and `actorq place` never need.
 _LAZY: dict[str, str] = {
-    "ActorRef": "._api",
+    "ActorRef": "._actor",
     "Runtime": "._api",
-    "actor": "._api",
+    "actor": "._actor",
     "current_loop": "._api",
     "run": "._api",
     "runtime": "._api",
@@ -39,9 +39,9 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from ._api import ActorRef as ActorRef
+    from ._actor import ActorRef as ActorRef
+    from ._actor import actor as actor
     from ._api import Runtime as Runtime
-    from ._api import actor as actor
     from ._api import current_loop as current_loop
     from ._api import run as run
     from ._api import runtime as runtime

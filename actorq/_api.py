@@ -1,172 +1,37 @@
-"""The actor API users write against: ``@actor``, ``ActorRef``, ``Runtime``.
+"""The runtime handle users write against: ``Runtime``, ``run``, and helpers.
 
-An actor is a plain class. ``@actorq.actor`` records how to find it again in
-another process (its ``module:qualname``), its options (restart policy, mailbox
-bound, re-entrancy) and its placement hints; the class itself is returned
-unchanged, so it can still be instantiated directly in unit tests.
-
-A ref is a handle, never the object: ``await ref.add(5)`` packs the call,
-sends it to the worker that hosts the actor (over a shared-memory ring, or
-straight into the mailbox when it lives on the same worker), and awaits the
-reply; ``ref.add.tell(5)`` sends without waiting. Messages from one sender to
-one actor are handled in the order they were sent. One message runs at a time
-per actor; an ``async`` method holds the actor until it returns unless the
-actor was declared ``reentrant=True`` (then an actor that asks an actor that
-asks it back does not wait on itself).
-
-Which process we are in (supervisor, worker, client) is held in ``_ctx``: the
-worker or supervisor installs its ``Node`` and ``Runtime`` there at start.
+``main(rt)`` and actors reach the runtime through a ``Runtime``; spawn,
+lookup and stats travel to the supervisor over the control plane. Actors and
+refs themselves live in ``_actor`` (which the runtime processes import
+without importing this module).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from . import _codec
+from ._actor import ActorRef, check_hints, ctx, spec_of
 
 T = TypeVar("T")
-
-RESTART_POLICIES = ("never", "always")
-HINT_KEYS = ("group", "state", "footprint", "writes", "cpu", "node", "weight")
-# Names a ref reserves for itself; an actor method with one of these names is not reachable.
-RESERVED = frozenset({"stop", "id", "name", "cls_path", "tell"})
-
-
-@dataclass(frozen=True)
-class ActorSpec:
-    """What the runtime knows about an actor class."""
-
-    cls: type
-    path: str  # "module:qualname"
-    restart: str = "never"
-    mailbox: int | None = None
-    reentrant: bool = False
-    hints: dict[str, Any] = field(default_factory=dict)
-    methods: frozenset[str] = frozenset()
-
-
-_registry: dict[str, ActorSpec] = {}
-
-
-def _public_methods(cls: type) -> frozenset[str]:
-    out = set()
-    for name in dir(cls):
-        if name.startswith("_") or name in ("on_start", "on_stop"):
-            continue
-        if callable(getattr(cls, name, None)):
-            out.add(name)
-    return frozenset(out)
-
-
-def _check_hints(hints: dict[str, Any], where: str) -> None:
-    for key in hints:
-        if key not in HINT_KEYS:
-            raise TypeError(
-                f"{where}: unknown option {key!r}; placement hints are {', '.join(HINT_KEYS)}"
-            )
-
-
-def actor(
-    cls: type | None = None,
-    *,
-    restart: str = "never",
-    mailbox: int | None = None,
-    reentrant: bool = False,
-    **hints: Any,
-) -> Any:
-    """Declare an actor class: ``@actor`` or ``@actor(restart="always", mailbox=1000, ...)``.
-
-    Options: ``restart`` ("never": a crash of its worker ends it; "always": it is
-    re-created from ``__init__`` on the restarted worker), ``mailbox`` (most
-    messages queued for it; beyond that asks fail with ``Overloaded`` and tells
-    are counted as dead letters), ``reentrant`` (let other messages run while an
-    async method awaits), and placement hints (``group``, ``state``,
-    ``footprint``, ``writes``, ``cpu``, ``node``, ``weight``; see Placer).
-    """
-    if restart not in RESTART_POLICIES:
-        raise ValueError(f"@actor: restart={restart!r}; use one of {RESTART_POLICIES}")
-    if mailbox is not None and (not isinstance(mailbox, int) or mailbox < 1):
-        raise ValueError(f"@actor: mailbox={mailbox!r}; use a positive int or None")
-    _check_hints(hints, "@actor")
-
-    def wrap(c: type) -> type:
-        if not isinstance(c, type):
-            raise TypeError(f"@actor decorates classes, not {c!r}")
-        path = f"{c.__module__}:{c.__qualname__}"
-        spec = ActorSpec(c, path, restart, mailbox, reentrant, dict(hints), _public_methods(c))
-        c.__actorq__ = spec  # type: ignore[attr-defined]
-        _registry[path] = spec
-        return c
-
-    return wrap(cls) if cls is not None else wrap
-
-
-def spec_of(cls: type) -> ActorSpec:
-    spec = cls.__dict__.get("__actorq__") if isinstance(cls, type) else None
-    if spec is None:
-        raise TypeError(
-            f"{getattr(cls, '__qualname__', cls)!r} is not an actor class; "
-            "decorate it with @actorq.actor"
-        )
-    return spec
-
-
-def find_spec(path: str) -> ActorSpec:
-    """The spec for ``module:qualname``, importing the module if this process has not."""
-    spec = _registry.get(path)
-    if spec is not None:
-        return spec
-    import importlib
-    import sys
-
-    module_name, _, qualname = path.partition(":")
-    module = sys.modules.get(module_name) or importlib.import_module(module_name)
-    obj: Any = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return spec_of(obj)
-
-
-# --- where we are --------------------------------------------------------------
-
-
-class _Context:
-    __slots__ = ("actor", "node", "runtime")
-
-    def __init__(self) -> None:
-        self.node: Any = None  # worker.Node of this process (supervisor or worker)
-        self.runtime: Runtime | None = None
-        self.actor: ActorRef | None = None  # the actor whose message is running now
-
-
-_ctx = _Context()
-
-
-def _node() -> Any:
-    node = _ctx.node
-    if node is None:
-        raise RuntimeError(
-            "no actorq runtime in this process: call refs from actors or from main "
-            "under actorq.run(), or use actorq.connect(address) from other processes"
-        )
-    return node
 
 
 def runtime() -> Runtime:
     """The Runtime of this process (inside an actor or the main coroutine)."""
-    if _ctx.runtime is None:
-        raise RuntimeError("actorq.runtime(): not inside an actorq worker or actorq.run()")
-    return _ctx.runtime
+    if ctx.runtime is None:
+        if ctx.node is None:
+            raise RuntimeError("actorq.runtime(): not inside an actorq worker or actorq.run()")
+        ctx.runtime = Runtime(ctx.node)
+    return ctx.runtime
 
 
 def self_ref() -> ActorRef:
     """The ref of the actor whose method is running now."""
-    if _ctx.actor is None:
+    if ctx.actor is None:
         raise RuntimeError("actorq.self_ref(): no actor method is running")
-    return _ctx.actor
+    return ctx.actor
 
 
 def current_loop() -> Any:
@@ -181,132 +46,6 @@ def sleep(delay: float) -> Awaitable[None]:
     from .loop import sleep as _sleep
 
     return _sleep(delay)
-
-
-class BoundCoroutine:
-    """Runs a coroutine with ``_ctx.actor`` set to its actor at every step.
-
-    The loop interleaves many actors' coroutines, so a plain global would name
-    whichever actor ran last; this wrapper restores the right one each time the
-    coroutine is resumed.
-    """
-
-    __slots__ = ("coro", "ref")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], ref: ActorRef) -> None:
-        self.coro, self.ref = coro, ref
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, send_value, error = self.coro, None, None
-        while True:
-            prev = _ctx.actor
-            _ctx.actor = self.ref
-            try:
-                yielded = coro.send(send_value) if error is None else coro.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                _ctx.actor = prev
-            try:
-                send_value, error = (yield yielded), None
-            except BaseException as exc:
-                send_value, error = None, exc
-
-
-# --- refs ---------------------------------------------------------------------
-
-
-class Method:
-    """``ref.name``: call it to ask (awaitable), or ``.tell(...)`` to send and forget."""
-
-    __slots__ = ("name", "ref")
-
-    def __init__(self, ref: ActorRef, name: str) -> None:
-        self.ref, self.name = ref, name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ref = self.ref
-        if ref._via is not None:
-            return ref._via._ask(ref, self.name, args, kwargs)
-        node = _ctx.node
-        if node is None:
-            node = _node()
-        return node.ask(ref, self.name, args, kwargs)
-
-    def tell(self, *args: Any, **kwargs: Any) -> None:
-        ref = self.ref
-        if ref._via is not None:
-            return ref._via._tell(ref, self.name, args, kwargs)
-        node = _ctx.node
-        if node is None:
-            node = _node()  # raises, saying what to do
-        node.tell(ref, self.name, args, kwargs)
-        return None
-
-    def __repr__(self) -> str:
-        return f"<method {self.name} of {self.ref!r}>"
-
-
-class ActorRef:
-    """A handle to an actor anywhere in the runtime; can be sent inside messages."""
-
-    __slots__ = ("_methods", "_via", "cls_path", "id", "name")
-
-    def __init__(self, actor_id: int, cls_path: str, name: str | None = None, via: Any = None):
-        self.id = actor_id
-        self.cls_path = cls_path
-        self.name = name
-        self._via = via  # a Client, for refs obtained through actorq.connect
-        self._methods: dict[str, Method] | None = None  # ``ref.add`` made once, then reused
-
-    @property
-    def worker(self) -> int:
-        """Index of the worker hosting the actor (1-based; 0 is the supervisor)."""
-        return self.id >> 32
-
-    def __getattr__(self, attr: str) -> Method:
-        methods = self._methods
-        if methods is not None:
-            m = methods.get(attr)
-            if m is not None:
-                return m
-        if attr.startswith("_"):
-            raise AttributeError(attr)
-        spec = _registry.get(self.cls_path)
-        if spec is not None and attr not in spec.methods:
-            have = ", ".join(sorted(spec.methods)) or "none"
-            raise AttributeError(
-                f"actor {spec.cls.__qualname__} has no method {attr!r} (its methods: {have})"
-            )
-        if methods is None:
-            methods = self._methods = {}
-        m = methods[attr] = Method(self, attr)
-        return m
-
-    def method_fn(self, name: str) -> Callable[..., Any] | None:
-        """The class's function for ``name`` if known here (to name bad arguments)."""
-        spec = _registry.get(self.cls_path)
-        return getattr(spec.cls, name, None) if spec is not None else None
-
-    def stop(self) -> Any:
-        """Stop the actor after the messages already sent to it; runs its ``on_stop``."""
-        if self._via is not None:
-            return self._via._stop(self)
-        return _node().stop_actor(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorRef) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        cls = self.cls_path.rpartition(":")[2]
-        named = f" {self.name!r}" if self.name else ""
-        return f"<ActorRef {cls}{named} #{self.id & 0xFFFFFFFF} on worker {self.worker}>"
-
-
-_codec.register_ref_type(ActorRef, lambda i, c, n: ActorRef(i, c, n))
 
 
 # --- the runtime handle ----------------------------------------------------------
@@ -347,7 +86,7 @@ class Runtime:
         options are placement hints (``cpu=3`` pins it to the worker on CPU 3).
         """
         spec = spec_of(cls)
-        _check_hints(hints, f"spawn({cls.__qualname__})")
+        check_hints(hints, f"spawn({cls.__qualname__})")
         merged = {**spec.hints, **hints}
         where = f"spawn({cls.__qualname__})"
         try:
@@ -385,7 +124,7 @@ def run(main: Callable[[Runtime], Awaitable[T]], workers: int | None = None, **o
     Options as in ``actorq run``: ``workers``, ``cpus`` (list or "0-3"),
     ``log_level``, ``runtime_dir``, ``explain``, ``stop_timeout``, ``config``.
     """
-    from .supervisor import run_main
+    from ._runtime.supervisor import run_main
 
     return run_main(main, workers=workers, **options)
 

@@ -32,8 +32,8 @@ from typing import Any
 import zmq
 
 from . import _codec
-from ._api import ActorRef
-from .control import decode, encode, error_from, normalize_address
+from ._actor import ActorRef
+from ._runtime.control import decode, encode, error_from, normalize_address
 
 
 class _Base:

@@ -287,7 +287,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from actorq.placement_cli import parse_size
+    from actorq.cli.place import parse_size
 
     results: list[Result] = []
     report: dict[str, object] = {"machine_info": machine_info()}

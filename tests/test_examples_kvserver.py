@@ -14,7 +14,7 @@ import psutil
 import pytest
 import redis
 
-pytest.importorskip("actorq.supervisor")
+pytest.importorskip("zmq")
 
 from test_resp_server import (
     check_client_semantics,

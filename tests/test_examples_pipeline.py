@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("actorq.supervisor")
+pytest.importorskip("zmq")
 
 from examples.pipeline.app import expected_totals, generate, parse, transform
 

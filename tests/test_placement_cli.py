@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from actorq.cli.place import load_spec, parse_compact, parse_size
 from actorq.errors import ConfigError
-from actorq.placement_cli import load_spec, parse_compact, parse_size
 
 MACHINE = "32intel64-2p8co2t+8ve.tar.bz2"  # 2 packages x 8 cores x 2 threads, 1 node each
 

@@ -44,7 +44,7 @@ def render(stats: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .client import connect
+    from ..client import connect
 
     try:
         with connect(args.address, timeout=args.timeout) as client:

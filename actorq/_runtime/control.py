@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from . import _codec, errors
+from .. import _codec, errors
 
 log = logging.getLogger("actorq.control")
 

@@ -33,7 +33,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from .errors import PayloadTooLarge, RingFull
+from ..errors import PayloadTooLarge, RingFull
 
 log = logging.getLogger("actorq.mesh")
 
@@ -248,7 +248,7 @@ class RingMesh:
     kind = "ring"
 
     def __init__(self, nodes: int, capacity: int, numa: list[int | None] | None = None) -> None:
-        from .shm import Inbox
+        from ..shm import Inbox
 
         cap = 1 << max(12, (capacity - 1).bit_length())  # a power of two
         self.nodes = nodes

@@ -92,8 +92,8 @@ def load_target(target: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._api import check_main
-    from .errors import ConfigError
+    from .._api import check_main
+    from ..errors import ConfigError
 
     try:
         main = load_target(args.target)
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     why = check_main(main)
     if why is not None:
         return _fail(f"{args.target}: {why}")
-    from .supervisor import run_main
+    from .._runtime.supervisor import run_main
 
     try:
         run_main(

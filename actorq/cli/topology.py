@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import ActorqTopologyError
-    from . import build_universe, discover
-    from .render import to_json, to_text
+    from ..topology import build_universe, discover
+    from ..topology.render import to_json, to_text
 
     view = "all" if args.all else "allowed"
     try:

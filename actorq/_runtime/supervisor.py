@@ -54,10 +54,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import _api
-from ._api import ActorRef
-from .config import Config, load_config
-from .errors import ActorDied, ActorNotFound, ConfigError
+from .. import _actor, _api
+from .._actor import ActorRef
+from ..config import Config, load_config
+from ..errors import ActorDied, ActorNotFound, ConfigError
 
 log = logging.getLogger("actorq.supervisor")
 plog = logging.getLogger("actorq.placement")
@@ -70,7 +70,7 @@ def _worker_cpus(cfg: Config) -> list[tuple[int, int | None]]:
     allowed = sorted(os.sched_getaffinity(0))
     machine = None
     try:
-        from .topology import discover
+        from ..topology import discover
 
         machine = discover()
     except Exception as exc:  # discovery is best effort here: pinning still works
@@ -199,8 +199,8 @@ class Supervisor:
 
     # --- start -----------------------------------------------------------------
     def start(self) -> None:
-        from ._mesh import make_mesh
         from .control import control_address, make_runtime_dir
+        from .mesh import make_mesh
 
         cfg = self.cfg
         placements = _worker_cpus(cfg)
@@ -279,10 +279,10 @@ class Supervisor:
     def _start_loop(self) -> None:
         import zmq
 
+        from ..loop import Loop
+        from ..loop.sources import Signals, ZmqSource
         from .control import Endpoint
-        from .loop import Loop
-        from .loop.sources import Signals, ZmqSource
-        from .worker import Node
+        from .node import Node
 
         self.loop = loop = Loop()
         self.ctx = zmq.Context()
@@ -358,7 +358,7 @@ class Supervisor:
     def run(self, main: Callable[[_api.Runtime], Awaitable[Any]]) -> Any:
         loop = self.loop
         rt = _api.Runtime(self.node)
-        _api._ctx.node, _api._ctx.runtime = self.node, rt
+        _actor.ctx.node, _actor.ctx.runtime = self.node, rt
         result: dict[str, Any] = {}
 
         async def body() -> Any:
@@ -386,7 +386,7 @@ class Supervisor:
             loop.run_forever()
         finally:
             self._cleanup()
-            _api._ctx.node = _api._ctx.runtime = None
+            _actor.ctx.node = _actor.ctx.runtime = None
         if self.immediate:
             raise SystemExit(128 + (self.exit_signal or signal.SIGINT))
         if self.failure is not None:
@@ -398,7 +398,7 @@ class Supervisor:
     async def _wait_ready(self) -> None:
         if all(s.hello for s in self.slots):
             return
-        from .loop import wait_for
+        from ..loop import wait_for
 
         try:
             await wait_for(self.ready, 30.0)
@@ -577,8 +577,8 @@ class Supervisor:
     def _get_placer(self) -> Any:
         if self.placer is None and self.placer_error is None:
             try:
-                from .placement import Placer
-                from .topology import build_universe, discover
+                from ..placement import Placer
+                from ..topology import build_universe, discover
 
                 machine = discover()
                 universe = build_universe(machine)
@@ -599,8 +599,8 @@ class Supervisor:
             )
         placer = self._get_placer()
         if placer is not None:
-            from .errors import PlacementError
-            from .placement import Hints
+            from ..errors import PlacementError
+            from ..placement import Hints
 
             try:
                 p = placer.place(key, Hints(**{k: v for k, v in hints.items() if v is not None}))

@@ -14,10 +14,10 @@ from importlib import import_module
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> exit code, help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "topology": ("actorq.topology.cli", "print the machine and its scheduling universe"),
-    "place": ("actorq.placement_cli", "show where a described set of actors would land, and why"),
-    "run": ("actorq.run_cli", "run an app: actorq run module:attr"),
-    "stats": ("actorq.stats_cli", "where the actors of a running runtime live: actorq stats DIR"),
+    "topology": ("actorq.cli.topology", "print the machine and its scheduling universe"),
+    "place": ("actorq.cli.place", "show where a described set of actors would land, and why"),
+    "run": ("actorq.cli.run", "run an app: actorq run module:attr"),
+    "stats": ("actorq.cli.stats", "where the actors of a running runtime live: actorq stats DIR"),
 }
 
 

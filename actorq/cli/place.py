@@ -29,9 +29,9 @@ import argparse
 import re
 from typing import Any
 
-from .errors import ConfigError
-from .placement import Hints
-from .topology.cli import add_root_argument
+from ..errors import ConfigError
+from ..placement import Hints
+from .topology import add_root_argument
 
 _KEYS = {"count", "group", "state", "footprint", "writes", "node", "cpu", "weight"}
 _UNITS = {
@@ -223,10 +223,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from .errors import ActorqTopologyError, PlacementError
-    from .placement import plan
-    from .topology import build_universe, discover
-    from .topology.cpulist import parse_cpulist
+    from ..errors import ActorqTopologyError, PlacementError
+    from ..placement import plan
+    from ..topology import build_universe, discover
+    from ..topology.cpulist import parse_cpulist
 
     try:
         actors = load_spec(args.spec)

@@ -1,0 +1,262 @@
+"""Hosting actors in a worker: one ``Cell`` per actor, its mailbox and its turn.
+
+Each actor has a ``Cell``: a mailbox (deque) and a busy flag. A sync method
+runs at once when the actor is idle; an async one becomes a Task and the
+actor is busy until it returns, so one message runs at a time per actor, in
+arrival order (FIFO per sender, since each sender's records arrive in order
+on one channel). An actor declared ``reentrant=True`` does not hold its
+mailbox while an async method awaits.
+
+The ``Host`` creates cells (``__init__`` and ``on_start``), stops them
+(``on_stop``) one at a time or all at once for an orderly shutdown. Replies
+and failures go back through the ``Node`` (routing).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import traceback
+import types
+from typing import TYPE_CHECKING, Any
+
+from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
+from .._codec import ASK, F_DIED, F_REMOTE, STOP, TELL
+from ..errors import RemoteError
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("actorq.worker")
+
+_CoroutineType = types.CoroutineType
+_ctx = ctx
+
+
+async def _bound(coro: Any, ref: ActorRef) -> Any:
+    return await BoundCoroutine(coro, ref)
+
+
+class Cell:
+    """One hosted actor: instance, mailbox, and whether a message is running."""
+
+    __slots__ = (
+        "busy",
+        "fns",
+        "instance",
+        "mailbox",
+        "node",
+        "queue",
+        "reentrant",
+        "ref",
+        "spec",
+        "stopped",
+    )
+
+    def __init__(self, node: Node, ref: ActorRef, spec: ActorSpec, instance: Any) -> None:
+        self.node, self.ref, self.spec, self.instance = node, ref, spec, instance
+        self.queue: collections.deque[tuple] = collections.deque()
+        self.busy = False
+        self.stopped = False
+        self.mailbox = spec.mailbox
+        self.reentrant = spec.reentrant
+        self.fns: dict[str, Any] = {}  # method name -> bound method, filled on first use
+
+    def post(self, item: tuple) -> None:
+        """item: (kind, sender, req, method, args, kwargs)."""
+        if self.busy or self.queue:
+            if self.mailbox is not None and len(self.queue) >= self.mailbox and item[0] != STOP:
+                self.node.overflowed(self, item)
+                return
+            self.queue.append(item)
+            return
+        self.run(item)
+
+    def pump(self) -> None:
+        queue = self.queue
+        while queue and not self.busy:
+            self.run(queue.popleft())
+
+    def run(self, item: tuple) -> None:
+        kind, sender, req, method, args, kwargs = item
+        node = self.node
+        if kind == STOP or self.stopped:
+            self._stop_or_refuse(kind, sender, req, method)
+            return
+        fn = self.fns.get(method)
+        if fn is not None:  # the common case, kept short: a known method of a live actor
+            prev = _ctx.actor
+            _ctx.actor = self.ref
+            try:
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
+            except Exception as exc:
+                node.method_raised(self, kind, sender, req, method, exc)
+                return
+            finally:
+                _ctx.actor = prev
+            if type(result) is not _CoroutineType:
+                if kind == ASK:
+                    node.reply(sender, req, result, self, method)
+                return
+            self._start(result, kind, sender, req, method)
+            return
+        self._run_slow(item)
+
+    def _stop_or_refuse(self, kind: int, sender: int, req: int, method: str) -> None:
+        node = self.node
+        if self.stopped:
+            node.fail(sender, req, F_DIED, "ActorDied", f"{self.ref!r} was stopped")
+            if kind == TELL:
+                node.dead_letter(self.ref.id, method)
+            return
+        self.busy = True
+        node.host.run_stop(self, sender, req)
+
+    def _run_slow(self, item: tuple) -> None:
+        """First call of a method: look it up once, then take the fast path."""
+        kind, sender, req, method = item[:4]
+        fn = getattr(self.instance, method, None) if method in self.spec.methods else None
+        if fn is None:
+            msg = (
+                f"actor {self.spec.cls.__qualname__} has no method {method!r} "
+                f"(its methods: {', '.join(sorted(self.spec.methods)) or 'none'})"
+            )
+            if kind == ASK:
+                self.node.fail(sender, req, F_REMOTE, "AttributeError", msg)
+            else:
+                log.error("tell to %r: %s", self.ref, msg)
+            return
+        self.fns[method] = fn
+        self.run(item)
+
+    def _start(self, coro: Any, kind: int, sender: int, req: int, method: str) -> None:
+        task = self.node.loop.spawn(_bound(coro, self.ref))
+        if not self.reentrant:
+            self.busy = True
+        task.add_done_callback(lambda t: self._finished(t, kind, sender, req, method))
+
+    def _finished(self, task: Any, kind: int, sender: int, req: int, method: str) -> None:
+        node = self.node
+        try:
+            result = task.result()
+        except Exception as exc:
+            node.method_raised(self, kind, sender, req, method, exc)
+        except BaseException as exc:  # Cancelled: the actor is going away
+            if kind == ASK:
+                node.fail(sender, req, F_DIED, "ActorDied", f"{self.ref!r}: {type(exc).__name__}")
+        else:
+            if kind == ASK:
+                node.reply(sender, req, result, self, method)
+        if not self.reentrant:
+            self.busy = False
+            self.pump()
+
+
+class Host:
+    """The actors of one worker: create, stop one, stop all (see the module docstring)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.cells: dict[int, Cell] = {}
+        self.gone: set[int] = set()  # ids of actors that lived here and died or stopped
+
+    def create(
+        self, actor_id: int, cls_path: str, args: list, kwargs: dict | None, name: str | None
+    ) -> Any:
+        """Instantiate an actor here; returns None, or an awaitable (async on_start)."""
+        spec = find_spec(cls_path)
+        ref = ActorRef(actor_id, cls_path, name)
+        prev = _ctx.actor
+        _ctx.actor = ref
+        try:
+            instance = spec.cls(*args, **(kwargs or {}))
+            started = getattr(instance, "on_start", None)
+            result = started() if callable(started) else None
+        except Exception as exc:
+            raise RemoteError(
+                type(exc).__qualname__,
+                f"{spec.cls.__qualname__}(...): {exc}",
+                "".join(traceback.format_exception(exc)),
+            ) from None
+        finally:
+            _ctx.actor = prev
+        cell = Cell(self.node, ref, spec, instance)
+        self.cells[actor_id] = cell
+        self.gone.discard(actor_id)
+        if inspect.iscoroutine(result):
+            cell.busy = True  # messages wait until on_start is done
+            task = self.node.loop.spawn(_bound(result, ref))
+
+            def started_cb(t: Any) -> None:
+                cell.busy = False
+                if t.exception() is not None:
+                    log.error("%r.on_start raised: %r", ref, t.exception())
+                cell.pump()
+
+            task.add_done_callback(started_cb)
+        return None
+
+    def run_stop(self, cell: Cell, sender: int, req: int) -> None:
+        def done(_: Any = None) -> None:
+            cell.stopped = True
+            cell.busy = False
+            self.cells.pop(cell.ref.id, None)
+            self.gone.add(cell.ref.id)
+            if req:
+                self.node.reply(sender, req, None)
+            for item in cell.queue:
+                self.node.no_such_actor(item[1], item, cell.ref.id)
+            cell.queue.clear()
+            if self.node.on_stopped is not None:
+                self.node.on_stopped(cell.ref.id)
+
+        result = _call_on_stop(cell)
+        if inspect.iscoroutine(result):
+            self.node.loop.spawn(_bound(result, cell.ref)).add_done_callback(done)
+        else:
+            done()
+
+    def stop_all(self) -> Any:
+        """Run every actor's on_stop (orderly shutdown); a Future done when all ran."""
+        fut = self.node.loop.create_future()
+        cells = list(self.cells.values())
+        waiting = [0]
+
+        def one_done(_: Any = None) -> None:
+            waiting[0] -= 1
+            if waiting[0] == 0 and not fut.done():
+                fut.set_result(None)
+
+        for cell in cells:
+            self.cells.pop(cell.ref.id, None)
+            cell.stopped = True
+            result = _call_on_stop(cell)
+            if inspect.iscoroutine(result):
+                waiting[0] += 1
+                self.node.loop.spawn(_bound(result, cell.ref)).add_done_callback(one_done)
+        if waiting[0] == 0:
+            fut.set_result(None)
+        return fut
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per hosted actor, for stats."""
+        return [
+            {"id": c.ref.id, "name": c.ref.name, "cls": c.spec.path, "queued": len(c.queue)}
+            for c in self.cells.values()
+        ]
+
+
+def _call_on_stop(cell: Cell) -> Any:
+    hook = getattr(cell.instance, "on_stop", None)
+    if not callable(hook):
+        return None
+    prev = _ctx.actor
+    _ctx.actor = cell.ref
+    try:
+        return hook()
+    except Exception:
+        log.exception("%r.on_stop raised", cell.ref)
+        return None
+    finally:
+        _ctx.actor = prev
