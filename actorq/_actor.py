@@ -133,9 +133,13 @@ def find_spec(path: str) -> ActorSpec:
 
 
 class _Context:
-    __slots__ = ("actor", "node", "runtime")
+    __slots__ = ("actor", "board", "node", "runtime")
 
     def __init__(self) -> None:
+        # The words of this process's board (see _runtime/board.py): word 0 names
+        # the actor and method running now. A private stand-in until a worker
+        # installs its shared one.
+        self.board: Any = memoryview(bytearray(64)).cast("q")
         self.node: Any = None  # the _runtime.node.Node of this process (worker or main)
         self.runtime: Any = None  # the _api.Runtime made for it, on first use
         self.actor: ActorRef | None = None  # the actor whose message is running now
@@ -162,22 +166,25 @@ class BoundCoroutine:
     coroutine is resumed.
     """
 
-    __slots__ = ("coro", "ref")
+    __slots__ = ("coro", "ref", "tag")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], ref: ActorRef) -> None:
-        self.coro, self.ref = coro, ref
+    def __init__(self, coro: Coroutine[Any, Any, Any], ref: ActorRef, tag: int = 0) -> None:
+        self.coro, self.ref, self.tag = coro, ref, tag  # tag: the board's RUNNING word
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, send_value, error = self.coro, None, None
+        board, tag = ctx.board, self.tag
         while True:
-            prev = ctx.actor
+            prev, prev_tag = ctx.actor, board[0]
             ctx.actor = self.ref
+            board[0] = tag
             try:
                 yielded = coro.send(send_value) if error is None else coro.throw(error)
             except StopIteration as stop:
                 return stop.value
             finally:
                 ctx.actor = prev
+                board[0] = prev_tag
             try:
                 send_value, error = (yield yielded), None
             except BaseException as exc:

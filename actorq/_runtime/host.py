@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
+from .board import ASYNC, RUNNING, running_tag
 
 if TYPE_CHECKING:
     from .node import Node
@@ -34,16 +35,18 @@ _CoroutineType = types.CoroutineType
 _ctx = ctx
 
 
-async def _bound(coro: Any, ref: ActorRef) -> Any:
-    return await BoundCoroutine(coro, ref)
+async def _bound(coro: Any, ref: ActorRef, tag: int = 0) -> Any:
+    return await BoundCoroutine(coro, ref, tag)
 
 
 class Cell:
     """One hosted actor: instance, mailbox, and whether a message is running."""
 
     __slots__ = (
+        "board",
         "busy",
         "fns",
+        "hand",
         "instance",
         "mailbox",
         "node",
@@ -61,7 +64,10 @@ class Cell:
         self.stopped = False
         self.mailbox = spec.mailbox
         self.reentrant = spec.reentrant
-        self.fns: dict[str, Any] = {}  # method name -> bound method, filled on first use
+        # method name -> (bound method, its board tag), filled on first use
+        self.fns: dict[str, tuple[Any, int]] = {}
+        self.board = node.board  # the worker's board words (see board.py)
+        self.hand = node.board_slots.take_slot(ref.id)  # word: messages queued + tasks running
 
     def post(self, item: tuple) -> None:
         """item: (kind, sender, req, method, args, kwargs)."""
@@ -70,13 +76,16 @@ class Cell:
                 self.node.overflowed(self, item)
                 return
             self.queue.append(item)
+            self.board[self.hand] += 1
             return
         self.run(item)
 
     def pump(self) -> None:
         queue = self.queue
         while queue and not self.busy:
-            self.run(queue.popleft())
+            item = queue.popleft()
+            self.board[self.hand] -= 1
+            self.run(item)
 
     def run(self, item: tuple) -> None:
         kind, sender, req, method, args, kwargs = item
@@ -84,10 +93,13 @@ class Cell:
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
             return
-        fn = self.fns.get(method)
-        if fn is not None:  # the common case, kept short: a known method of a live actor
+        entry = self.fns.get(method)
+        if entry is not None:  # the common case, kept short: a known method of a live actor
+            fn, tag = entry
             prev = _ctx.actor
             _ctx.actor = self.ref
+            board = self.board
+            board[RUNNING] = tag
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             except Exception as exc:
@@ -95,11 +107,12 @@ class Cell:
                 return
             finally:
                 _ctx.actor = prev
+                board[RUNNING] = 0
             if type(result) is not _CoroutineType:
                 if kind == ASK:
                     node.reply(sender, req, result, self, method)
                 return
-            self._start(result, kind, sender, req, method)
+            self._start(result, kind, sender, req, method, tag)
             return
         self._run_slow(item)
 
@@ -127,17 +140,19 @@ class Cell:
             else:
                 log.error("tell to %r: %s", self.ref, msg)
             return
-        self.fns[method] = fn
+        self.fns[method] = (fn, running_tag(self.ref.id, self.node.board_slots.method_code(method)))
         self.run(item)
 
-    def _start(self, coro: Any, kind: int, sender: int, req: int, method: str) -> None:
-        task = self.node.loop.spawn(_bound(coro, self.ref))
+    def _start(self, coro: Any, kind: int, sender: int, req: int, method: str, tag: int) -> None:
+        task = self.node.loop.spawn(_bound(coro, self.ref, tag | ASYNC))
+        self.board[self.hand] += 1
         if not self.reentrant:
             self.busy = True
         task.add_done_callback(lambda t: self._finished(t, kind, sender, req, method))
 
     def _finished(self, task: Any, kind: int, sender: int, req: int, method: str) -> None:
         node = self.node
+        self.board[self.hand] -= 1
         try:
             result = task.result()
         except Exception as exc:
@@ -169,6 +184,8 @@ class Host:
         ref = ActorRef(actor_id, cls_path, name)
         prev = _ctx.actor
         _ctx.actor = ref
+        board = self.node.board
+        board[RUNNING] = running_tag(actor_id, self.node.board_slots.method_code("__init__"))
         try:
             instance = spec.cls(*args, **(kwargs or {}))
             started = getattr(instance, "on_start", None)
@@ -181,6 +198,7 @@ class Host:
             ) from None
         finally:
             _ctx.actor = prev
+            board[RUNNING] = 0
         cell = Cell(self.node, ref, spec, instance)
         self.cells[actor_id] = cell
         self.gone.discard(actor_id)
@@ -203,6 +221,7 @@ class Host:
             cell.busy = False
             self.cells.pop(cell.ref.id, None)
             self.gone.add(cell.ref.id)
+            self.node.board_slots.release_slot(cell.hand)
             if req:
                 self.node.reply(sender, req, None)
             for item in cell.queue:

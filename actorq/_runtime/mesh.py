@@ -19,8 +19,11 @@ Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
 - ``flush()``: make written records visible to their readers (one doorbell
   per destination per loop turn at most; batching is where throughput comes
   from).
-- ``start(loop, deliver)``: call ``deliver(sender, record)`` for every inbound
-  record, in order per sender.
+- ``start(loop, deliver, taken)``: call ``deliver(sender, record)`` for every
+  inbound record, in order per sender. Records leave the channel before they
+  are delivered (``taken(n)`` says how many were just taken): a worker that
+  dies while handling one does not hand it to its successor again, so a
+  poison message runs at most once and the supervisor can count what was lost.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from ..errors import PayloadTooLarge, RingFull
 log = logging.getLogger("actorq.mesh")
 
 Deliver = Callable[[int, bytes], None]
+Taken = Callable[[int], None]
+
+
+def _no_count(n: int) -> None:
+    pass
 
 _BUDGET = 256  # records per channel per wake before giving others a turn
 
@@ -58,7 +66,9 @@ class Port:
     def publish(self, dest: int) -> None:
         """Make what was written to ``dest`` visible now (default: at the next flush)."""
 
-    def start(self, loop: Any, deliver: Deliver) -> None:  # pragma: no cover - interface
+    def start(
+        self, loop: Any, deliver: Deliver, taken: Taken = _no_count
+    ) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def close(self) -> None:  # pragma: no cover - interface
@@ -123,8 +133,8 @@ class SocketPort(Port):
         self._deliver: Deliver | None = None
         self._buf = bytearray(1 << 18)
 
-    def start(self, loop: Any, deliver: Deliver) -> None:
-        self._loop, self._deliver = loop, deliver
+    def start(self, loop: Any, deliver: Deliver, taken: Taken = _no_count) -> None:
+        self._loop, self._deliver, self._taken = loop, deliver, taken
         for peer, s in self.socks.items():
             loop.add_reader(s.fileno(), self._readable, peer, s)
 
@@ -152,14 +162,18 @@ class SocketPort(Port):
         deliver = self._deliver
         assert deliver is not None
         off, end = 0, len(acc)
+        records = []
         while end - off >= 4:
             (n,) = _LEN.unpack_from(acc, off)
             if end - off - 4 < n:
                 break
-            deliver(peer, bytes(acc[off + 4 : off + 4 + n]))
+            records.append(bytes(acc[off + 4 : off + 4 + n]))
             off += 4 + n
         if off:
             del acc[:off]
+        self._taken(len(records))
+        for record in records:
+            deliver(peer, record)
 
     def send(self, dest: int, data: bytes) -> None:
         if len(data) > SOCKET_MAX_RECORD:
@@ -301,6 +315,7 @@ class RingPort(Port):
         self._deliver: Deliver | None = None
         self._remove_hook: Any = None
         self._drain_queued = False
+        self._batch: list[tuple[int, bytes]] = []
         # An answer is likely soon: we just published an ask, or answered what
         # we drained (the asker tends to ask again). The next before_sleep then
         # spins a full ``max_s`` once, whatever the adaptive budget decayed to:
@@ -311,11 +326,14 @@ class RingPort(Port):
         self._expect = False
 
     # -- inbound ---------------------------------------------------------------------
-    def start(self, loop: Any, deliver: Deliver) -> None:
-        self._loop, self._deliver = loop, deliver
+    def start(self, loop: Any, deliver: Deliver, taken: Taken = _no_count) -> None:
+        self._loop, self._deliver, self._taken = loop, deliver, taken
         loop.add_reader(self.inbox.doorbell_fd, self._doorbell)
         self._remove_hook = loop.before_sleep(self._before_sleep)
         self._queue_drain()  # records may be waiting already (a restarted worker)
+
+    def _take(self, sender: int, record: bytes) -> None:
+        self._batch.append((sender, record))
 
     def _doorbell(self) -> bool:
         self.inbox.wake_up()
@@ -326,7 +344,16 @@ class RingPort(Port):
         inbox = self.inbox
         self.draining = True
         try:
-            inbox.drain(self._deliver, _BUDGET)
+            # Take the records off the rings first (their space is released
+            # when drain returns), then deliver: at most once (module docstring).
+            inbox.drain(self._take, _BUDGET)
+            batch = self._batch
+            if batch:
+                self._batch = []
+                self._taken(len(batch))
+                deliver = self._deliver
+                for sender, record in batch:
+                    deliver(sender, record)
         finally:
             self.draining = False
             if self._dirty:

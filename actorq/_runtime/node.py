@@ -31,6 +31,7 @@ from .. import _codec
 from .._actor import ActorRef
 from .._codec import ASK, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_REMOTE, FAIL, REPLY, STOP, TELL
 from ..errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, RemoteError
+from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host
 
 log = logging.getLogger("actorq.worker")
@@ -60,8 +61,13 @@ class Node:
         address: str,
         incarnation: int = 0,
         control: Any = None,
+        board: Board | None = None,
     ) -> None:
         self.index = index
+        # What the supervisor reads if this process stalls or dies (board.py);
+        # processes that host no actors get a private one.
+        self.board_slots = board if board is not None else Board()
+        self.board = self.board_slots.words
         self.loop = loop
         self.port = port
         self.worker_cpus = worker_cpus
@@ -80,7 +86,7 @@ class Node:
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
         self.shutdown_hook: Callable[[], None] | None = None
-        port.start(loop, self.deliver)
+        port.start(loop, self.deliver, self._taken)
 
     # --- sending ----------------------------------------------------------------
     def _send(self, dest: int, data: bytes, urgent: bool = False) -> None:
@@ -89,6 +95,7 @@ class Node:
         ``urgent`` (an ask: someone is waiting)."""
         self.sent += 1
         if dest == self.index:
+            self.board[TAKEN] += 1
             self.loop.call_soon(self.deliver, dest, data)
             return
         port = self.port
@@ -124,6 +131,7 @@ class Node:
         dest = rid >> _NODE_SHIFT
         self.sent += 1
         if dest == self.index:
+            self.board[TAKEN] += 1
             self.loop.call_soon(self.deliver, dest, data)
             return
         port = self.port
@@ -173,6 +181,7 @@ class Node:
 
     def dead_letter(self, target: int, method: str) -> None:
         self.dead_letters += 1
+        self.board[DEAD_LETTERS] = self.dead_letters
         n = self.dead_letters
         if n > 10 and n % 1000:
             return  # the first ten, then every thousandth: a counter, not a flood
@@ -199,8 +208,13 @@ class Node:
             self.dead_letter(cell.ref.id, method)
 
     # --- receiving ------------------------------------------------------------------
+    def _taken(self, n: int) -> None:
+        """The port took ``n`` records off the rings; they are ours to lose now."""
+        self.board[TAKEN] += n
+
     def deliver(self, sender: int, data: bytes) -> None:
         self.received += 1
+        self.board[HANDLED] += 1
         try:
             msg = _unpack(data)
             kind = msg[0]
