@@ -21,6 +21,7 @@ from .errors import PlacementError as PlacementError
 from .errors import RemoteError as RemoteError
 from .errors import RingCorrupt as RingCorrupt
 from .errors import RingFull as RingFull
+from .errors import ShutdownTimeout as ShutdownTimeout
 
 __version__ = "0.1.0"
 

@@ -126,6 +126,9 @@ def run(main: Callable[[Runtime], Awaitable[T]], workers: int | None = None, **o
     """
     from ._runtime.supervisor import run_main
 
+    why = check_main(main)
+    if why is not None:
+        raise TypeError(why)
     return run_main(main, workers=workers, **options)
 
 

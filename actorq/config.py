@@ -34,7 +34,10 @@ class Config:
     explain: bool = False  # log every placement decision and its reason
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
     ring_capacity: int | None = None  # bytes per ring; None: 256 KiB, less with many workers
-    stall_timeout: float = 10.0  # a worker silent to heartbeats this long is reported
+    stall_timeout: float = 10.0  # a worker whose loop is held this long is reported
+    stall_action: str = "restart"  # then: "restart" (kill it, like a crash) or "report" only
+    restart_intensity: int = 3  # an actor that crashes its worker more than this often ...
+    restart_period: float = 5.0  # ... within this many seconds is stopped, not re-created
     source: str | None = None  # the file the values came from
 
     def merged(self, **overrides: Any) -> Config:
@@ -105,7 +108,15 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if key in ("stop_timeout", "stall_timeout"):
+    if key == "stall_action":
+        if value not in ("restart", "report"):
+            raise bad('"restart" or "report"')
+        return value
+    if key == "restart_intensity":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("a non-negative integer")
+        return value
+    if key in ("stop_timeout", "stall_timeout", "restart_period"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise bad("a positive number of seconds")
         return float(value)

@@ -80,3 +80,7 @@ class Overloaded(ActorError):
 # --- placement ----------------------------------------------------------------
 class PlacementError(ActorqError, ValueError):
     """An actor cannot be placed as asked (a pin outside the CPUs, bad hints); see the message."""
+
+
+class ShutdownTimeout(ActorqError):
+    """The runtime stopped, but ``main`` had not finished by ``stop_timeout`` and was killed."""

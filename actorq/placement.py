@@ -113,9 +113,7 @@ class Hints:
 
     def __post_init__(self) -> None:
         if self.state not in (None, "shared", "private"):
-            raise PlacementError(
-                f"Hints.state must be 'shared' or 'private', not {self.state!r}"
-            )
+            raise PlacementError(f"Hints.state must be 'shared' or 'private', not {self.state!r}")
         if self.writes not in (None, "shared", "private"):
             raise PlacementError(
                 f"Hints.writes must be 'shared', 'private' or None, not {self.writes!r}"
@@ -726,18 +724,26 @@ class Placer:
                 )
                 return leaf, "compressed", f"{tag}: {scope}; {where}"
             d = self._distance(order[0], nd)
-            return leaf, "spilled", (
-                f"{tag}: node {order[0]} is full; spilled to node {nd}, the nearest with a "
-                f"free cpu (distance {d}); {why + '; ' if why else ''}{where}"
+            return (
+                leaf,
+                "spilled",
+                (
+                    f"{tag}: node {order[0]} is full; spilled to node {nd}, the nearest with a "
+                    f"free cpu (distance {d}); {why + '; ' if why else ''}{where}"
+                ),
             )
         # Every CPU busy: share the least-loaded CPU of the home node (which stays home).
         top = self._node_roots.get(order[0], [self._root])
         leaf = self._descend_roots(top)
         if order[0] not in col.homes:
             col.homes[order[0]] = self._home_for(col, leaf)[0]
-        return leaf, "overloaded", (
-            f"{tag}: every cpu busy; shares {self._where(leaf)}, the least loaded near home "
-            f"(load {leaf.load:g})"
+        return (
+            leaf,
+            "overloaded",
+            (
+                f"{tag}: every cpu busy; shares {self._where(leaf)}, the least loaded near home "
+                f"(load {leaf.load:g})"
+            ),
         )
 
     def _node_key(self, g: _G) -> int | None:

@@ -90,10 +90,19 @@ def wait_for(pred: Callable[[], object], timeout: float = 20.0, what: str = "con
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
+    """The worker processes of the runtime whose supervisor is ``pid`` (not its main process)."""
     try:
-        return psutil.Process(pid).children()
+        kids = psutil.Process(pid).children()
     except psutil.NoSuchProcess:
         return []
+    out = []
+    for kid in kids:
+        try:
+            if kid.name() != "actorq-main":
+                out.append(kid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from _runtime_helpers import workers_of
 
 pytest.importorskip("zmq")
 
@@ -63,7 +64,7 @@ def test_raw_protocol_errors_keep_the_connection(kvserver: tuple[int, psutil.Pro
 
 def test_every_worker_accepts_and_reaches_every_key(kvserver: tuple[int, psutil.Process]) -> None:
     port, proc = kvserver
-    workers = proc.children()
+    workers = workers_of(proc.pid)
     assert len(workers) == 2
     clients = [redis.Redis(port=port, socket_timeout=10) for _ in range(16)]
     try:
@@ -134,7 +135,7 @@ def test_worker_crash_keeps_other_connections_and_the_shard_comes_back() -> None
     socks: list[socket.socket] = []
     try:
         sup = psutil.Process(proc.pid)
-        workers = sup.children()
+        workers = workers_of(sup.pid)
         assert len(workers) == 2
         # Shard i runs on the worker pinned to the i-th worker CPU.
         by_cpu = sorted(workers, key=lambda w: min(w.cpu_affinity()))
@@ -185,7 +186,7 @@ def test_worker_crash_keeps_other_connections_and_the_shard_comes_back() -> None
             time.sleep(0.1)
         assert _ask(c, "GET", theirs) == b"again"
         assert _ask(c, "GET", mine) == b"kept"
-        assert len(sup.children()) == 2
+        assert len(workers_of(sup.pid)) == 2
     finally:
         for s in socks:
             s.close()
@@ -209,7 +210,7 @@ def test_client_that_does_not_read_is_paused_not_buffered(
     value = os.urandom(512 * 1024)
     with redis.Redis(port=port, socket_timeout=10) as r:
         r.set(key, value)
-    workers = sup.children()
+    workers = workers_of(sup.pid)
     rss_before = sum(w.memory_info().rss for w in workers)
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)

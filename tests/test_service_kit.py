@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _runtime_helpers import workers_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TOML = ROOT / "runtime" / "actorq.toml"
@@ -148,7 +149,7 @@ def test_runtime_started_as_the_unit_does_stops_cleanly_on_its_kill_signal(tmp_p
                 break
         else:
             pytest.fail(f"{argv} exited before listening (rc {proc.wait()})")
-        workers = psutil.Process(proc.pid).children()
+        workers = workers_of(proc.pid)
         assert workers
         stop_signal = getattr(signal, svc["KillSignal"])
         t0 = time.monotonic()

@@ -47,6 +47,7 @@ Taken = Callable[[int], None]
 def _no_count(n: int) -> None:
     pass
 
+
 _BUDGET = 256  # records per channel per wake before giving others a turn
 
 

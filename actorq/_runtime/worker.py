@@ -1,14 +1,23 @@
-"""The body of a worker process after fork.
+"""The bodies of the runtime's child processes after fork: workers and main.
 
-``worker_main`` runs in the child right after fork: it asks the kernel to
-SIGKILL it when the supervisor dies (PR_SET_PDEATHSIG) and also checks the
-parent once a second (the death signal is tied to the forking *thread*, and
-is not delivered if the parent died between fork and prctl), pins itself,
-prefers its NUMA node's memory, makes a fresh Loop and ZeroMQ context (never
-touching the parent's: libzmq is not fork-safe), says hello to the supervisor
-and serves until told to shut down. It leaves with ``os._exit`` so nothing the
-parent registered (atexit handlers, buffered files, finalizers of objects it
+Both run in a child right after fork: they ask the kernel to SIGKILL them when
+the supervisor dies (PR_SET_PDEATHSIG) and also check the parent once a second
+(the death signal is tied to the forking *thread*, and is not delivered if the
+parent died between fork and prctl), make a fresh Loop and ZeroMQ context
+(never touching the parent's: libzmq is not fork-safe), say hello to the
+supervisor and serve. They leave with ``os._exit`` so nothing the parent
+registered (atexit handlers, buffered files, finalizers of objects it
 inherited) runs twice.
+
+- A **worker** pins itself, prefers its NUMA node's memory, hosts actors and
+  serves until told to shut down.
+- The **main process** runs the user's ``main(rt)``: user code never runs in
+  the supervisor, so a ``main`` that blocks (``time.sleep``, a CPU loop, a C
+  call) cannot delay restarts, control requests or signals. It is a node of
+  the mesh (its asks go straight over the rings), hosts no actors, waits for
+  the workers to be up, and hands main's outcome to the supervisor through a
+  pipe (pickled: it is our own child, and the value is ``actorq.run``'s
+  return value, not an actor message).
 """
 
 from __future__ import annotations
@@ -16,27 +25,56 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _actor
+from .board import Board
 from .node import Node
 
 log = logging.getLogger("actorq.worker")
-
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
 
-def die_with_parent(parent: int, index: int = 0) -> None:
+@dataclass
+class ChildSpec:
+    """Everything a child process needs from the supervisor, inherited by fork."""
+
+    role: str  # "worker" or "main"
+    index: int  # node index in the mesh
+    incarnation: int
+    mesh: Any
+    address: str
+    identity: bytes  # its control-plane identity
+    worker_cpus: list[int]
+    parent: int
+    log_level: int
+    board: Board
+    ask_timeout: float | None = None
+    cpu: int | None = None  # workers only
+    numa_node: int | None = None
+    recreate: list[dict[str, Any]] = field(default_factory=list)  # actors to re-create
+    gone: list[int] = field(default_factory=list)  # ids of actors that died here before
+    result_fd: int = -1  # main only: where main's outcome goes
+
+    @property
+    def name(self) -> str:
+        return f"actorq-w{self.index}" if self.role == "worker" else "actorq-main"
+
+
+def die_with_parent(parent: int, name: str) -> None:
     """Ask for SIGKILL when the supervisor dies; exit now if it already has."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        libc.prctl(_PR_SET_NAME, b"actorq-w%d" % index, 0, 0, 0)  # what ps/top show
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)  # what ps/top show
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:
@@ -64,34 +102,24 @@ def pin(cpu: int, node: int | None) -> None:
         log.debug("no NUMA preference for node %s: %s", node, exc)
 
 
-def worker_main(
-    index: int,
-    cpu: int,
-    node: int | None,
-    incarnation: int,
-    mesh: Any,
-    address: str,
-    worker_cpus: list[int],
-    parent: int,
-    recreate: list[dict[str, Any]],
-    gone: list[int],
-    log_level: int,
-) -> None:
-    """The body of worker ``index`` after fork; never returns."""
+def child_main(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None = None) -> None:
+    """The body of a child after fork; never returns."""
     code = 0
     try:
-        die_with_parent(parent, index)
-        # The supervisor blocks these to read them from a signalfd; a worker lets
-        # SIGTERM kill it (the supervisor restarts it) and ignores SIGINT, which a
-        # terminal sends to the whole process group: the supervisor decides.
+        die_with_parent(spec.parent, spec.name)
+        # The supervisor blocks SIGINT/SIGTERM to read them from a signalfd; a
+        # child lets SIGTERM kill it (the supervisor restarts a worker) and
+        # ignores SIGINT, which a terminal sends to the whole process group:
+        # the supervisor decides.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        pin(cpu, node)
-        logging.getLogger("actorq").setLevel(log_level)
-        mesh.close_others(index)
-        _serve(index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone)
+        if spec.role == "worker" and spec.cpu is not None:
+            pin(spec.cpu, spec.numa_node)
+        logging.getLogger("actorq").setLevel(spec.log_level)
+        spec.mesh.close_others(spec.index)
+        _serve(spec, main)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -111,17 +139,7 @@ def worker_main(
         os._exit(code)
 
 
-def _serve(
-    index: int,
-    cpu: int,
-    incarnation: int,
-    mesh: Any,
-    address: str,
-    worker_cpus: list[int],
-    parent: int,
-    recreate: list[dict[str, Any]],
-    gone: list[int],
-) -> None:
+def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> None:
     import zmq
 
     from ..loop import Loop
@@ -131,23 +149,61 @@ def _serve(
     loop = Loop()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, b"w%d" % index)
+    sock.setsockopt(zmq.IDENTITY, spec.identity)
     sock.setsockopt(zmq.LINGER, 1000)
-    sock.connect(address)
-    port = mesh.port(index)
+    sock.connect(spec.address)
+    port = spec.mesh.port(spec.index)
     handlers: dict[str, Any] = {}
-    endpoint = Endpoint(sock, loop, handlers, router=False, req_base=incarnation << 40)
+    endpoint = Endpoint(sock, loop, handlers, router=False, req_base=spec.incarnation << 40)
     node = Node(
-        index,
+        spec.index,
         loop,
         port,
-        worker_cpus=worker_cpus,
-        address=address,
-        incarnation=incarnation,
+        worker_cpus=spec.worker_cpus,
+        address=spec.address,
+        incarnation=spec.incarnation,
         control=endpoint,
+        board=spec.board,
     )
-    node.gone.update(gone)
     _actor.ctx.node = node
+    _actor.ctx.board = node.board
+    zsrc = ZmqSource(sock, endpoint.on_message)
+    loop.add_source(zsrc)
+    if spec.role == "worker":
+        _serve_actors(spec, node, endpoint, handlers)
+    else:
+        assert main is not None
+        _run_main(spec, node, endpoint, handlers, main)
+
+    def check_parent() -> None:
+        if os.getppid() != spec.parent:
+            log.error("%s: supervisor %d is gone; exiting", spec.name, spec.parent)
+            os._exit(1)
+        loop.call_later(1.0, check_parent)
+
+    loop.call_later(1.0, check_parent)
+    endpoint.notify(
+        "hello",
+        {
+            "role": spec.role,
+            "node": spec.index,
+            "pid": os.getpid(),
+            "cpu": spec.cpu,
+            "incarnation": spec.incarnation,
+        },
+    )
+    try:
+        loop.run_forever()
+    finally:
+        zsrc.close()
+        port.close()
+        sock.close(linger=200)
+        ctx.term()
+
+
+def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str, Any]) -> None:
+    loop = node.loop
+    node.gone.update(spec.gone)
     state = {"stopping": False}
 
     def on_stopped(actor_id: int) -> None:
@@ -167,7 +223,7 @@ def _serve(
         return node.stats()
 
     def h_ping(_peer: Any, _body: Any) -> Any:
-        return {"node": index, "pid": os.getpid(), "cpu": cpu}
+        return {"node": spec.index, "pid": os.getpid(), "cpu": spec.cpu}
 
     async def h_shutdown_async() -> None:
         state["stopping"] = True
@@ -183,37 +239,80 @@ def _serve(
     handlers.update(
         create=h_create, peer_died=h_peer_died, stats=h_stats, ping=h_ping, shutdown=h_shutdown
     )
-    zsrc = ZmqSource(sock, endpoint.on_message)
-    loop.add_source(zsrc)
-
-    for spec in recreate:
+    for entry in spec.recreate:
         try:
             node.host.create(
-                spec["id"], spec["cls"], spec["args"], spec.get("kwargs"), spec.get("name")
+                entry["id"], entry["cls"], entry["args"], entry.get("kwargs"), entry.get("name")
             )
         except Exception as exc:
             log.error(
                 "worker %d: could not re-create %s #%d: %s",
-                index,
-                spec["cls"],
-                spec["id"] & 0xFFFFFFFF,
+                spec.index,
+                entry["cls"],
+                entry["id"] & 0xFFFFFFFF,
                 exc,
             )
 
-    def check_parent() -> None:
-        if os.getppid() != parent:
-            log.error("worker %d: supervisor %d is gone; exiting", index, parent)
-            os._exit(1)
-        loop.call_later(1.0, check_parent)
 
-    loop.call_later(1.0, check_parent)
-    endpoint.notify(
-        "hello", {"node": index, "pid": os.getpid(), "cpu": cpu, "incarnation": incarnation}
-    )
+def _run_main(
+    spec: ChildSpec,
+    node: Node,
+    endpoint: Any,
+    handlers: dict[str, Any],
+    main: Callable[[Any], Awaitable[Any]],
+) -> None:
+    """Run ``main(rt)`` once the workers are up; report its outcome; exit."""
+    from .._api import runtime
+
+    loop = node.loop
+    task: Any = None
+
+    async def body() -> Any:
+        await endpoint.request("ready", {})  # the supervisor answers once every worker is up
+        return await main(runtime())
+
+    def finished(t: Any) -> None:
+        if t.cancelled():
+            outcome: tuple[str, Any] = ("cancelled", None)
+        elif t.exception() is not None:
+            outcome = ("error", t.exception())
+        else:
+            outcome = ("value", t.result())
+        _report(spec.result_fd, outcome)
+        node.port.flush()
+        loop.call_later(0.01, loop.stop)
+
+    def h_cancel(_peer: Any, _body: Any) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+
+    def h_ping(_peer: Any, _body: Any) -> Any:
+        return {"node": spec.index, "pid": os.getpid(), "role": "main"}
+
+    handlers.update(cancel=h_cancel, ping=h_ping, peer_died=lambda _p, b: node.peer_died(b["node"]))
+    task = loop.spawn(body())
+    task.add_done_callback(finished)
+
+
+def _report(fd: int, outcome: tuple[str, Any]) -> None:
+    """Write main's outcome to the supervisor (blocking: the supervisor reads as it comes)."""
     try:
-        loop.run_forever()
-    finally:
-        zsrc.close()
-        port.close()
-        sock.close(linger=200)
-        ctx.term()
+        data = pickle.dumps(outcome)
+    except Exception as exc:  # an unpicklable value or exception: say what it was
+        kind, value = outcome
+        what = "returned" if kind == "value" else "raised"
+        text = "".join(traceback.format_exception(value)) if kind == "error" else ""
+        data = pickle.dumps(
+            (
+                "error",
+                RuntimeError(
+                    f"main {what} {type(value).__qualname__} {value!r:.200}, which cannot be "
+                    f"handed to the caller ({exc}){chr(10) + text if text else ''}"
+                ),
+            )
+        )
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    os.close(fd)

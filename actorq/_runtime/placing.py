@@ -1,0 +1,163 @@
+"""Which CPUs get workers, and which worker gets a new actor.
+
+The rules live in ``actorq.placement`` (a pure function of the universe and
+the hints); this module applies them to the runtime's workers: one discovery
+of the machine, the worker CPUs chosen from the cpuset, and a ``WorkerPlacer``
+that turns the placer's CPU into a worker (the least loaded one on that CPU)
+or, where discovery is not possible, pins and round-robin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from typing import Any
+
+from ..config import Config
+from ..errors import ConfigError, PlacementError
+from ..topology.cpulist import format_cpulist
+from .directory import Directory
+
+log = logging.getLogger("actorq.supervisor")
+
+_FDS_PER_RING = 9  # measured: ring memfd, doorbell, space eventfd, slab, inbox share
+
+
+def discover_machine() -> Any:
+    """The machine as topology discovery sees it, or None (pinning still works)."""
+    try:
+        from ..topology import discover
+
+        return discover()
+    except Exception as exc:
+        log.debug("topology discovery failed (%s); using the affinity mask", exc)
+        return None
+
+
+def worker_cpus(cfg: Config, machine: Any) -> list[tuple[int, int | None]]:
+    """(cpu, numa node) for each worker, in worker order: one per physical core
+    in the cpuset unless ``cpus``/``workers`` say otherwise."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if cfg.cpus is not None:
+        bad = sorted(set(cfg.cpus) - set(allowed))
+        if bad:
+            raise ConfigError(
+                f"cpus: {bad} are not usable by this process (allowed: "
+                f"{format_cpulist(allowed)}); check the cpuset/affinity or pick from the "
+                "allowed list"
+            )
+        cpus = list(cfg.cpus)
+    elif machine is not None:
+        # the lowest allowed thread of each core
+        usable = set(allowed)
+        cpus = sorted({min(c.cpus & usable) for c in machine.cores if c.cpus & usable}) or allowed
+    else:
+        cpus = allowed
+    n = cfg.workers or len(cpus)
+    chosen = [cpus[i % len(cpus)] for i in range(n)]
+
+    def node_of(cpu: int) -> int | None:
+        if machine is None or cpu not in machine.cpus:
+            return None
+        node: int | None = machine.cpus[cpu].node
+        return node
+
+    return [(c, node_of(c)) for c in chosen]
+
+
+def check_fd_limit(nodes: int) -> None:
+    """Every channel is made up front: about 9 fds per ordered pair of nodes in
+    the supervisor. Lift the soft limit to the hard one; if that is still not
+    enough, say so before anything starts (rather than fail half-way)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise RLIMIT_NOFILE: %s", exc)
+    if soft == resource.RLIM_INFINITY:
+        return
+    need = _FDS_PER_RING * nodes * (nodes - 1) + 64
+    if need > soft:
+        most = 1
+        while _FDS_PER_RING * (most + 2) * (most + 1) + 64 <= soft:
+            most += 1
+        raise ConfigError(
+            f"{nodes - 1} workers need about {need} file descriptors for their rings (one per "
+            f"pair of workers, made up front), but RLIMIT_NOFILE allows {soft}; raise the "
+            f"limit (ulimit -n / LimitNOFILE=) or run at most {most} workers (--workers)"
+        )
+
+
+def auto_ring_capacity(nodes: int) -> int:
+    """Every ordered pair of nodes gets a ring up front, so ring memory grows
+    with nodes²: 256 KiB each up to ~16 nodes, then smaller (down to 16 KiB)
+    to keep the total near 64 MiB. Larger messages go through the ring's slab,
+    which is only touched when used."""
+    per = (64 << 20) // max(1, nodes * (nodes - 1))
+    return 1 << max(14, min(18, per.bit_length() - 1))
+
+
+class WorkerPlacer:
+    """``Placer.place`` over the workers' CPUs (see the module docstring)."""
+
+    def __init__(self, cpus: list[int], machine: Any, directory: Directory) -> None:
+        self.cpus = cpus  # worker i+1 runs on cpus[i]
+        self.directory = directory
+        self.placer: Any = None
+        self.why_not: str | None = None
+        self._rr = 0
+        if machine is None:
+            self.why_not = "no topology"
+            return
+        try:
+            from ..placement import Placer
+            from ..topology import build_universe
+
+            self.placer = Placer(build_universe(machine), machine, cpus=sorted(set(cpus)))
+        except Exception as exc:
+            self.why_not = f"{type(exc).__name__}: {exc}"
+            log.info("placement falls back to round-robin: %s", self.why_not)
+
+    def place(self, key: str, hints: dict[str, Any]) -> tuple[int, str]:
+        """The worker (1-based) for a new actor, and why."""
+        cpu = hints.get("cpu")
+        if cpu is not None and cpu not in self.cpus:
+            raise ValueError(
+                f"cpu={cpu}: no worker runs on CPU {cpu} "
+                f"(workers: {format_cpulist(self.cpus)}); use rt.workers to pick one"
+            )
+        if self.placer is not None:
+            from ..placement import Hints
+
+            try:
+                p = self.placer.place(
+                    key, Hints(**{k: v for k, v in hints.items() if v is not None})
+                )
+            except (PlacementError, TypeError) as exc:
+                raise ValueError(f"cannot place {key}: {exc}") from None
+            on_cpu = self._workers_on(p.cpu)
+            if on_cpu:
+                return self._least_loaded(on_cpu), p.reason
+            log.warning("placer chose CPU %d, which has no worker; using round-robin", p.cpu)
+        if cpu is not None:
+            return self._least_loaded(self._workers_on(cpu)), f"pinned by cpu={cpu}"
+        worker = self._rr % len(self.cpus) + 1
+        self._rr += 1
+        return worker, "round-robin (no placer)"
+
+    def release(self, key: str) -> None:
+        if self.placer is not None:
+            try:
+                self.placer.release(key)
+            except Exception as exc:
+                log.debug("placer.release(%s): %s", key, exc)
+
+    def _workers_on(self, cpu: int) -> list[int]:
+        return [i + 1 for i, c in enumerate(self.cpus) if c == cpu]
+
+    def _least_loaded(self, workers: list[int]) -> int:
+        counts = self.directory.count_on(set(workers))
+        return min(workers, key=lambda w: (counts[w], w))
