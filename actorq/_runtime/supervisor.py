@@ -199,13 +199,14 @@ class Supervisor:
 
     # --- start -----------------------------------------------------------------
     def start(self) -> None:
-        from .control import control_address, make_runtime_dir
+        from .control import Trust, control_address, make_runtime_dir, new_secret
         from .mesh import make_mesh
 
         cfg = self.cfg
         placements = _worker_cpus(cfg)
         self.slots = [_WorkerSlot(i + 1, cpu, node) for i, (cpu, node) in enumerate(placements)]
         self.worker_cpus = [s.cpu for s in self.slots]
+        self.trust = Trust(new_secret())  # before any fork: the workers inherit it
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
         nodes = len(self.slots) + 1
@@ -264,6 +265,7 @@ class Supervisor:
                 recreate,
                 gone,
                 logging.getLogger("actorq").getEffectiveLevel(),
+                self.trust.secret,
             )
         slot.pid, slot.hello, slot.exited, slot.started = pid, False, False, time.monotonic()
         slot.ping_sent, slot.stalled = 0.0, False
@@ -305,7 +307,7 @@ class Supervisor:
             "ping": self.h_ping,
             "workers": self.h_workers,
         }
-        self.endpoint = Endpoint(sock, loop, handlers, router=True)
+        self.endpoint = Endpoint(sock, loop, handlers, router=True, trust=self.trust)
         self.zsrc = ZmqSource(sock, self.endpoint.on_message)
         loop.add_source(self.zsrc)
         self.port = self.mesh.port(0)
@@ -487,12 +489,12 @@ class Supervisor:
         import zmq
 
         try:
-            self.endpoint.notify(op, body, peer=b"w%d" % slot.index)
+            self.endpoint.notify(op, body, peer=self.trust.identity(f"w{slot.index}"))
         except zmq.ZMQError as exc:
             log.debug("notice %s to worker %d not delivered: %s", op, slot.index, exc)
 
     def _request(self, slot: _WorkerSlot, op: str, body: Any) -> Any:
-        fut = self.endpoint.request(op, body, peer=b"w%d" % slot.index)
+        fut = self.endpoint.request(op, body, peer=self.trust.identity(f"w{slot.index}"))
         slot.inflight.add(fut)
         fut.add_done_callback(slot.inflight.discard)
         return fut
@@ -754,6 +756,7 @@ class Supervisor:
             "dead_letters": sum(w.get("dead_letters", 0) for w in workers) + self.node.dead_letters,
             "restarts": self.restarts,
             "control_malformed": self.endpoint.malformed,
+            "control_refused": self.endpoint.refused,
             "supervisor": {
                 "pid": os.getpid(),
                 "sent": self.node.sent,

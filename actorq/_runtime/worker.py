@@ -76,6 +76,7 @@ def worker_main(
     recreate: list[dict[str, Any]],
     gone: list[int],
     log_level: int,
+    secret: bytes,
 ) -> None:
     """The body of worker ``index`` after fork; never returns."""
     code = 0
@@ -91,7 +92,7 @@ def worker_main(
         pin(cpu, node)
         logging.getLogger("actorq").setLevel(log_level)
         mesh.close_others(index)
-        _serve(index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone)
+        _serve(index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone, secret)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -121,17 +122,18 @@ def _serve(
     parent: int,
     recreate: list[dict[str, Any]],
     gone: list[int],
+    secret: bytes,
 ) -> None:
     import zmq
 
     from ..loop import Loop
     from ..loop.sources import ZmqSource
-    from .control import Endpoint
+    from .control import Endpoint, trusted_identity
 
     loop = Loop()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, b"w%d" % index)
+    sock.setsockopt(zmq.IDENTITY, trusted_identity(f"w{index}", secret))  # unguessable
     sock.setsockopt(zmq.LINGER, 1000)
     sock.connect(address)
     port = mesh.port(index)
