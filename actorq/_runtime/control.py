@@ -38,8 +38,6 @@ import hashlib
 import hmac
 import logging
 import os
-import stat
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -246,43 +244,7 @@ class Complaints:
         self._logged_at, self._unlogged = now, 0
 
 
-# --- runtime directory ---------------------------------------------------------
-
-
-def make_runtime_dir(path: str | None = None) -> tuple[Path, bool]:
-    """A private directory for the control socket: (path, created_by_us).
-
-    A given ``path`` must be ours and not readable by others (it is created
-    with 0700 if missing); without one, a fresh ``actorq-*`` directory under
-    ``$XDG_RUNTIME_DIR`` (or the temp dir) is made.
-    """
-    if path is None:
-        base = os.environ.get("XDG_RUNTIME_DIR")
-        if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
-            base = None
-        return Path(tempfile.mkdtemp(prefix="actorq-", dir=base)), True
-    p = Path(path)
-    created = False
-    try:
-        p.mkdir(mode=0o700, parents=True)
-        created = True
-    except FileExistsError:
-        pass
-    st = p.stat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise errors.ConfigError(f"runtime_dir {str(p)!r} is not a directory")
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise errors.ConfigError(
-            f"runtime_dir {str(p)!r} must be owned by uid {os.getuid()} with mode 0700 "
-            f"(it is uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); anyone who can enter it "
-            "can control the runtime"
-        )
-    if (p / "control").exists():
-        raise errors.ConfigError(
-            f"runtime_dir {str(p)!r} already holds a control socket: another runtime may be "
-            "using it; pick another directory or remove the stale socket"
-        )
-    return p, created
+# --- addresses ---------------------------------------------------------------------
 
 
 _SUN_PATH_MAX = 107  # bytes in sockaddr_un.sun_path, less the terminating NUL

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -199,8 +198,9 @@ class Supervisor:
 
     # --- start -----------------------------------------------------------------
     def start(self) -> None:
-        from .control import Trust, control_address, make_runtime_dir, new_secret
+        from .control import Trust, control_address, new_secret
         from .mesh import make_mesh
+        from .rundir import make_runtime_dir
 
         cfg = self.cfg
         placements = _worker_cpus(cfg)
@@ -242,8 +242,10 @@ class Supervisor:
             self.mesh.close()
         if getattr(self, "old_mask", None) is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
-        if self.runtime_dir is not None and self.created_dir:
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self.runtime_dir is not None:
+            from .rundir import release_runtime_dir
+
+            release_runtime_dir(self.runtime_dir, self.created_dir)
 
     def _fork(self, slot: _WorkerSlot, recreate: list[dict[str, Any]], gone: list[int]) -> None:
         from .worker import worker_main
@@ -365,12 +367,9 @@ class Supervisor:
 
         async def body() -> Any:
             await self._wait_ready()
-            log.info(
-                "runtime up: %d workers on CPUs %s; control %s",
-                len(self.slots),
-                _cpulist(self.worker_cpus),
-                self.address,
-            )
+            from .rundir import announce
+
+            announce(len(self.slots), _cpulist(self.worker_cpus), self.runtime_dir)
             return await main(rt)
 
         def main_done(task: Any) -> None:
@@ -567,13 +566,9 @@ class Supervisor:
         self.loop.close()
         signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
         if self.runtime_dir is not None:
-            if self.created_dir:
-                shutil.rmtree(self.runtime_dir, ignore_errors=True)
-            else:
-                try:
-                    (self.runtime_dir / "control").unlink()
-                except FileNotFoundError:
-                    pass
+            from .rundir import release_runtime_dir
+
+            release_runtime_dir(self.runtime_dir, self.created_dir)
 
     # --- placement ------------------------------------------------------------------------
     def _get_placer(self) -> Any:
