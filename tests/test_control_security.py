@@ -21,6 +21,7 @@ from actorq._runtime.control import (
     new_secret,
     trusted_identity,
 )
+from actorq.cli.stats import render
 
 SERVICE = r"""
 import actorq
@@ -176,6 +177,7 @@ def test_internal_ops_from_a_client_are_refused_and_counted(service, zctx) -> No
         assert hits.add(1) == 11
         stats = client.stats()
         assert stats["control_refused"] == 3
+        assert "0 malformed frames, 3 refused" in render(stats)  # actorq stats shows them
         assert all(not w.get("error") for w in stats["workers"])
     assert proc.poll() is None
 

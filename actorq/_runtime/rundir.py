@@ -167,7 +167,11 @@ def make_runtime_dir(path: str | None = None) -> tuple[Path, bool]:
         base = default_base()
         sweep_stale(base)
         p = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
-        write_owner(p)
+        try:
+            write_owner(p)
+        except BaseException:
+            shutil.rmtree(p, ignore_errors=True)
+            raise
         _remember(p, created=True)
         return p, True
     p = Path(path)
