@@ -455,7 +455,8 @@ def test_a_stalled_worker_is_reported_killed_and_restarted(tmp_path, no_leaks) -
     assert out["first"] == "ActorDied"
     assert out["again"] == "done"
     assert out["errors"][0] is None
-    assert "did not answer stats" in out["errors"][1] and "Hog #1.hog" in out["errors"][1]
+    assert "did not answer stats" in out["errors"][1]
+    assert "Hog #1.hog" in out["errors"][1]
     assert "held by Hog #1.hog" in proc.stderr
     assert "killing and restarting it" in proc.stderr
 

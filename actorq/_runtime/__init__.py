@@ -8,5 +8,7 @@
 - ``host``: hosting actors in a worker (cells, mailboxes, on_start/on_stop).
 - ``worker``: the body of a worker process and of the main process after fork.
 - ``mesh``: the data plane between processes (shared-memory rings).
-- ``control``: the ZeroMQ control plane (spawn, lookup, stats, health, shutdown).
+- ``control``: the ZeroMQ control plane (spawn, lookup, stats, health, shutdown)
+  and who may use which of it (trusted identities from the runtime's secret).
+- ``rundir``: the runtime directory: claimed, tidied on every exit, swept when stale.
 """

@@ -176,6 +176,7 @@ class ControlService:
             "dead_letter_log": list(sup.dead_letter_log),
             "restarts": sup.restarts,
             "control_malformed": sup.endpoint.malformed,
+            "control_refused": sup.endpoint.refused,
             "supervisor": {
                 "pid": os.getpid(),
                 "sent": sup.node.sent,

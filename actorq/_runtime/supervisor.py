@@ -59,7 +59,6 @@ import collections
 import logging
 import os
 import pickle
-import shutil
 import signal
 import sys
 import threading
@@ -126,13 +125,15 @@ class Supervisor:
     # --- start ---------------------------------------------------------------------------
     def start(self) -> None:
         """Make the mesh, fork every child, and start the loop (not yet running)."""
-        from .control import control_address, make_runtime_dir
+        from .control import Trust, control_address, new_secret
         from .mesh import make_mesh
+        from .rundir import make_runtime_dir
 
         cfg = self.cfg
         machine = discover_machine()
         placements = worker_cpus(cfg, machine)
         self.worker_cpus = [cpu for cpu, _ in placements]
+        self.trust = Trust(new_secret())  # before any fork: the children inherit it
         self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
         self.address = control_address(self.runtime_dir)
         nodes = len(placements) + 1 + (1 if self.main is not None else 0)
@@ -141,7 +142,7 @@ class Supervisor:
         numa = [None] + [node for _, node in placements] + [None]
         self.mesh = make_mesh(nodes, capacity, numa[:nodes])
         self.workers = [
-            Proc("worker", i + 1, b"w%d" % (i + 1), Board(), cpu, node)
+            Proc("worker", i + 1, self.trust.identity(f"w{i + 1}"), Board(), cpu, node)
             for i, (cpu, node) in enumerate(placements)
         ]
         self.placer = WorkerPlacer(self.worker_cpus, machine, self.directory)
@@ -150,7 +151,9 @@ class Supervisor:
         for proc in self.workers:
             self._fork(proc)
         if self.main is not None:
-            self.main_proc = Proc("main", len(self.workers) + 1, b"main", Board())
+            self.main_proc = Proc(
+                "main", len(self.workers) + 1, self.trust.identity("main"), Board()
+            )
             self._fork(self.main_proc)
         self._start_loop()
 
@@ -232,7 +235,7 @@ class Supervisor:
         sock.bind(self.address)
         os.chmod(self.runtime_dir / "control", 0o600)
         self.service = ControlService(self)
-        self.endpoint = Endpoint(sock, loop, self.service.handlers(), router=True)
+        self.endpoint = Endpoint(sock, loop, self.service.handlers(), router=True, trust=self.trust)
         self.zsrc = ZmqSource(sock, self.endpoint.on_message)
         loop.add_source(self.zsrc)
         self.port = self.mesh.port(0)
@@ -267,12 +270,9 @@ class Supervisor:
         """Every worker said hello: main may start, the embedding caller may go on."""
         if not self.ready.done():
             self.ready.set_result(None)
-            logging.getLogger("actorq.banner").info(
-                "runtime up: %d workers on CPUs %s; control %s",
-                len(self.workers),
-                format_cpulist(self.worker_cpus),
-                self.address,
-            )
+            from .rundir import announce
+
+            announce(len(self.workers), format_cpulist(self.worker_cpus), self.runtime_dir)
         self.ready_event.set()
 
     # --- running -------------------------------------------------------------------------
@@ -632,13 +632,9 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
             self._old_mask = None
         if self.runtime_dir is not None:
-            if self.created_dir:
-                shutil.rmtree(self.runtime_dir, ignore_errors=True)
-            else:
-                try:
-                    (self.runtime_dir / "control").unlink()
-                except FileNotFoundError:
-                    pass
+            from .rundir import release_runtime_dir
+
+            release_runtime_dir(self.runtime_dir, self.created_dir)
 
     # --- stats ------------------------------------------------------------------------------
     def dead_letters(self, workers: list[dict[str, Any]]) -> int:
@@ -649,9 +645,6 @@ class Supervisor:
 def setup_logging(level: str) -> None:
     lg = logging.getLogger("actorq")
     lg.setLevel(level.upper())
-    # One line at start names the runtime directory, whatever the level (unless errors only).
-    banner = logging.getLogger("actorq.banner")
-    banner.setLevel(logging.INFO if lg.level <= logging.WARNING else lg.level)
     if not logging.getLogger().handlers and not lg.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(

@@ -25,6 +25,12 @@ def render(stats: dict[str, Any]) -> str:
         f"{len(stats['workers'])} workers, {stats['restarts']} restarts, "
         f"{stats['dead_letters']} dead letters"
     ]
+    bad, refused = stats.get("control_malformed", 0), stats.get("control_refused", 0)
+    if bad or refused:
+        lines.append(
+            f"  control socket: {bad} malformed frames, {refused} refused "
+            "(internal ops or replies from peers that are not the runtime's)"
+        )
     for w in stats["workers"]:
         state = " STALLED" if w.get("stalled") else ""
         lines.append(
