@@ -113,6 +113,32 @@ def spec_of(cls: type) -> ActorSpec:
     return spec
 
 
+def spawn_body(
+    cls: type,
+    args: tuple[Any, ...],
+    name: str | None,
+    kwargs: dict[str, Any] | None,
+    hints: dict[str, Any],
+) -> dict[str, Any]:
+    """The control request that spawns ``cls`` (checked here, at the call site:
+    unknown hints and arguments msgpack cannot carry are named)."""
+    spec = spec_of(cls)
+    where = f"spawn({cls.__qualname__})"
+    check_hints(hints, where)
+    try:
+        _codec.pack([list(args), kwargs or {}])
+    except (TypeError, OverflowError, ValueError):
+        raise _codec.explain_unsendable(where, args, kwargs, cls.__init__) from None
+    return {
+        "cls": spec.path,
+        "args": list(args),
+        "kwargs": kwargs or {},
+        "name": name,
+        "hints": {**spec.hints, **hints},
+        "restart": spec.restart,
+    }
+
+
 def find_spec(path: str) -> ActorSpec:
     """The spec for ``module:qualname``, importing the module if this process has not."""
     spec = registry.get(path)

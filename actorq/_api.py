@@ -12,8 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from . import _codec
-from ._actor import ActorRef, check_hints, ctx, spec_of
+from ._actor import ActorRef, ctx, spawn_body
 
 T = TypeVar("T")
 
@@ -85,24 +84,9 @@ class Runtime:
         ``args``/``kwargs`` go to ``__init__`` (copied through msgpack); keyword
         options are placement hints (``cpu=3`` pins it to the worker on CPU 3).
         """
-        spec = spec_of(cls)
-        check_hints(hints, f"spawn({cls.__qualname__})")
-        merged = {**spec.hints, **hints}
-        where = f"spawn({cls.__qualname__})"
-        try:
-            _codec.pack([list(args), kwargs or {}])
-        except (TypeError, OverflowError, ValueError):
-            raise _codec.explain_unsendable(where, args, kwargs, cls.__init__) from None
-        body = {
-            "cls": spec.path,
-            "args": list(args),
-            "kwargs": kwargs or {},
-            "name": name,
-            "hints": merged,
-            "restart": spec.restart,
-        }
+        body = spawn_body(cls, args, name, kwargs, hints)
         reply = await self._node.control_request("spawn", body)
-        return ActorRef(reply["id"], spec.path, name)
+        return ActorRef(reply["id"], body["cls"], name)
 
     async def lookup(self, name: str) -> ActorRef:
         """The ref of the actor registered under ``name``; ActorNotFound if none."""
