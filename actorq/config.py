@@ -11,6 +11,7 @@ Example ``actorq.toml``::
     cpus = "0-1"
     log_level = "info"
     stop_timeout = 5.0
+    ask_timeout = 5.0      # false: asks have no default deadline
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Config:
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
     ring_capacity: int | None = None  # bytes per ring; None: 256 KiB, less with many workers
     stall_timeout: float = 10.0  # a worker silent to heartbeats this long is reported
+    # Seconds an ask waits for its answer before it raises TimeoutError (OTP's
+    # gen_server:call default); None (``false`` in TOML): no default deadline.
+    ask_timeout: float | None = 5.0
     source: str | None = None  # the file the values came from
 
     def merged(self, **overrides: Any) -> Config:
@@ -108,6 +112,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key in ("stop_timeout", "stall_timeout"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise bad("a positive number of seconds")
+        return float(value)
+    if key == "ask_timeout":
+        if value is False:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+            raise bad("a positive number of seconds, or false for no default deadline")
         return float(value)
     if key == "ring_capacity":
         if isinstance(value, bool) or not isinstance(value, int) or value < 4096:
