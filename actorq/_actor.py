@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from . import _codec
@@ -187,22 +188,48 @@ class BoundCoroutine:
 # --- refs ---------------------------------------------------------------------
 
 
+def check_timeout(seconds: Any, where: str) -> float | None:
+    """``seconds`` as an ask deadline: a positive number, or None for no deadline."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < 1e9:
+        raise ValueError(
+            f"{where}: timeout {seconds!r} must be a positive number of seconds, "
+            "or None to wait without a deadline"
+        )
+    return float(seconds)
+
+
 class Method:
-    """``ref.name``: call it to ask (awaitable), or ``.tell(...)`` to send and forget."""
+    """``ref.name``: call it to ask (awaitable), or ``.tell(...)`` to send and forget.
 
-    __slots__ = ("name", "ref")
+    ``ref.name.with_timeout(s)(...)`` asks with its own deadline instead of the
+    runtime's ``ask_timeout``; ``timeout`` is ``...`` when the call chose none.
+    """
 
-    def __init__(self, ref: ActorRef, name: str) -> None:
+    __slots__ = ("name", "ref", "timeout")
+
+    def __init__(self, ref: ActorRef, name: str, timeout: Any = ...) -> None:
         self.ref, self.name = ref, name
+        self.timeout: float | EllipsisType | None = timeout
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.ref
         if ref._via is not None:
-            return ref._via._ask(ref, self.name, args, kwargs)
+            return ref._via._ask(ref, self.name, args, kwargs, self.timeout)
         node = ctx.node
         if node is None:
             node = current_node()
-        return node.ask(ref, self.name, args, kwargs)
+        return node.ask(ref, self.name, args, kwargs, self.timeout)
+
+    def with_timeout(self, seconds: float | None) -> Method:
+        """This method with its own ask deadline: ``await ref.add.with_timeout(0.5)(5)``.
+
+        ``seconds`` replaces the runtime's ``ask_timeout`` for calls made through
+        the returned object; None waits without a deadline. A separate call
+        (not a keyword) so it can never collide with the method's own arguments.
+        """
+        return Method(self.ref, self.name, check_timeout(seconds, f"{self!r}.with_timeout"))
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
@@ -215,7 +242,9 @@ class Method:
         return None
 
     def __repr__(self) -> str:
-        return f"<method {self.name} of {self.ref!r}>"
+        if self.timeout is ...:
+            return f"<method {self.name} of {self.ref!r}>"
+        return f"<method {self.name} of {self.ref!r}, timeout {self.timeout} s>"
 
 
 class ActorRef:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _actor, _api
-from .._actor import ActorRef
+from .._actor import ActorRef, check_timeout
 from ..config import Config, load_config
 from ..errors import ActorDied, ActorNotFound, ConfigError
 
@@ -784,8 +784,11 @@ class Supervisor:
         if self.stopping:
             raise RuntimeError("the runtime is shutting down")
         ref = self._client_ref(body)
+        timeout = body.get("timeout", ...)  # absent: the runtime's ask_timeout
+        if timeout is not ...:
+            timeout = check_timeout(timeout, f"ask {body['method']}")
         return self.node.ask(
-            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}
+            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}, timeout
         )
 
     def h_tell(self, peer: bytes | None, body: dict) -> None:
