@@ -264,6 +264,7 @@ class Supervisor:
                 recreate,
                 gone,
                 logging.getLogger("actorq").getEffectiveLevel(),
+                self.cfg.ask_timeout,
             )
         slot.pid, slot.hello, slot.exited, slot.started = pid, False, False, time.monotonic()
         slot.ping_sent, slot.stalled = 0.0, False
@@ -309,7 +310,14 @@ class Supervisor:
         self.zsrc = ZmqSource(sock, self.endpoint.on_message)
         loop.add_source(self.zsrc)
         self.port = self.mesh.port(0)
-        self.node = Node(0, loop, self.port, worker_cpus=self.worker_cpus, address=self.address)
+        self.node = Node(
+            0,
+            loop,
+            self.port,
+            worker_cpus=self.worker_cpus,
+            address=self.address,
+            ask_timeout=self.cfg.ask_timeout,
+        )
         self.node.control_local = self._local_control
         self.node.shutdown_hook = lambda: self.begin_shutdown("rt.shutdown()")
         self.signals = Signals(_SIGNALS, self._on_signal, reap=True)

@@ -76,6 +76,7 @@ def worker_main(
     recreate: list[dict[str, Any]],
     gone: list[int],
     log_level: int,
+    ask_timeout: float | None = 5.0,
 ) -> None:
     """The body of worker ``index`` after fork; never returns."""
     code = 0
@@ -91,7 +92,9 @@ def worker_main(
         pin(cpu, node)
         logging.getLogger("actorq").setLevel(log_level)
         mesh.close_others(index)
-        _serve(index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone)
+        _serve(
+            index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone, ask_timeout
+        )
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -121,6 +124,7 @@ def _serve(
     parent: int,
     recreate: list[dict[str, Any]],
     gone: list[int],
+    ask_timeout: float | None,
 ) -> None:
     import zmq
 
@@ -145,6 +149,7 @@ def _serve(
         address=address,
         incarnation=incarnation,
         control=endpoint,
+        ask_timeout=ask_timeout,
     )
     node.gone.update(gone)
     _actor.ctx.node = node
