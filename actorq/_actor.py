@@ -134,12 +134,15 @@ def find_spec(path: str) -> ActorSpec:
 
 
 class _Context:
-    __slots__ = ("actor", "node", "runtime")
+    __slots__ = ("actor", "chain", "node", "runtime")
 
     def __init__(self) -> None:
         self.node: Any = None  # the _runtime.node.Node of this process (worker or main)
         self.runtime: Any = None  # the _api.Runtime made for it, on first use
         self.actor: ActorRef | None = None  # the actor whose message is running now
+        # The ask chain asks made now carry: the non-reentrant actors waiting on
+        # the running method (see _codec's record list); None outside actor methods.
+        self.chain: list | None = None
 
 
 ctx = _Context()
@@ -156,29 +159,32 @@ def current_node() -> Any:
 
 
 class BoundCoroutine:
-    """Runs a coroutine with ``ctx.actor`` set to its actor at every step.
+    """Runs a coroutine with ``ctx.actor`` and ``ctx.chain`` set at every step.
 
     The loop interleaves many actors' coroutines, so a plain global would name
     whichever actor ran last; this wrapper restores the right one each time the
-    coroutine is resumed.
+    coroutine is resumed. ``chain`` is what asks made by the coroutine carry
+    (deadlock detection); None when nobody waits on it.
     """
 
-    __slots__ = ("coro", "ref")
+    __slots__ = ("chain", "coro", "ref")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], ref: ActorRef) -> None:
-        self.coro, self.ref = coro, ref
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], ref: ActorRef, chain: list | None = None
+    ) -> None:
+        self.coro, self.ref, self.chain = coro, ref, chain
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, send_value, error = self.coro, None, None
         while True:
-            prev = ctx.actor
-            ctx.actor = self.ref
+            prev, prev_chain = ctx.actor, ctx.chain
+            ctx.actor, ctx.chain = self.ref, self.chain
             try:
                 yielded = coro.send(send_value) if error is None else coro.throw(error)
             except StopIteration as stop:
                 return stop.value
             finally:
-                ctx.actor = prev
+                ctx.actor, ctx.chain = prev, prev_chain
             try:
                 send_value, error = (yield yielded), None
             except BaseException as exc:

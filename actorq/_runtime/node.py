@@ -37,9 +37,20 @@ from types import EllipsisType
 from typing import Any
 
 from .. import _codec
-from .._actor import ActorRef
-from .._codec import ASK, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_REMOTE, FAIL, REPLY, STOP, TELL
-from ..errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, RemoteError
+from .._actor import ActorRef, ctx
+from .._codec import (
+    ASK,
+    F_DEADLOCK,
+    F_DIED,
+    F_NOT_FOUND,
+    F_OVERLOADED,
+    F_REMOTE,
+    FAIL,
+    REPLY,
+    STOP,
+    TELL,
+)
+from ..errors import ActorDied, ActorNotFound, Deadlock, Overloaded, PayloadTooLarge, RemoteError
 from .host import Cell, Host
 
 log = logging.getLogger("actorq.worker")
@@ -50,6 +61,7 @@ _pack = _codec._pack
 _UNSENDABLE = _codec._UNSENDABLE
 _unpack = _codec.unpack
 _STOP_METHOD = "\0stop"  # no Python method can have this name
+_ctx = ctx
 _NEVER = float("inf")
 # A sweep looks at every pending ask, so sweeps are spaced by at least this
 # much, plus this much per pending ask: with many asks outstanding the sweeps
@@ -135,9 +147,11 @@ class Node:
         deadline, ``...`` for this node's ``ask_timeout``."""
         self._req += 1
         req = self._req
-        data = _pack_call(
-            [ASK, req, ref.id, method, args, kwargs or None], ref, method, args, kwargs
-        )
+        record = [ASK, req, ref.id, method, args, kwargs or None]
+        chain = _ctx.chain
+        if chain is not None:
+            record.append(chain)
+        data = _pack_call(record, ref, method, args, kwargs)
         fut = self.loop.create_future()
         self._send(node_of(ref.id), data, True)  # may raise PayloadTooLarge: nothing to undo
         if timeout is ...:
@@ -233,6 +247,10 @@ class Node:
     def method_raised(
         self, cell: Cell, kind: int, sender: int, req: int, method: str, exc: BaseException
     ) -> None:
+        if kind == ASK and isinstance(exc, Deadlock):
+            # the asker is part of the cycle too: it gets the Deadlock, not a RemoteError
+            self.fail(sender, req, F_DEADLOCK, "Deadlock", str(exc))
+            return
         tb = "".join(traceback.format_exception(exc))
         if kind == ASK:
             self.fail(sender, req, F_REMOTE, type(exc).__qualname__, str(exc), tb)
@@ -253,7 +271,7 @@ class Node:
         )
 
     def overflowed(self, cell: Cell, item: tuple) -> None:
-        kind, sender, req, method, _, _ = item
+        kind, sender, req, method = item[:4]
         self.overloaded += 1
         if kind == ASK:
             self.fail(
@@ -286,14 +304,18 @@ class Node:
                 entry[0].set_exception(_failure(msg, entry[1].id))
             return
         if kind == ASK:
-            _, req, target, method, args, kwargs = msg
-            item = (ASK, sender, req, method, args, kwargs)
+            if len(msg) == 6:
+                _, req, target, method, args, kwargs = msg
+                item = (ASK, sender, req, method, args, kwargs, None)
+            else:
+                _, req, target, method, args, kwargs, chain = msg
+                item = (ASK, sender, req, method, args, kwargs, chain)
         elif kind == TELL:
             _, target, method, args, kwargs = msg
-            item = (TELL, sender, 0, method, args, kwargs)
+            item = (TELL, sender, 0, method, args, kwargs, None)
         elif kind == STOP:
             _, req, target = msg
-            item = (STOP, sender, req, _STOP_METHOD, (), None)
+            item = (STOP, sender, req, _STOP_METHOD, (), None, None)
         else:
             log.error(
                 "node %d: dropped a record of unknown kind %r from node %d",
@@ -311,7 +333,7 @@ class Node:
             cell.run(item)
 
     def no_such_actor(self, sender: int, item: tuple, target: int) -> None:
-        kind, _, req, method, _, _ = item
+        kind, _, req, method = item[:4]
         died = target in self.gone
         if kind == TELL:
             self.dead_letter(target, method)
@@ -400,6 +422,8 @@ def _failure(msg: list, target: int) -> BaseException:
         return ActorNotFound(message)
     if code == F_OVERLOADED:
         return Overloaded(message)
+    if code == F_DEADLOCK:
+        return Deadlock(message)
     return RemoteError(type_name, message, tb)
 
 
