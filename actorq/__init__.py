@@ -15,6 +15,7 @@ from .errors import ActorqError as ActorqError
 from .errors import ActorqTopologyError as ActorqTopologyError
 from .errors import Cancelled as Cancelled
 from .errors import ConfigError as ConfigError
+from .errors import Deadlock as Deadlock
 from .errors import Overloaded as Overloaded
 from .errors import PayloadTooLarge as PayloadTooLarge
 from .errors import PlacementError as PlacementError

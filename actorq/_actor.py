@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from . import _codec
@@ -159,7 +160,7 @@ def find_spec(path: str) -> ActorSpec:
 
 
 class _Context:
-    __slots__ = ("actor", "board", "node", "runtime")
+    __slots__ = ("actor", "board", "chain", "node", "runtime")
 
     def __init__(self) -> None:
         # The words of this process's board (see _runtime/board.py): word 0 names
@@ -169,6 +170,9 @@ class _Context:
         self.node: Any = None  # the _runtime.node.Node of this process (worker or main)
         self.runtime: Any = None  # the _api.Runtime made for it, on first use
         self.actor: ActorRef | None = None  # the actor whose message is running now
+        # The ask chain asks made now carry: the non-reentrant actors waiting on
+        # the running method (see _codec's record list); None outside actor methods.
+        self.chain: list | None = None
 
 
 ctx = _Context()
@@ -185,31 +189,39 @@ def current_node() -> Any:
 
 
 class BoundCoroutine:
-    """Runs a coroutine with ``ctx.actor`` set to its actor at every step.
+    """Runs a coroutine with ``ctx.actor`` and ``ctx.chain`` set at every step.
 
     The loop interleaves many actors' coroutines, so a plain global would name
     whichever actor ran last; this wrapper restores the right one each time the
-    coroutine is resumed.
+    coroutine is resumed. ``chain`` is what asks made by the coroutine carry
+    (deadlock detection); None when nobody waits on it.
     """
 
-    __slots__ = ("coro", "ref", "tag")
+    __slots__ = ("chain", "coro", "ref", "tag")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], ref: ActorRef, tag: int = 0) -> None:
-        self.coro, self.ref, self.tag = coro, ref, tag  # tag: the board's RUNNING word
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        ref: ActorRef,
+        chain: list[Any] | None = None,
+        tag: int = 0,
+    ) -> None:
+        self.coro, self.ref, self.chain = coro, ref, chain
+        self.tag = tag  # the board's RUNNING word while a step runs
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro, send_value, error = self.coro, None, None
         board, tag = ctx.board, self.tag
         while True:
-            prev, prev_tag = ctx.actor, board[0]
-            ctx.actor = self.ref
+            prev, prev_chain, prev_tag = ctx.actor, ctx.chain, board[0]
+            ctx.actor, ctx.chain = self.ref, self.chain
             board[0] = tag
             try:
                 yielded = coro.send(send_value) if error is None else coro.throw(error)
             except StopIteration as stop:
                 return stop.value
             finally:
-                ctx.actor = prev
+                ctx.actor, ctx.chain = prev, prev_chain
                 board[0] = prev_tag
             try:
                 send_value, error = (yield yielded), None
@@ -220,22 +232,48 @@ class BoundCoroutine:
 # --- refs ---------------------------------------------------------------------
 
 
+def check_timeout(seconds: Any, where: str) -> float | None:
+    """``seconds`` as an ask deadline: a positive number, or None for no deadline."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < 1e9:
+        raise ValueError(
+            f"{where}: timeout {seconds!r} must be a positive number of seconds, "
+            "or None to wait without a deadline"
+        )
+    return float(seconds)
+
+
 class Method:
-    """``ref.name``: call it to ask (awaitable), or ``.tell(...)`` to send and forget."""
+    """``ref.name``: call it to ask (awaitable), or ``.tell(...)`` to send and forget.
 
-    __slots__ = ("name", "ref")
+    ``ref.name.with_timeout(s)(...)`` asks with its own deadline instead of the
+    runtime's ``ask_timeout``; ``timeout`` is ``...`` when the call chose none.
+    """
 
-    def __init__(self, ref: ActorRef, name: str) -> None:
+    __slots__ = ("name", "ref", "timeout")
+
+    def __init__(self, ref: ActorRef, name: str, timeout: Any = ...) -> None:
         self.ref, self.name = ref, name
+        self.timeout: float | EllipsisType | None = timeout
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.ref
         if ref._via is not None:
-            return ref._via._ask(ref, self.name, args, kwargs)
+            return ref._via._ask(ref, self.name, args, kwargs, self.timeout)
         node = ctx.node
         if node is None:
             node = current_node()
-        return node.ask(ref, self.name, args, kwargs)
+        return node.ask(ref, self.name, args, kwargs, self.timeout)
+
+    def with_timeout(self, seconds: float | None) -> Method:
+        """This method with its own ask deadline: ``await ref.add.with_timeout(0.5)(5)``.
+
+        ``seconds`` replaces the runtime's ``ask_timeout`` for calls made through
+        the returned object; None waits without a deadline. A separate call
+        (not a keyword) so it can never collide with the method's own arguments.
+        """
+        return Method(self.ref, self.name, check_timeout(seconds, f"{self!r}.with_timeout"))
 
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
@@ -248,7 +286,9 @@ class Method:
         return None
 
     def __repr__(self) -> str:
-        return f"<method {self.name} of {self.ref!r}>"
+        if self.timeout is ...:
+            return f"<method {self.name} of {self.ref!r}>"
+        return f"<method {self.name} of {self.ref!r}, timeout {self.timeout} s>"
 
 
 class ActorRef:

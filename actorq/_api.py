@@ -106,7 +106,8 @@ def run(main: Callable[[Runtime], Awaitable[T]], workers: int | None = None, **o
     """Run ``main(rt)`` under a fresh runtime in this process; returns what main returns.
 
     Options as in ``actorq run``: ``workers``, ``cpus`` (list or "0-3"),
-    ``log_level``, ``runtime_dir``, ``explain``, ``stop_timeout``, ``config``.
+    ``log_level``, ``runtime_dir``, ``explain``, ``stop_timeout``, ``ask_timeout``,
+    ``config``.
     """
     from ._runtime.supervisor import run_main
 

@@ -12,10 +12,18 @@ found where it was made.
 Records on the rings (first element is the kind):
 
     [ASK,   req, target, method, args, kwargs]   reply expected
+    [ASK,   req, target, method, args, kwargs, chain]   asked from inside an
+                                                 actor method (see below)
     [TELL,  target, method, args, kwargs]        fire and forget
     [REPLY, req, value]
     [FAIL,  req, code, type_name, message, traceback_text]
     [STOP,  req, target]                         req 0: nobody waits
+
+``chain`` lists the non-reentrant actors waiting on the ask, outermost
+first, as ``[actor_id, turn, class_name, method]`` entries: an ask that
+arrives at an actor still inside one of those turns is a deadlock (see
+host.Cell.post). Asks from outside any actor method carry no chain, so the
+common record stays six elements.
 
 ``req`` is unique per sending process incarnation (see worker.Node), so a reply
 that arrives after its asker restarted is recognised as stale and dropped.
@@ -31,7 +39,7 @@ import msgpack
 
 ASK, TELL, REPLY, FAIL, STOP = 0, 1, 2, 3, 4
 # FAIL codes
-F_REMOTE, F_DIED, F_NOT_FOUND, F_OVERLOADED = 0, 1, 2, 3
+F_REMOTE, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_DEADLOCK = 0, 1, 2, 3, 4
 
 EXT_ACTOR_REF = 1
 

@@ -13,6 +13,7 @@ Two forms:
     hits = client.lookup("hits")
     hits.add(5)                 # -> 15 (waits for the reply)
     hits.add.tell(1)
+    hits.add.with_timeout(0.5)(5)   # this ask's own deadline (None: none)
 
     client = actorq.connect(address, asyncio=True)   # for asyncio programs
     hits = await client.lookup("hits")
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from types import EllipsisType
 from typing import Any
 
 import zmq
@@ -34,6 +36,8 @@ import zmq
 from . import _codec
 from ._actor import ActorRef
 from ._runtime.control import decode, encode, error_from, normalize_address
+
+_MARGIN = 1.0  # seconds: a call's own deadline, plus the hop through the supervisor
 
 
 class _Base:
@@ -67,13 +71,32 @@ class _Base:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.connect(self.address)
 
-    def _call(self, op: str, body: Any) -> Any:
+    def _call(self, op: str, body: Any, deadline: float | EllipsisType | None = ...) -> Any:
         raise NotImplementedError
 
+    def _wait(self, deadline: float | EllipsisType | None) -> float | None:
+        """How long to wait for an answer: the client's timeout, or a call's own
+        deadline plus a margin, so the runtime's TimeoutError (which names the
+        actor) arrives before ours."""
+        if deadline is ...:
+            return self.timeout
+        return None if deadline is None else deadline + _MARGIN
+
     # What an ActorRef bound to this client calls (ask returns the reply, or
-    # for AsyncClient a coroutine of it).
-    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
-        return self._call("ask", self._body(ref, method, args, kwargs))
+    # for AsyncClient a coroutine of it). ``timeout``: from Method.with_timeout,
+    # ``...`` when the call chose none (the runtime's ask_timeout applies).
+    def _ask(
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        timeout: float | EllipsisType | None = ...,
+    ) -> Any:
+        body = self._body(ref, method, args, kwargs)
+        if timeout is not ...:
+            body["timeout"] = timeout
+        return self._call("ask", body, timeout)
 
     def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
         self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
@@ -89,15 +112,14 @@ class Client(_Base):
         super().__init__(address, timeout)
         self._connect(zmq.Context())
 
-    def _call(self, op: str, body: Any) -> Any:
+    def _call(self, op: str, body: Any, deadline: float | EllipsisType | None = ...) -> Any:
         req = next(self._ids)
         self._sock.send(encode(op, req, body))
-        deadline = None if self.timeout is None else self.timeout * 1000
+        wait = self._wait(deadline)
         while True:
-            if not self._sock.poll(deadline):
+            if not self._sock.poll(None if wait is None else wait * 1000):
                 raise TimeoutError(
-                    f"no answer from the runtime at {self.address} within {self.timeout} s "
-                    "(is it running?)"
+                    f"no answer from the runtime at {self.address} within {wait} s (is it running?)"
                 )
             frame = self._sock.recv()
             rop, rreq, rbody = decode_with(frame, self._ext)
@@ -154,7 +176,7 @@ class AsyncClient(_Base):
                 fut.set_exception(error_from(rbody))
         self._reader = None
 
-    async def _call(self, op: str, body: Any) -> Any:
+    async def _call(self, op: str, body: Any, deadline: float | EllipsisType | None = ...) -> Any:
         import asyncio
 
         req = next(self._ids)
@@ -163,11 +185,14 @@ class AsyncClient(_Base):
         await self._sock.send(encode(op, req, body))
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._read_loop())
+        wait = self._wait(deadline)
         try:
-            return await asyncio.wait_for(fut, self.timeout)
+            return await asyncio.wait_for(fut, wait)
         except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                raise  # the runtime's answer (an ask's deadline), not our wait running out
             raise TimeoutError(
-                f"no answer from the runtime at {self.address} within {self.timeout} s"
+                f"no answer from the runtime at {self.address} within {wait} s"
             ) from None
         finally:
             self._waiting.pop(req, None)

@@ -11,6 +11,7 @@ Example ``actorq.toml``::
     cpus = "0-1"
     log_level = "info"
     stop_timeout = 5.0
+    ask_timeout = 5.0      # false: asks have no default deadline
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Config:
     stall_action: str = "restart"  # then: "restart" (kill it, like a crash) or "report" only
     restart_intensity: int = 3  # an actor that crashes its worker more than this often ...
     restart_period: float = 5.0  # ... within this many seconds is stopped, not re-created
+    # Seconds an ask waits for its answer before it raises TimeoutError (OTP's
+    # gen_server:call default); None (``false`` in TOML): no default deadline.
+    ask_timeout: float | None = 5.0
     source: str | None = None  # the file the values came from
 
     def merged(self, **overrides: Any) -> Config:
@@ -119,6 +123,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key in ("stop_timeout", "stall_timeout", "restart_period"):
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise bad("a positive number of seconds")
+        return float(value)
+    if key == "ask_timeout":
+        if value is False:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+            raise bad("a positive number of seconds, or false for no default deadline")
         return float(value)
     if key == "ring_capacity":
         if isinstance(value, bool) or not isinstance(value, int) or value < 4096:

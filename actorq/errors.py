@@ -69,6 +69,13 @@ class RemoteError(ActorError):
         return base
 
 
+class Deadlock(ActorError):
+    """An ask would close a cycle of non-reentrant actors waiting on each other.
+
+    Raised at once instead of letting every ask in the cycle wait out its
+    deadline; the message names the cycle and what to change."""
+
+
 class ConfigError(ActorqError, ValueError):
     """A configuration file or option is malformed; the message names it."""
 

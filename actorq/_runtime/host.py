@@ -7,6 +7,13 @@ arrival order (FIFO per sender, since each sender's records arrive in order
 on one channel). An actor declared ``reentrant=True`` does not hold its
 mailbox while an async method awaits.
 
+Deadlocks: a non-reentrant actor inside an async method waits for every ask
+that method made. Each such turn is numbered, and asks made from it carry the
+chain of (actor, turn) entries waiting on them (see ``_codec``). An ask that
+reaches an actor still inside a turn listed in its own chain can never be
+served: it fails at once with ``Deadlock`` naming the cycle, instead of every
+ask in the cycle waiting out its deadline.
+
 The ``Host`` creates cells (``__init__`` and ``on_start``), stops them
 (``on_stop``) one at a time or all at once for an orderly shutdown. Replies
 and failures go back through the ``Node`` (routing).
@@ -22,7 +29,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
-from .._codec import ASK, F_DIED, F_REMOTE, STOP, TELL
+from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
 from .board import ASYNC, RUNNING, running_tag
 
@@ -35,8 +42,8 @@ _CoroutineType = types.CoroutineType
 _ctx = ctx
 
 
-async def _bound(coro: Any, ref: ActorRef, tag: int = 0) -> Any:
-    return await BoundCoroutine(coro, ref, tag)
+async def _bound(coro: Any, ref: ActorRef, chain: list[Any] | None = None, tag: int = 0) -> Any:
+    return await BoundCoroutine(coro, ref, chain, tag)
 
 
 class Cell:
@@ -55,6 +62,8 @@ class Cell:
         "ref",
         "spec",
         "stopped",
+        "turn",
+        "turns",
     )
 
     def __init__(self, node: Node, ref: ActorRef, spec: ActorSpec, instance: Any) -> None:
@@ -68,10 +77,14 @@ class Cell:
         self.fns: dict[str, tuple[Any, int]] = {}
         self.board = node.board  # the worker's board words (see board.py)
         self.hand = node.board_slots.take_slot(ref.id)  # word: messages queued + tasks running
+        self.turns = 0  # async turns started (non-reentrant actors only)
+        self.turn = 0  # the async turn running now, 0: none (see the module docstring)
 
     def post(self, item: tuple) -> None:
-        """item: (kind, sender, req, method, args, kwargs)."""
+        """item: (kind, sender, req, method, args, kwargs, chain)."""
         if self.busy or self.queue:
+            if self.turn and item[6] is not None and self._closes_cycle(item):
+                return
             if self.mailbox is not None and len(self.queue) >= self.mailbox and item[0] != STOP:
                 self.node.overflowed(self, item)
                 return
@@ -88,7 +101,7 @@ class Cell:
             self.run(item)
 
     def run(self, item: tuple) -> None:
-        kind, sender, req, method, args, kwargs = item
+        kind, sender, req, method, args, kwargs, chain = item
         node = self.node
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
@@ -112,9 +125,29 @@ class Cell:
                 if kind == ASK:
                     node.reply(sender, req, result, self, method)
                 return
-            self._start(result, kind, sender, req, method, tag)
+            self._start(result, kind, sender, req, method, chain, tag)
             return
         self._run_slow(item)
+
+    def _closes_cycle(self, item: tuple) -> bool:
+        """If the ask ``item`` waits on the turn we are inside, fail it with Deadlock."""
+        chain, me, turn = item[6], self.ref.id, self.turn
+        starts = [i for i, link in enumerate(chain) if link[0] == me and link[1] == turn]
+        if not starts:
+            return False
+        cycle = chain[starts[0] :]
+        name, inside = cycle[0][2], cycle[0][3]
+        names = " -> ".join(f"{cls}.{method}" for _, _, cls, method in cycle)
+        self.node.fail(
+            item[1],
+            item[2],
+            F_DEADLOCK,
+            "Deadlock",
+            f"ask cycle {names} -> {self.spec.cls.__qualname__}.{item[3]}: {name} is not "
+            f"reentrant and is still inside {inside} waiting on this chain; declare "
+            f"@actorq.actor(reentrant=True) on {name}, or make one of the calls a tell",
+        )
+        return True
 
     def _stop_or_refuse(self, kind: int, sender: int, req: int, method: str) -> None:
         node = self.node
@@ -140,14 +173,30 @@ class Cell:
             else:
                 log.error("tell to %r: %s", self.ref, msg)
             return
-        self.fns[method] = (fn, running_tag(self.ref.id, self.node.board_slots.method_code(method)))
+        code = self.node.board_slots.method_code(method)
+        self.fns[method] = (fn, running_tag(self.ref.id, code))
         self.run(item)
 
-    def _start(self, coro: Any, kind: int, sender: int, req: int, method: str, tag: int) -> None:
-        task = self.node.loop.spawn(_bound(coro, self.ref, tag | ASYNC))
+    def _start(
+        self,
+        coro: Any,
+        kind: int,
+        sender: int,
+        req: int,
+        method: str,
+        chain: list[Any] | None,
+        tag: int,
+    ) -> None:
         self.board[self.hand] += 1
         if not self.reentrant:
+            # we wait on what this method asks: its asks carry us in their chain
             self.busy = True
+            self.turns += 1
+            self.turn = self.turns
+            link = [self.ref.id, self.turn, self.spec.cls.__qualname__, method]
+            chain = [*chain, link] if chain else [link]
+        # a reentrant actor waits on nobody's behalf but its caller's: the chain passes on
+        task = self.node.loop.spawn(_bound(coro, self.ref, chain, tag | ASYNC))
         task.add_done_callback(lambda t: self._finished(t, kind, sender, req, method))
 
     def _finished(self, task: Any, kind: int, sender: int, req: int, method: str) -> None:
@@ -165,6 +214,7 @@ class Cell:
                 node.reply(sender, req, result, self, method)
         if not self.reentrant:
             self.busy = False
+            self.turn = 0
             self.pump()
 
 

@@ -16,6 +16,14 @@ actors go to their ``Cell`` in the ``Host`` (see host.py).
 
 Request ids start at ``incarnation << 40``: when a worker is restarted its
 successor never reuses an id whose stale reply may still sit in a channel.
+
+Deadlines
+---------
+Every ask has a deadline (``ask_timeout``, or the call's own through
+``Method.with_timeout``), stored in its pending entry: no timer per ask. One
+sweep timer per node runs at the earliest deadline while asks are pending,
+fails the expired ones with ``TimeoutError`` and forgets them, so a late
+reply finds no entry and is dropped like any stale reply.
 """
 
 from __future__ import annotations
@@ -25,12 +33,24 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
+from types import EllipsisType
 from typing import Any
 
 from .. import _codec
-from .._actor import ActorRef
-from .._codec import ASK, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_REMOTE, FAIL, REPLY, STOP, TELL
-from ..errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, RemoteError
+from .._actor import ActorRef, ctx
+from .._codec import (
+    ASK,
+    F_DEADLOCK,
+    F_DIED,
+    F_NOT_FOUND,
+    F_OVERLOADED,
+    F_REMOTE,
+    FAIL,
+    REPLY,
+    STOP,
+    TELL,
+)
+from ..errors import ActorDied, ActorNotFound, Deadlock, Overloaded, PayloadTooLarge, RemoteError
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host
 
@@ -42,6 +62,13 @@ _pack = _codec._pack
 _UNSENDABLE = _codec._UNSENDABLE
 _unpack = _codec.unpack
 _STOP_METHOD = "\0stop"  # no Python method can have this name
+_ctx = ctx
+_NEVER = float("inf")
+# A sweep looks at every pending ask, so sweeps are spaced by at least this
+# much, plus this much per pending ask: with many asks outstanding the sweeps
+# stay a small share of the loop's time (deadlines are then met a little late).
+_SWEEP_GAP = 0.005
+_SWEEP_GAP_PER_ASK = 5e-6
 
 
 def node_of(actor_id: int) -> int:
@@ -62,6 +89,7 @@ class Node:
         incarnation: int = 0,
         control: Any = None,
         board: Board | None = None,
+        ask_timeout: float | None = 5.0,
     ) -> None:
         self.index = index
         # What the supervisor reads if this process stalls or dies (board.py);
@@ -77,7 +105,12 @@ class Node:
         self.host = Host(self)
         self.actors = self.host.cells  # the hot path looks cells up here
         self.gone = self.host.gone
-        self.pending: dict[int, tuple[Any, int]] = {}
+        # req -> (future, target ref, method, deadline or None, timeout in s or None)
+        self.pending: dict[int, tuple[Any, ActorRef, str, float | None, float | None]] = {}
+        self.ask_timeout = ask_timeout  # the config's default deadline; None: none
+        self._clock = loop.time
+        self._sweep_at = _NEVER  # when the sweep timer fires; _NEVER: not armed
+        self._sweep_handle: Any = None
         self._req = incarnation << 40
         self.sent = 0
         self.received = 0
@@ -109,16 +142,65 @@ class Node:
         self._flush_handle = None
         self.port.flush()
 
-    def ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
+    def ask(
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        timeout: float | EllipsisType | None = ...,
+    ) -> Any:
+        """Send an ask; a Future of the reply. ``timeout``: seconds, None for no
+        deadline, ``...`` for this node's ``ask_timeout``."""
         self._req += 1
         req = self._req
-        data = _pack_call(
-            [ASK, req, ref.id, method, args, kwargs or None], ref, method, args, kwargs
-        )
+        record = [ASK, req, ref.id, method, args, kwargs or None]
+        chain = _ctx.chain
+        if chain is not None:
+            record.append(chain)
+        data = _pack_call(record, ref, method, args, kwargs)
         fut = self.loop.create_future()
         self._send(node_of(ref.id), data, True)  # may raise PayloadTooLarge: nothing to undo
-        self.pending[req] = (fut, ref.id)
+        if timeout is ...:
+            timeout = self.ask_timeout
+        if timeout is None:
+            self.pending[req] = (fut, ref, method, None, None)
+            return fut
+        deadline = self._clock() + timeout
+        self.pending[req] = (fut, ref, method, deadline, timeout)
+        if deadline < self._sweep_at:
+            self._sweep_from(deadline)
         return fut
+
+    def _sweep_from(self, when: float) -> None:
+        """(Re)arm the one sweep timer for ``when``."""
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = when
+        self._sweep_handle = self.loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail the asks whose deadline has passed; re-arm for the next one, if any."""
+        self._sweep_handle = None
+        self._sweep_at = _NEVER
+        now = self._clock()
+        expired = []
+        upcoming = _NEVER
+        for req, entry in self.pending.items():
+            deadline = entry[3]
+            if deadline is None:
+                continue
+            if deadline <= now:
+                expired.append(req)
+            elif deadline < upcoming:
+                upcoming = deadline
+        for req in expired:
+            fut, ref, method, _, timeout = self.pending.pop(req)
+            if not fut.done():
+                fut.set_exception(_timed_out(ref, method, timeout))
+        if upcoming < _NEVER:
+            gap = _SWEEP_GAP + len(self.pending) * _SWEEP_GAP_PER_ASK
+            self._sweep_from(max(upcoming, now + gap))
 
     def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
         rid = ref.id
@@ -143,7 +225,7 @@ class Node:
         self._req += 1
         req = self._req
         fut = self.loop.create_future()
-        self.pending[req] = (fut, ref.id)
+        self.pending[req] = (fut, ref, _STOP_METHOD, None, None)  # on_stop may take its time
         self._send(node_of(ref.id), _codec.pack([STOP, req, ref.id]))
         return fut
 
@@ -173,6 +255,10 @@ class Node:
     def method_raised(
         self, cell: Cell, kind: int, sender: int, req: int, method: str, exc: BaseException
     ) -> None:
+        if kind == ASK and isinstance(exc, Deadlock):
+            # the asker is part of the cycle too: it gets the Deadlock, not a RemoteError
+            self.fail(sender, req, F_DEADLOCK, "Deadlock", str(exc))
+            return
         tb = "".join(traceback.format_exception(exc))
         if kind == ASK:
             self.fail(sender, req, F_REMOTE, type(exc).__qualname__, str(exc), tb)
@@ -194,7 +280,7 @@ class Node:
         )
 
     def overflowed(self, cell: Cell, item: tuple) -> None:
-        kind, sender, req, method, _, _ = item
+        kind, sender, req, method = item[:4]
         self.overloaded += 1
         if kind == ASK:
             self.fail(
@@ -229,17 +315,21 @@ class Node:
         if kind == FAIL:
             entry = self.pending.pop(msg[1], None)
             if entry is not None and not entry[0].done():
-                entry[0].set_exception(_failure(msg, entry[1]))
+                entry[0].set_exception(_failure(msg, entry[1].id))
             return
         if kind == ASK:
-            _, req, target, method, args, kwargs = msg
-            item = (ASK, sender, req, method, args, kwargs)
+            if len(msg) == 6:
+                _, req, target, method, args, kwargs = msg
+                item = (ASK, sender, req, method, args, kwargs, None)
+            else:
+                _, req, target, method, args, kwargs, chain = msg
+                item = (ASK, sender, req, method, args, kwargs, chain)
         elif kind == TELL:
             _, target, method, args, kwargs = msg
-            item = (TELL, sender, 0, method, args, kwargs)
+            item = (TELL, sender, 0, method, args, kwargs, None)
         elif kind == STOP:
             _, req, target = msg
-            item = (STOP, sender, req, _STOP_METHOD, (), None)
+            item = (STOP, sender, req, _STOP_METHOD, (), None, None)
         else:
             log.error(
                 "node %d: dropped a record of unknown kind %r from node %d",
@@ -257,7 +347,7 @@ class Node:
             cell.run(item)
 
     def no_such_actor(self, sender: int, item: tuple, target: int) -> None:
-        kind, _, req, method, _, _ = item
+        kind, _, req, method = item[:4]
         died = target in self.gone
         if kind == TELL:
             self.dead_letter(target, method)
@@ -285,7 +375,8 @@ class Node:
     def peer_died(self, node: int, gone: list[int] | tuple[int, ...] = ()) -> int:
         """Node ``node`` died: fail every ask waiting on one of its actors."""
         failed = 0
-        for req, (fut, target) in list(self.pending.items()):
+        for req, (fut, ref, *_) in list(self.pending.items()):
+            target = ref.id
             if node_of(target) == node:
                 del self.pending[req]
                 if not fut.done():
@@ -345,4 +436,14 @@ def _failure(msg: list, target: int) -> BaseException:
         return ActorNotFound(message)
     if code == F_OVERLOADED:
         return Overloaded(message)
+    if code == F_DEADLOCK:
+        return Deadlock(message)
     return RemoteError(type_name, message, tb)
+
+
+def _timed_out(ref: ActorRef, method: str, timeout: float | None) -> TimeoutError:
+    cls = ref.cls_path.rpartition(":")[2]
+    return TimeoutError(
+        f"ask {cls}.{method} to {ref!r} got no answer within {timeout} s; allow longer "
+        f"with ask_timeout in the config, or ref.{method}.with_timeout(seconds) for one call"
+    )

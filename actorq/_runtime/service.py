@@ -13,7 +13,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from .._actor import ActorRef
+from .._actor import ActorRef, check_timeout
 from ..errors import ActorDied
 from .directory import ActorEntry
 
@@ -221,8 +221,11 @@ class ControlService:
         if self.sup.stopping:
             raise RuntimeError("the runtime is shutting down")
         ref = self._client_ref(body)
+        timeout = body.get("timeout", ...)  # absent: the runtime's ask_timeout
+        if timeout is not ...:
+            timeout = check_timeout(timeout, f"ask {body['method']}")
         return self.sup.node.ask(
-            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}
+            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}, timeout
         )
 
     def tell(self, peer: bytes | None, body: dict) -> None:

@@ -191,6 +191,7 @@ class Supervisor:
             parent=os.getpid(),
             log_level=logging.getLogger("actorq").getEffectiveLevel(),
             board=proc.board,
+            ask_timeout=self.cfg.ask_timeout,
             cpu=proc.cpu,
             numa_node=proc.numa_node,
             recreate=recreate or [],
@@ -239,7 +240,14 @@ class Supervisor:
         self.zsrc = ZmqSource(sock, self.endpoint.on_message)
         loop.add_source(self.zsrc)
         self.port = self.mesh.port(0)
-        self.node = Node(0, loop, self.port, worker_cpus=self.worker_cpus, address=self.address)
+        self.node = Node(
+            0,
+            loop,
+            self.port,
+            worker_cpus=self.worker_cpus,
+            address=self.address,
+            ask_timeout=self.cfg.ask_timeout,
+        )
         self.node.shutdown_hook = lambda: self.begin_shutdown("shutdown requested")
         self.signals: Any = None
         if self.handle_signals:

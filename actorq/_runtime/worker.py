@@ -164,6 +164,7 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
         incarnation=spec.incarnation,
         control=endpoint,
         board=spec.board,
+        ask_timeout=spec.ask_timeout,
     )
     _actor.ctx.node = node
     _actor.ctx.board = node.board

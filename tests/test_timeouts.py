@@ -1,0 +1,321 @@
+"""Ask deadlines and deadlock detection, end to end on real runtimes.
+
+Every ask has a deadline (``ask_timeout`` from the config, or the call's own
+through ``ref.m.with_timeout(s)``); a cycle of non-reentrant actors asking
+each other fails at once with ``actorq.Deadlock`` naming the cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from _runtime_helpers import finish, run_app, start_app, write_app
+
+import actorq
+from actorq.config import Config, load_config
+from actorq.errors import ConfigError
+
+ACTORS = r"""
+import time
+import actorq
+
+@actorq.actor(reentrant=True)
+class Hang:
+    async def never(self):
+        await actorq.current_loop().create_future()  # nobody ever sets it
+    async def late(self, delay):
+        await actorq.sleep(delay)
+        return "late"
+
+@actorq.actor
+class Slow:
+    # not reentrant: ping runs only after late has returned and its reply was sent
+    async def late(self, delay):
+        await actorq.sleep(delay)
+        return "late"
+    def ping(self):
+        return "pong"
+
+@actorq.actor
+class Asker:
+    async def ask_never(self, hang, timeout=...):
+        m = hang.never if timeout is ... else hang.never.with_timeout(timeout)
+        t0 = time.monotonic()
+        try:
+            await m()
+        except TimeoutError as e:
+            return [str(e), time.monotonic() - t0]
+        return ["answered", 0]
+
+@actorq.actor
+class Ping:
+    def __init__(self):
+        self.peer = None
+    def set_peer(self, peer):
+        self.peer = peer
+    async def f(self):
+        return await self.peer.g()
+    def h(self):
+        return "h"
+    async def f_gives_up(self):
+        try:
+            return await self.peer.g_later.with_timeout(0.1)()
+        except TimeoutError:
+            return "gave up"
+    async def block(self, delay):
+        await actorq.sleep(delay)
+
+@actorq.actor(reentrant=True)
+class RPing(Ping):
+    pass
+
+@actorq.actor
+class Pong:
+    def __init__(self):
+        self.peer = None
+        self.outcome = None
+    def set_peer(self, peer):
+        self.peer = peer
+    async def g(self):
+        return await self.peer.h()
+    async def g_later(self):
+        await actorq.sleep(0.3)
+        try:
+            self.outcome = await self.peer.h()
+        except Exception as e:
+            self.outcome = type(e).__name__
+    def get_outcome(self):
+        return self.outcome
+
+@actorq.actor
+class Outer:
+    async def a(self, ping):
+        return await ping.f()
+"""
+
+APP = (
+    ACTORS
+    + r"""
+import json
+
+async def timed(aw):
+    t0 = time.monotonic()
+    try:
+        return ["ok", await aw, time.monotonic() - t0]
+    except (TimeoutError, actorq.ActorError) as e:
+        return [type(e).__name__, str(e), time.monotonic() - t0]
+
+async def pair(rt, ping_cls, w1, w2):
+    ping = await rt.spawn(ping_cls, cpu=w1)
+    pong = await rt.spawn(Pong, cpu=w2)
+    await ping.set_peer(pong)
+    await pong.set_peer(ping)
+    return ping, pong
+
+async def main(rt):
+    out = {}
+    w1, w2 = rt.workers[0], rt.workers[-1]
+    hang = await rt.spawn(Hang, cpu=w2)
+    # from main: the config's default, then per-call overrides
+    out["main_default"] = await timed(hang.never())
+    out["main_override"] = await timed(hang.never.with_timeout(0.1)())
+    out["main_forever"] = await timed(hang.late.with_timeout(None)(1.5))
+    out["main_longer"] = await timed(hang.late.with_timeout(5)(1.5))
+    # from actors, on the same worker and on another
+    for where, cpu in (("same", w2), ("other", w1)):
+        asker = await rt.spawn(Asker, cpu=cpu)
+        # (main's own ask would time out as soon as the asker's: it gets longer)
+        out[f"actor_default_{where}"] = await asker.ask_never.with_timeout(5)(hang)
+        out[f"actor_override_{where}"] = await asker.ask_never.with_timeout(5)(hang, 0.1)
+    # a late reply is dropped: Slow answers ping only after late's reply went out
+    slow = await rt.spawn(Slow, cpu=w1)
+    out["late"] = await timed(slow.late.with_timeout(0.1)(0.5))
+    out["after_late"] = await slow.ping()
+    out["pending_after"] = (await rt.stats())["supervisor"]["pending_asks"]
+    # ask cycles between two non-reentrant actors, on one worker and on two
+    for where, (c1, c2) in (("one", (w1, w1)), ("two", (w1, w2))):
+        ping, pong = await pair(rt, Ping, c1, c2)
+        out[f"cycle_{where}"] = await timed(ping.f())
+        out[f"usable_{where}"] = await ping.h()
+        rping, _ = await pair(rt, RPing, c1, c2)
+        out[f"reentrant_{where}"] = await timed(rping.f())
+    # the cycle named from where it closes, not from the outermost caller
+    ping, pong = await pair(rt, Ping, w1, w2)
+    outer = await rt.spawn(Outer, cpu=w2)
+    out["cycle_nested"] = await timed(outer.a(ping))
+    # an abandoned ask leaves no stale chain: Ping gave up on g_later and is
+    # inside another turn when g_later asks it back; that is a wait, not a deadlock
+    ping, pong = await pair(rt, Ping, w1, w2)
+    out["gave_up"] = await ping.f_gives_up()
+    await ping.block.with_timeout(5)(1.0)
+    out["abandoned_chain"] = await pong.get_outcome()
+    print("RESULT " + json.dumps(out), flush=True)
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("timeouts")
+    write_app(tmp, APP)
+    (tmp / "actorq.toml").write_text("ask_timeout = 1.0\n")
+    proc = run_app(tmp, "app:main", "--workers", "2", timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, f"no result; stdout={proc.stdout!r} stderr={proc.stderr}"
+    return json.loads(line[0][7:])
+
+
+def test_ask_times_out_at_the_configured_default(result: dict) -> None:
+    kind, message, elapsed = result["main_default"]
+    assert kind == "TimeoutError"
+    assert message.startswith("ask Hang.never to <ActorRef Hang #")
+    assert "within 1.0 s" in message
+    assert "with_timeout" in message  # says how to allow longer
+    assert 1.0 <= elapsed < 5.0
+
+
+def test_per_call_override(result: dict) -> None:
+    kind, message, elapsed = result["main_override"]
+    assert kind == "TimeoutError"
+    assert "Hang.never" in message
+    assert "within 0.1 s" in message
+    assert 0.1 <= elapsed < 0.9  # well before the default of 1 s
+    assert result["main_forever"][:2] == ["ok", "late"]  # None: no deadline
+    assert result["main_longer"][:2] == ["ok", "late"]  # longer than the default
+
+
+def test_asks_from_actors_time_out_too(result: dict) -> None:
+    for where in ("same", "other"):
+        message, elapsed = result[f"actor_default_{where}"]
+        assert "Hang.never" in message, where
+        assert "within 1.0 s" in message, where
+        assert 1.0 <= elapsed < 5.0
+        message, elapsed = result[f"actor_override_{where}"]
+        assert "within 0.1 s" in message, where
+        assert 0.1 <= elapsed < 0.9
+
+
+def test_late_reply_is_dropped(result: dict) -> None:
+    assert result["late"][0] == "TimeoutError"
+    assert "Slow.late" in result["late"][1]
+    assert result["after_late"] == "pong"
+    assert result["pending_after"] == 0
+
+
+CYCLE = (
+    "ask cycle Ping.f -> Pong.g -> Ping.h: Ping is not reentrant and is still inside f "
+    "waiting on this chain; declare @actorq.actor(reentrant=True) on Ping, or make one of "
+    "the calls a tell"
+)
+
+
+@pytest.mark.parametrize("where", ["one", "two"])
+def test_ask_cycle_is_a_deadlock_naming_the_cycle(result: dict, where: str) -> None:
+    kind, message, elapsed = result[f"cycle_{where}"]
+    assert kind == "Deadlock"
+    assert message == CYCLE
+    assert elapsed < 1.0  # at once, not at the deadline
+    assert result[f"usable_{where}"] == "h"  # the actors are free again
+
+
+@pytest.mark.parametrize("where", ["one", "two"])
+def test_reentrant_cycle_succeeds(result: dict, where: str) -> None:
+    assert result[f"reentrant_{where}"][:2] == ["ok", "h"]
+
+
+def test_cycle_is_named_from_where_it_closes(result: dict) -> None:
+    kind, message, _ = result["cycle_nested"]
+    assert kind == "Deadlock"
+    assert message.startswith("ask cycle Ping.f -> Pong.g -> Ping.h: ")
+
+
+def test_an_abandoned_ask_is_not_a_deadlock(result: dict) -> None:
+    assert result["gave_up"] == "gave up"
+    assert result["abandoned_chain"] == "h"
+
+
+# --- outside clients --------------------------------------------------------------
+
+SERVICE = (
+    ACTORS
+    + r"""
+async def main(rt):
+    await rt.spawn(Hang, name="hang")
+    print("ADDRESS " + rt.address, flush=True)
+    while True:
+        await actorq.sleep(3600)
+"""
+)
+
+
+@pytest.fixture
+def service(tmp_path: Path, no_leaks: None):
+    write_app(tmp_path, SERVICE)
+    (tmp_path / "actorq.toml").write_text("ask_timeout = 0.5\n")
+    proc = start_app(tmp_path, "app:main", "--workers", "1")
+    line = proc.stdout.readline()
+    assert line.startswith("ADDRESS "), proc.stderr.read() if proc.poll() is not None else line
+    yield line.split()[1]
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    rc, _, err = finish(proc)
+    assert rc == 0, err
+
+
+def test_sync_client_deadlines(service: str) -> None:
+    with actorq.connect(service) as client:
+        hang = client.lookup("hang")
+        with pytest.raises(TimeoutError, match=r"Hang\.never .* within 0\.5 s"):
+            hang.never()  # the runtime's default, well inside the client's 30 s
+        with pytest.raises(TimeoutError, match=r"Hang\.never .* within 0\.1 s"):
+            hang.never.with_timeout(0.1)()
+        assert hang.late.with_timeout(None)(1.0) == "late"
+        assert hang.late.with_timeout(3)(1.0) == "late"
+
+
+def test_async_client_deadlines(service: str) -> None:
+    async def go() -> None:
+        client = actorq.connect(service, asyncio=True)
+        try:
+            hang = await client.lookup("hang")
+            with pytest.raises(TimeoutError, match=r"Hang\.never .* within 0\.1 s"):
+                await hang.never.with_timeout(0.1)()
+            assert await hang.late.with_timeout(None)(1.0) == "late"
+        finally:
+            client.close()
+
+    asyncio.run(go())
+
+
+# --- configuration and API checks ------------------------------------------------
+
+
+def test_config_key(tmp_path: Path) -> None:
+    assert Config().ask_timeout == 5.0  # OTP's gen_server:call default
+    (tmp_path / "actorq.toml").write_text("ask_timeout = 2\n")
+    assert load_config(cwd=tmp_path).ask_timeout == 2.0
+    (tmp_path / "actorq.toml").write_text("ask_timeout = false\n")
+    assert load_config(cwd=tmp_path).ask_timeout is None
+    assert Config().merged(ask_timeout=0.25).ask_timeout == 0.25
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", '"5s"', "true"])
+def test_bad_ask_timeout_names_the_key(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "actorq.toml").write_text(f"ask_timeout = {bad}\n")
+    with pytest.raises(ConfigError, match="ask_timeout") as info:
+        load_config(cwd=tmp_path)
+    assert "false for no default deadline" in str(info.value)
+
+
+def test_with_timeout_checks_its_argument() -> None:
+    ref = actorq.ActorRef(1 << 32, "m:C")
+    with pytest.raises(ValueError, match="timeout -1"):
+        ref.add.with_timeout(-1)
+    with pytest.raises(ValueError, match="timeout '1'"):
+        ref.add.with_timeout("1")
+    assert "timeout 0.5 s" in repr(ref.add.with_timeout(0.5))
