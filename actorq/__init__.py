@@ -38,6 +38,8 @@ _LAZY: dict[str, str] = {
     "self_ref": "._api",
     "sleep": "._api",
     "connect": ".client",
+    "start": "._hosting",
+    "HostedRuntime": "._hosting",
 }
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from ._api import runtime as runtime
     from ._api import self_ref as self_ref
     from ._api import sleep as sleep
+    from ._hosting import HostedRuntime as HostedRuntime
+    from ._hosting import start as start
     from .client import connect as connect
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import zmq
 
 from . import _codec
-from ._actor import ActorRef
+from ._actor import ActorRef, spawn_body
 from ._runtime.control import decode, encode, error_from, normalize_address
 
 _MARGIN = 1.0  # seconds: a call's own deadline, plus the hop through the supervisor
@@ -132,6 +132,19 @@ class Client(_Base):
     def lookup(self, name: str) -> ActorRef:
         return self._ref(self._call("lookup", {"name": name}), name)
 
+    def spawn(
+        self,
+        cls: type,
+        *args: Any,
+        name: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **hints: Any,
+    ) -> ActorRef:
+        """Create an actor as ``rt.spawn`` does (the class must be importable by the
+        runtime's workers under the same ``module:qualname``)."""
+        body = spawn_body(cls, args, name, kwargs, hints)
+        return self._ref({"id": self._call("spawn", body)["id"], "cls": body["cls"]}, name)
+
     def stats(self) -> dict[str, Any]:
         return self._call("stats", {})
 
@@ -199,6 +212,19 @@ class AsyncClient(_Base):
 
     async def lookup(self, name: str) -> ActorRef:
         return self._ref(await self._call("lookup", {"name": name}), name)
+
+    async def spawn(
+        self,
+        cls: type,
+        *args: Any,
+        name: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **hints: Any,
+    ) -> ActorRef:
+        """Create an actor as ``rt.spawn`` does (see ``Client.spawn``)."""
+        body = spawn_body(cls, args, name, kwargs, hints)
+        reply = await self._call("spawn", body)
+        return self._ref({"id": reply["id"], "cls": body["cls"]}, name)
 
     async def stats(self) -> dict[str, Any]:
         return await self._call("stats", {})

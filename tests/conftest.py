@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["actorq.testing"]  # the actorq_runtime fixture
+
 FIXTURES = Path(
     os.environ.get(
         "ACTORQ_HWLOC_FIXTURES",

@@ -12,11 +12,20 @@ supervisor needs then, into an anonymous shared mapping made before the fork
   (the poison message is not redelivered: records leave the rings before they
   run, so delivery is at most once).
 - ``TAKEN`` / ``HANDLED``: records taken into the worker's memory (off its
-  rings, or sent to itself) and records handed on to an actor or a pending
-  ask. A crash loses ``TAKEN - HANDLED`` records that were between the two.
-- per actor, ``IN_HAND``: messages queued in its mailbox plus async methods
-  in progress. Written only when a message has to wait or a task starts or
-  ends, never on the idle fast path.
+  rings, or sent to itself) and records whose delivery returned (run to the
+  end, queued, answered or refused). A crash loses ``TAKEN - HANDLED``
+  records, the one whose method was running among them.
+- per actor, ``IN_HAND``: messages queued in its mailbox (until the one
+  pumped out of it has run) plus async methods in progress. Written only
+  when a message has to wait or a task starts or ends, never on the idle
+  fast path.
+
+So every record is counted exactly once as lost or not: ``lost()`` is
+``TAKEN - HANDLED`` plus the ``IN_HAND`` words. (Two windows of a few
+instructions remain: a worker killed inside a ring drain, before the batch it
+copied out is published as read, hands that batch to its successor again;
+one killed between that publication and counting the batch loses it
+uncounted. No user code runs in either.)
 - ``DEAD_LETTERS``: the worker's dead-letter count, so it survives the worker.
 
 The words are 64-bit and written by one process (the worker); the supervisor
@@ -64,10 +73,12 @@ class Snapshot:
     def lost(self, worker: int) -> dict[int | None, int]:
         """Messages a crash at this moment loses, per actor id (None: not yet routed)."""
         out: dict[int | None, int] = {aid: n for aid, n in self.in_hand.items() if n > 0}
-        if self.running_seq and not self.running_async:
-            aid = (worker << 32) | self.running_seq
-            out[aid] = out.get(aid, 0) + 1
         limbo = self.taken - self.handled
+        if limbo > 0 and self.running_seq and not self.running_async:
+            aid = (worker << 32) | self.running_seq
+            if aid not in out:  # its running message came straight from delivery: name it
+                out[aid] = 1
+                limbo -= 1
         if limbo > 0:
             out[None] = limbo
         return out

@@ -96,9 +96,8 @@ class Cell:
     def pump(self) -> None:
         queue = self.queue
         while queue and not self.busy:
-            item = queue.popleft()
-            self.board[self.hand] -= 1
-            self.run(item)
+            self.run(queue.popleft())
+            self.board[self.hand] -= 1  # after it ran: a crash in it counts it as lost
 
     def run(self, item: tuple) -> None:
         kind, sender, req, method, args, kwargs, chain = item

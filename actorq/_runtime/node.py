@@ -300,7 +300,12 @@ class Node:
 
     def deliver(self, sender: int, data: bytes) -> None:
         self.received += 1
-        self.board[HANDLED] += 1
+        try:
+            self._route(sender, data)
+        finally:  # after routing: a crash before this counts the record as lost (board.py)
+            self.board[HANDLED] += 1
+
+    def _route(self, sender: int, data: bytes) -> None:
         try:
             msg = _unpack(data)
             kind = msg[0]

@@ -115,6 +115,7 @@ class Supervisor:
         self.carried_dead_letters = 0  # dead letters counted by workers that died since
         self.dead_letter_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.ready_event = threading.Event()  # set when every worker is up (or start failed)
+        self.up = False  # every worker said hello once
         self.runtime_dir: Any = None
         self.created_dir = False
         self.loop: Any = None
@@ -277,6 +278,7 @@ class Supervisor:
     def became_ready(self) -> None:
         """Every worker said hello: main may start, the embedding caller may go on."""
         if not self.ready.done():
+            self.up = True
             self.ready.set_result(None)
             from .rundir import announce
 

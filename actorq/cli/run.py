@@ -93,7 +93,7 @@ def load_target(target: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from .._api import check_main
-    from ..errors import ConfigError
+    from ..errors import ConfigError, ShutdownTimeout
 
     try:
         main = load_target(args.target)
@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return _fail(str(exc))
+    except ShutdownTimeout as exc:
+        print(f"actorq run: {exc}", file=sys.stderr)
+        return 3
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:
