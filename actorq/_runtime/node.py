@@ -31,6 +31,7 @@ from .. import _codec
 from .._actor import ActorRef
 from .._codec import ASK, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_REMOTE, FAIL, REPLY, STOP, TELL
 from ..errors import ActorDied, ActorNotFound, Overloaded, PayloadTooLarge, RemoteError
+from . import logs
 from .host import Cell, Host
 
 log = logging.getLogger("actorq.worker")
@@ -320,6 +321,7 @@ class Node:
             "pending_asks": len(self.pending),
             "backlog": self.port.backlog(),
             "loop": self.loop.statistics(),
+            "log_dropped": logs.dropped(),
         }
 
 

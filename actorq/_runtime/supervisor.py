@@ -58,6 +58,7 @@ from .. import _actor, _api
 from .._actor import ActorRef
 from ..config import Config, load_config
 from ..errors import ActorDied, ActorNotFound, ConfigError
+from . import logs
 
 log = logging.getLogger("actorq.supervisor")
 plog = logging.getLogger("actorq.placement")
@@ -759,6 +760,7 @@ class Supervisor:
                 "sent": self.node.sent,
                 "received": self.node.received,
                 "pending_asks": len(self.node.pending),
+                "log_dropped": logs.dropped(),
             },
         }
 
@@ -796,17 +798,6 @@ class Supervisor:
         return self.node.stop_actor(self._client_ref(body))
 
 
-def setup_logging(level: str) -> None:
-    lg = logging.getLogger("actorq")
-    lg.setLevel(level.upper())
-    if not logging.getLogger().handlers and not lg.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("actorq[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-        lg.addHandler(handler)
-
-
 def run_main(
     main: Callable[[_api.Runtime], Awaitable[Any]],
     *,
@@ -821,7 +812,7 @@ def run_main(
     if why is not None:
         raise TypeError(why)
     cfg = load_config(config, cwd=cwd).merged(workers=workers, cpus=cpus, **options)
-    setup_logging(cfg.log_level)
+    logs.setup(cfg.log_level, process_name="sup")
     if cfg.explain:
         logging.getLogger("actorq.placement").setLevel(logging.INFO)
     sup = Supervisor(cfg)

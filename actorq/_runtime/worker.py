@@ -18,10 +18,10 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from typing import Any
 
 from .. import _actor
+from . import logs
 from .node import Node
 
 log = logging.getLogger("actorq.worker")
@@ -81,6 +81,7 @@ def worker_main(
     code = 0
     try:
         die_with_parent(parent, index)
+        logs.setup_after_fork(log_level, f"w{index}")
         # The supervisor blocks these to read them from a signalfd; a worker lets
         # SIGTERM kill it (the supervisor restarts it) and ignores SIGINT, which a
         # terminal sends to the whole process group: the supervisor decides.
@@ -89,15 +90,15 @@ def worker_main(
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         pin(cpu, node)
-        logging.getLogger("actorq").setLevel(log_level)
         mesh.close_others(index)
         _serve(index, cpu, incarnation, mesh, address, worker_cpus, parent, recreate, gone)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
-        traceback.print_exc()
+        log.critical("worker %d crashed", index, exc_info=True)
         code = 1
     finally:
+        logs.shutdown()
         for h in logging.getLogger().handlers + logging.getLogger("actorq").handlers:
             try:
                 h.flush()
