@@ -179,7 +179,7 @@ class LogPipe:
 
 
 _pipe: LogPipe | None = None
-_hooked = False
+_atexit_registered = False
 
 
 def _level(level: str | int) -> int | str:
@@ -193,7 +193,7 @@ def setup(level: str | int, *, process_name: str, fd: int = 2) -> None:
     own loggers follow ``--log-level`` too, unless the host program already
     configured logging; then only the ``actorq`` logger's level is set.
     """
-    global _pipe, _hooked
+    global _pipe, _atexit_registered
     root = logging.getLogger()
     actorq_logger = logging.getLogger("actorq")
     actorq_logger.setLevel(_level(level))
@@ -208,8 +208,8 @@ def setup(level: str | int, *, process_name: str, fd: int = 2) -> None:
     else:
         return  # embedded: the host's logging setup is not ours to change
     root.setLevel(_level(level))
-    if not _hooked:
-        _hooked = True
+    if not _atexit_registered:
+        _atexit_registered = True
         atexit.register(shutdown)
 
 
