@@ -51,6 +51,7 @@ from .._codec import (
     TELL,
 )
 from ..errors import ActorDied, ActorNotFound, Deadlock, Overloaded, PayloadTooLarge, RemoteError
+from . import logs
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host
 
@@ -430,6 +431,7 @@ class Node:
             "pending_asks": len(self.pending),
             "backlog": self.port.backlog(),
             "loop": self.loop.statistics(),
+            "log_dropped": logs.dropped(),
         }
 
 

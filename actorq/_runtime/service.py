@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorRef, check_timeout
 from ..errors import ActorDied
+from . import logs
 from .directory import ActorEntry
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ class ControlService:
                 "sent": sup.node.sent,
                 "received": sup.node.received,
                 "pending_asks": len(sup.node.pending),
+                "log_dropped": logs.dropped(),
             },
             "main": None
             if sup.main_proc is None

@@ -69,6 +69,7 @@ from typing import Any
 from ..config import Config, load_config
 from ..errors import ActorDied, ShutdownTimeout
 from ..topology.cpulist import format_cpulist
+from . import logs
 from .board import Board, Snapshot
 from .directory import Directory
 from .placing import WorkerPlacer, auto_ring_capacity, check_fd_limit, discover_machine, worker_cpus
@@ -652,22 +653,11 @@ class Supervisor:
         return live + self.node.dead_letters + self.carried_dead_letters + self.lost
 
 
-def setup_logging(level: str) -> None:
-    lg = logging.getLogger("actorq")
-    lg.setLevel(level.upper())
-    if not logging.getLogger().handlers and not lg.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("actorq[%(process)d] %(levelname)s %(name)s: %(message)s")
-        )
-        lg.addHandler(handler)
-
-
 def make_config(
     workers: int | None, cpus: Any, config: str | None, cwd: str, options: dict[str, Any]
 ) -> Config:
     cfg = load_config(config, cwd=cwd).merged(workers=workers, cpus=cpus, **options)
-    setup_logging(cfg.log_level)
+    logs.setup(cfg.log_level, process_name="sup")
     if cfg.explain:
         logging.getLogger("actorq.placement").setLevel(logging.INFO)
     return cfg

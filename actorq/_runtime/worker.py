@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _actor
+from . import logs
 from .board import Board
 from .node import Node
 
@@ -107,6 +108,7 @@ def child_main(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None = N
     code = 0
     try:
         die_with_parent(spec.parent, spec.name)
+        logs.setup_after_fork(spec.log_level, "main" if spec.role == "main" else f"w{spec.index}")
         # The supervisor blocks SIGINT/SIGTERM to read them from a signalfd; a
         # child lets SIGTERM kill it (the supervisor restarts a worker) and
         # ignores SIGINT, which a terminal sends to the whole process group:
@@ -117,15 +119,15 @@ def child_main(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None = N
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if spec.role == "worker" and spec.cpu is not None:
             pin(spec.cpu, spec.numa_node)
-        logging.getLogger("actorq").setLevel(spec.log_level)
         spec.mesh.close_others(spec.index)
         _serve(spec, main)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
-        traceback.print_exc()
+        log.critical("%s crashed", spec.name, exc_info=True)  # not print: stderr may block
         code = 1
     finally:
+        logs.shutdown()
         for h in logging.getLogger().handlers + logging.getLogger("actorq").handlers:
             try:
                 h.flush()

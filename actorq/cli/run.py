@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="LEVEL",
         choices=["debug", "info", "warning", "error", "critical"],
-        help="debug, info, warning (default), error",
+        help="for actorq's and the app's loggers: debug, info, warning (default), error",
     )
     parser.add_argument(
         "--runtime-dir",
