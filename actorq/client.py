@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from typing import Any, Literal, overload
 
 import zmq
 
@@ -49,13 +49,13 @@ class _Base:
         if code == _codec.EXT_ACTOR_REF:
             aid, cls, name = _codec.unpack(data)
             return ActorRef(aid, cls, name, via=self)
-        return _codec._ext_hook(code, data)
+        return _codec.decode_ext(code, data)
 
     def _body(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> dict[str, Any]:
         body = {"id": ref.id, "method": method, "args": list(args), "kwargs": kwargs}
         try:
             _codec.pack(body)
-        except (TypeError, OverflowError, ValueError):
+        except _codec.UNSENDABLE:
             raise _codec.explain_unsendable(
                 f"{ref!r}.{method}", args, kwargs, ref.method_fn(method)
             ) from None
@@ -195,6 +195,21 @@ def decode_with(frame: bytes, ext: Any) -> tuple[str, int, Any]:
     return op, req, body
 
 
+@overload
+def connect(
+    address: str | os.PathLike[str],
+    *,
+    asyncio: Literal[False] = False,
+    timeout: float | None = 30.0,
+) -> Client: ...
+@overload
+def connect(
+    address: str | os.PathLike[str], *, asyncio: Literal[True], timeout: float | None = 30.0
+) -> AsyncClient: ...
+@overload
+def connect(
+    address: str | os.PathLike[str], *, asyncio: bool, timeout: float | None = 30.0
+) -> Client | AsyncClient: ...
 def connect(
     address: str | os.PathLike[str], *, asyncio: bool = False, timeout: float | None = 30.0
 ) -> Client | AsyncClient:
