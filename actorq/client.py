@@ -51,7 +51,9 @@ class _Base:
             return ActorRef(aid, cls, name, via=self)
         return _codec.decode_ext(code, data)
 
-    def _body(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+    def _body(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         body = {"id": ref.id, "method": method, "args": list(args), "kwargs": kwargs}
         try:
             _codec.pack(body)
@@ -70,16 +72,28 @@ class _Base:
     def _call(self, op: str, body: Any) -> Any:
         raise NotImplementedError
 
-    # What an ActorRef bound to this client calls (ask returns the reply, or
-    # for AsyncClient a coroutine of it).
-    def _ask(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> Any:
+    # What an ActorRef bound to this client calls: ``ref.add(5)`` is
+    # ``client.ask_actor(ref, "add", (5,), {})``.
+    def ask_actor(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call ``method`` on the actor; the reply (for AsyncClient, a coroutine of it)."""
         return self._call("ask", self._body(ref, method, args, kwargs))
 
-    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+    def tell_actor(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Call ``method`` on the actor without waiting for a reply."""
         self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
 
-    def _stop(self, ref: ActorRef) -> Any:
+    def stop_actor(self, ref: ActorRef) -> Any:
+        """Stop the actor (for AsyncClient, a coroutine)."""
         return self._call("stop", {"id": ref.id})
+
+    # The old spellings, still called by _actor.py.
+    _ask = ask_actor
+    _tell = tell_actor
+    _stop = stop_actor
 
 
 class Client(_Base):
