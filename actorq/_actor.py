@@ -260,7 +260,7 @@ class Method:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ref = self.ref
         if ref._via is not None:
-            return ref._via._ask(ref, self.name, args, kwargs, self.timeout)
+            return ref._via.ask_actor(ref, self.name, args, kwargs, self.timeout)
         node = ctx.node
         if node is None:
             node = current_node()
@@ -278,7 +278,7 @@ class Method:
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
         if ref._via is not None:
-            return ref._via._tell(ref, self.name, args, kwargs)
+            return ref._via.tell_actor(ref, self.name, args, kwargs)
         node = ctx.node
         if node is None:
             node = current_node()  # raises, saying what to do
@@ -335,7 +335,7 @@ class ActorRef:
     def stop(self) -> Any:
         """Stop the actor after the messages already sent to it; runs its ``on_stop``."""
         if self._via is not None:
-            return self._via._stop(self)
+            return self._via.stop_actor(self)
         return current_node().stop_actor(self)
 
     def __eq__(self, other: object) -> bool:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -43,11 +43,20 @@ F_REMOTE, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_DEADLOCK = 0, 1, 2, 3, 4
 
 EXT_ACTOR_REF = 1
 
+
+class _Ref(Protocol):
+    """What the ActorRef extension carries of a ref."""
+
+    id: int
+    cls_path: str
+    name: str | None
+
+
 _ref_factory: Callable[[int, str, str | None], Any] | None = None
-_ref_type: type | None = None
+_ref_type: type[_Ref] | None = None
 
 
-def register_ref_type(cls: type, factory: Callable[[int, str, str | None], Any]) -> None:
+def register_ref_type(cls: type[_Ref], factory: Callable[[int, str, str | None], Any]) -> None:
     """Called once by ``_api``: which class is an ActorRef, and how to rebuild one."""
     global _ref_factory, _ref_type
     _ref_type, _ref_factory = cls, factory
@@ -61,27 +70,26 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"it is a {type(obj).__qualname__}")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def decode_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook``: an ActorRef from its extension; other codes stay ExtType."""
     if code == EXT_ACTOR_REF and _ref_factory is not None:
         actor_id, cls_path, name = msgpack.unpackb(data, raw=False)
         return _ref_factory(actor_id, cls_path, name)
     return msgpack.ExtType(code, data)
 
 
+# Encode a record; raises one of UNSENDABLE if it cannot. One Packer, reused:
+# building one per message costs more than the packing.
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
-_pack = _packer.pack  # reused: building a Packer per message costs more than the packing
-
-
-def pack(obj: Any) -> bytes:
-    """Encode a record; raises TypeError/OverflowError/ValueError if it cannot."""
-    return _pack(obj)
+pack: Callable[[Any], bytes] = _packer.pack
 
 
 def unpack(data: bytes | memoryview, ext_hook: Callable[[int, bytes], Any] | None = None) -> Any:
-    return msgpack.unpackb(data, raw=False, ext_hook=ext_hook or _ext_hook, strict_map_key=False)
+    return msgpack.unpackb(data, raw=False, ext_hook=ext_hook or decode_ext, strict_map_key=False)
 
 
-_UNSENDABLE = (TypeError, OverflowError, ValueError)
+# What pack() raises for a value msgpack cannot carry.
+UNSENDABLE = (TypeError, OverflowError, ValueError)
 _HINT = (
     "actorq sends msgpack types (None, bool, int, float, str, bytes, list, tuple, dict) "
     "and ActorRef; convert it (e.g. to a dict) before sending"
@@ -91,7 +99,7 @@ _HINT = (
 def _sendable(value: Any) -> str | None:
     try:
         pack(value)
-    except _UNSENDABLE as exc:
+    except UNSENDABLE as exc:
         return str(exc)
     return None
 
@@ -144,8 +152,8 @@ def pack_call(
     The call site's description is built only on failure: this is every
     message's path."""
     try:
-        return _pack(record)
-    except _UNSENDABLE:
+        return pack(record)
+    except UNSENDABLE:
         raise explain_unsendable(
             f"{ref!r}.{method}{suffix}", args, kwargs, ref.method_fn(method)
         ) from None
@@ -155,7 +163,7 @@ def pack_reply(req: int, value: Any, where: str) -> bytes:
     """Pack a REPLY; a return value msgpack cannot carry becomes a FAIL the asker sees."""
     try:
         return pack([REPLY, req, value])
-    except _UNSENDABLE as exc:
+    except UNSENDABLE as exc:
         return pack(
             [
                 FAIL,

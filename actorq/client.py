@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import os
 from types import EllipsisType
-from typing import Any
+from typing import Any, Literal, overload
 
 import zmq
 
@@ -53,13 +53,15 @@ class _Base:
         if code == _codec.EXT_ACTOR_REF:
             aid, cls, name = _codec.unpack(data)
             return ActorRef(aid, cls, name, via=self)
-        return _codec._ext_hook(code, data)
+        return _codec.decode_ext(code, data)
 
-    def _body(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+    def _body(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         body = {"id": ref.id, "method": method, "args": list(args), "kwargs": kwargs}
         try:
             _codec.pack(body)
-        except (TypeError, OverflowError, ValueError):
+        except _codec.UNSENDABLE:
             raise _codec.explain_unsendable(
                 f"{ref!r}.{method}", args, kwargs, ref.method_fn(method)
             ) from None
@@ -82,26 +84,32 @@ class _Base:
             return self.timeout
         return None if deadline is None else deadline + _MARGIN
 
-    # What an ActorRef bound to this client calls (ask returns the reply, or
-    # for AsyncClient a coroutine of it). ``timeout``: from Method.with_timeout,
-    # ``...`` when the call chose none (the runtime's ask_timeout applies).
-    def _ask(
+    # What an ActorRef bound to this client calls: ``ref.add(5)`` is
+    # ``client.ask_actor(ref, "add", (5,), {})``. ``timeout``: from
+    # Method.with_timeout, ``...`` when the call chose none (the runtime's
+    # ask_timeout applies).
+    def ask_actor(
         self,
         ref: ActorRef,
         method: str,
-        args: tuple,
-        kwargs: dict,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | EllipsisType | None = ...,
     ) -> Any:
+        """Call ``method`` on the actor; the reply (for AsyncClient, a coroutine of it)."""
         body = self._body(ref, method, args, kwargs)
         if timeout is not ...:
             body["timeout"] = timeout
         return self._call("ask", body, timeout)
 
-    def _tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+    def tell_actor(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Call ``method`` on the actor without waiting for a reply."""
         self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs)))
 
-    def _stop(self, ref: ActorRef) -> Any:
+    def stop_actor(self, ref: ActorRef) -> Any:
+        """Stop the actor (for AsyncClient, a coroutine)."""
         return self._call("stop", {"id": ref.id})
 
 
@@ -246,6 +254,21 @@ def decode_with(frame: bytes, ext: Any) -> tuple[str, int, Any]:
     return op, req, body
 
 
+@overload
+def connect(
+    address: str | os.PathLike[str],
+    *,
+    asyncio: Literal[False] = False,
+    timeout: float | None = 30.0,
+) -> Client: ...
+@overload
+def connect(
+    address: str | os.PathLike[str], *, asyncio: Literal[True], timeout: float | None = 30.0
+) -> AsyncClient: ...
+@overload
+def connect(
+    address: str | os.PathLike[str], *, asyncio: bool, timeout: float | None = 30.0
+) -> Client | AsyncClient: ...
 def connect(
     address: str | os.PathLike[str], *, asyncio: bool = False, timeout: float | None = 30.0
 ) -> Client | AsyncClient:

@@ -417,15 +417,15 @@ class Placer:
             self._core_cpus[key] = mset
             r = min(rank(c) for c in members)
             self._core_rank[key] = r
-            g: _G | None = leaves[members[0]]
-            while g is not None and not mset <= g.cpus:
-                g = g.parent
-            assert g is not None
-            self._core_depth[key] = g.depth
-            while g is not None:
-                g.ncores += 1
-                g.free_core[r] += 1
-                g = g.parent
+            up: _G | None = leaves[members[0]]
+            while up is not None and not mset <= up.cpus:
+                up = up.parent
+            assert up is not None
+            self._core_depth[key] = up.depth
+            while up is not None:
+                up.ncores += 1
+                up.free_core[r] += 1
+                up = up.parent
         # A cache group that is one core (a P-core's own L2) is named as the core.
         for lvl_groups in levels[2:]:
             for g in lvl_groups:
@@ -657,7 +657,7 @@ class Placer:
             raise PlacementError(
                 f"actor {name!r} is pinned to CPU-less node {n} and no node with cpus is known"
             )
-        d = node.distances.get(near[0])
+        d = node.distances.get(near[0]) if near[0] is not None else None
         return self._node_roots[near[0]], (
             f"pinned to node {n}, which has no cpus (memory only); nearest node with cpus is "
             f"{near[0]} at distance {d}"

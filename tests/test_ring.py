@@ -371,6 +371,19 @@ def test_inbox_finds_flagged_rings_and_keeps_per_sender_order(no_leaks: None) ->
         assert got == [(3, b"z")]
 
 
+def test_inbox_close_keeps_the_rings_asked_for(no_leaks: None) -> None:
+    inbox = Inbox.create(4)
+    rings = {s: inbox.ring(s, 4096) for s in (0, 2, 3)}
+    assert inbox.senders() == [0, 2, 3]
+    assert dict(inbox.rings) == rings
+    inbox.close(keep=[2])
+    assert inbox.senders() == []
+    assert dict(inbox.rings) == {2: rings[2]}
+    kept = rings[2].writer()
+    kept.send_nowait(b"still mapped")  # the ring holds its own view of the inbox's flags
+    rings[2].close()
+
+
 def test_inbox_drain_limit_leaves_the_rest_flagged() -> None:
     with Inbox.create(4) as inbox:
         writers = [inbox.ring(s, 4096).writer() for s in range(4)]

@@ -282,21 +282,16 @@ class RingMesh:
 
     def port(self, index: int) -> RingPort:
         inbox = self.inboxes[index]
-        for s in list(inbox._readers):  # fresh readers at the shared tails
+        for s in inbox.senders():  # fresh readers at the shared tails
             inbox.add(s, inbox.remove(s))
-        rings = {j: self.inboxes[j]._rings[index] for j in range(self.nodes) if j != index}
+        rings = {j: self.inboxes[j].rings[index] for j in range(self.nodes) if j != index}
         return RingPort(index, inbox, rings)
 
     def close_others(self, index: int) -> None:
         """In a child: close every inbox but ours, keeping the rings we write."""
-        keep = []
         for j, inbox in enumerate(self.inboxes):
-            if j == index:
-                continue
-            mine = inbox.remove(index)
-            keep.append(mine)
-            inbox.close()
-            inbox._rings[index] = mine  # still reachable for port(); no reader here
+            if j != index:
+                inbox.close(keep=[index])  # still in inbox.rings for port(); no reader here
 
     def close(self) -> None:
         for inbox in self.inboxes:

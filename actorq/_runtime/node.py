@@ -59,8 +59,8 @@ log = logging.getLogger("actorq.worker")
 
 _NODE_SHIFT = 32
 _pack_call = _codec.pack_call
-_pack = _codec._pack
-_UNSENDABLE = _codec._UNSENDABLE
+_pack = _codec.pack
+_UNSENDABLE = _codec.UNSENDABLE
 _unpack = _codec.unpack
 _STOP_METHOD = "\0stop"  # no Python method can have this name
 _ctx = ctx

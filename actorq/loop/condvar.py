@@ -173,7 +173,7 @@ class CondVar:
         if self._lock_loop is None:
             self._lock_loop = loop
             loop.add_reader(self._lock_fd, self._lock_readable)
-            loop._fds[self._lock_fd].kind = "condvar"
+            loop.label(self._lock_fd, "condvar")
         try:
             await fut
         except BaseException:
@@ -306,7 +306,7 @@ class CondVar:
         Returns False on timeout. Cancellation raises ``Cancelled`` with the
         lock held again (so ``with cv:`` releases it), and passes on a
         notification that arrived meanwhile."""
-        from .core import _wait_fd, current_loop, wait_for
+        from .core import current_loop, wait_for, wait_readable
 
         loop = current_loop()
         i = self._claim()
@@ -316,13 +316,13 @@ class CondVar:
         try:
             while True:
                 if deadline is None:
-                    await _wait_fd(fd, False, "condvar")
+                    await wait_readable(fd, "condvar")
                 else:
                     left = deadline - loop.time()
                     if left <= 0:
                         break
                     try:
-                        await wait_for(_wait_fd(fd, False, "condvar"), left)
+                        await wait_for(wait_readable(fd, "condvar"), left)
                     except TimeoutError:
                         break
                 if self._slot(i)[0] == SIGNALLED:

@@ -116,7 +116,7 @@ import select
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import Cancelled
 
@@ -172,7 +172,7 @@ class Handle:
 
     __slots__ = ("_args", "_cancelled", "_fn")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._fn = fn
         self._args = args
         self._cancelled = False
@@ -199,24 +199,27 @@ class TimerHandle(Handle):
     """A ``call_later``/``call_at`` handle: cancelling it tells the loop, which
     drops dead timers in bulk once they are the majority."""
 
-    __slots__ = ("_loop", "_when")
+    __slots__ = ("_fired", "_loop", "_when")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, loop: Loop, when: float) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], loop: Loop, when: float
+    ) -> None:
         self._fn = fn
         self._args = args
         self._cancelled = False
         self._loop = loop
-        self._when: float | None = when
+        self._when = when
+        self._fired = False  # set when it moves to the ready queue
 
     def cancel(self) -> None:
         if not self._cancelled:
             self._cancelled = True
-            if self._when is not None:
+            if not self._fired:  # a late cancel() must not count it as a dead timer
                 self._loop._timer_cancelled()
 
     @property
     def when(self) -> float | None:
-        return self._when
+        return None if self._fired else self._when
 
 
 class _Entry:
@@ -259,7 +262,7 @@ def _again(loop: Loop, fn: Callable[[], Any]) -> None:
         loop._ready.append(Handle(_again, (loop, fn)))
 
 
-def _bind(fn: Callable[..., Any], args: tuple) -> Callable[[], Any]:
+def _bind(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], Any]:
     return functools.partial(fn, *args) if args else fn
 
 
@@ -476,6 +479,11 @@ class Loop:
         """Stop watching ``fd`` for writing; True if it was watched. Safe after close."""
         return self._unwatch(fd, "writer", EPOLLOUT)
 
+    def label(self, fd: Any, kind: str) -> None:
+        """Count ``fd``'s events under ``kind`` in ``stats()["events"]`` (``fd``
+        unless told); ``fd`` must be registered."""
+        self._fds[self._fd_of(fd)].kind = kind
+
     def _watch(self, fd: Any, slot: str, bit: int, cb: Callable[[], Any]) -> None:
         fd = self._fd_of(fd)
         e = self._entry(fd, "fd")
@@ -549,7 +557,7 @@ class Loop:
         return True
 
     # --- futures and tasks ---------------------------------------------------
-    def create_future(self) -> Future:
+    def create_future(self) -> Future[Any]:
         return Future(self)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> Task[T]:
@@ -601,7 +609,7 @@ class Loop:
             raise RuntimeError("the loop stopped before the awaitable completed")
         return fut.result()
 
-    def _stop_cb(self, _fut: Future) -> None:
+    def _stop_cb(self, _fut: Future[Any]) -> None:
         self._stopping = True
 
     def stop(self) -> None:
@@ -755,15 +763,15 @@ class Loop:
                         i = 0
                         n = len(b)
                         while i < n:
-                            h = b[i]
-                            if h._when > t:
+                            th = b[i]
+                            if th._when > t:
                                 break
                             i += 1
-                            if h._cancelled:
+                            if th._cancelled:
                                 self._cancelled_timers -= 1
                                 continue
-                            h._when = None  # fired: a late cancel() must not count it as dead
-                            append(h)
+                            th._fired = True
+                            append(th)
                         self._ntimers -= i
                         if i == n:
                             del buckets[k]
@@ -861,17 +869,18 @@ def _describe(what: Any) -> str:
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 
 
-class Future:
+class Future(Generic[T]):
     """A result that a callback will provide; ``await fut`` waits for it."""
 
     __slots__ = ("__weakref__", "_callbacks", "_exc", "_loop", "_result", "_retrieved", "_state")
 
+    _result: T  # set by set_result(), read only once it was
+
     def __init__(self, loop: Loop | None = None) -> None:
         self._loop = loop if loop is not None else current_loop()
         self._state = _PENDING
-        self._result: Any = None
         self._exc: BaseException | None = None
-        self._callbacks: list[Callable[[Future], Any]] = []
+        self._callbacks: list[Callable[[Future[T]], Any]] = []
         self._retrieved = False
 
     def done(self) -> bool:
@@ -880,7 +889,7 @@ class Future:
     def cancelled(self) -> bool:
         return self._state == _CANCELLED
 
-    def result(self) -> Any:
+    def result(self) -> T:
         """The result; raises the exception it was given, ``Cancelled``, or
         RuntimeError if it is not done yet."""
         self._retrieved = True
@@ -906,7 +915,7 @@ class Future:
             for cb in cbs:
                 ready.append(Handle(cb, (self,)))
 
-    def set_result(self, result: Any) -> None:
+    def set_result(self, result: T) -> None:
         if self._state != _PENDING:
             raise RuntimeError(
                 f"the Future is already {'cancelled' if self._state == _CANCELLED else 'done'}"
@@ -935,19 +944,19 @@ class Future:
         self._finish()
         return True
 
-    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+    def add_done_callback(self, fn: Callable[[Future[T]], Any]) -> None:
         """Call ``fn(fut)`` (soon, on the loop) once it is done."""
         if self._state != _PENDING:
             self._loop._ready.append(Handle(fn, (self,)))
         else:
             self._callbacks.append(fn)
 
-    def remove_done_callback(self, fn: Callable[[Future], Any]) -> int:
+    def remove_done_callback(self, fn: Callable[[Future[T]], Any]) -> int:
         n = len(self._callbacks)
         self._callbacks = [cb for cb in self._callbacks if cb != fn]
         return n - len(self._callbacks)
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         if self._state == _PENDING:
             yield self
         return self.result()
@@ -959,14 +968,14 @@ class Future:
         return f"<{type(self).__name__} {state}>"
 
 
-class Task(Future):
+class Task(Future[T]):
     """Drives a coroutine on the loop. ``cancel()`` throws ``Cancelled`` into it
     at the ``await`` where it waits; its cleanup (``finally``) runs."""
 
     __slots__ = ("_coro", "_must_cancel", "_waiting", "name")
 
     def __init__(
-        self, coro: Coroutine[Any, Any, Any], loop: Loop | None = None, name: str | None = None
+        self, coro: Coroutine[Any, Any, T], loop: Loop | None = None, name: str | None = None
     ) -> None:
         if not isinstance(coro, Coroutine):
             raise TypeError(
@@ -974,7 +983,7 @@ class Task(Future):
             )
         super().__init__(loop)
         self._coro = coro
-        self._waiting: Future | None = None
+        self._waiting: Future[Any] | None = None
         self._must_cancel = False
         self.name = name or getattr(coro, "__qualname__", "task")
         self._loop._ready.append(Handle(self._step, (None, None)))
@@ -1045,7 +1054,7 @@ class Task(Future):
                 )
                 self._loop._ready.append(Handle(self._step, (None, err)))
 
-    def _wakeup(self, fut: Future) -> None:
+    def _wakeup(self, fut: Future[Any]) -> None:
         if self._waiting is not fut:
             return
         self._waiting = None
@@ -1079,7 +1088,7 @@ class _Yield:
         yield None
 
 
-def _resolve(fut: Future, value: Any) -> None:
+def _resolve(fut: Future[T], value: T) -> None:
     if fut._state == _PENDING:
         fut.set_result(value)
 
@@ -1090,7 +1099,7 @@ async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment
         await _Yield()
         return result
     loop = current_loop()
-    fut = Future(loop)
+    fut: Future[T] = Future(loop)
     h = loop.call_later(delay, _resolve, fut, result)
     try:
         return await fut
@@ -1107,12 +1116,12 @@ async def _wait_fd(fd: Any, writable: bool, kind: str = "fd") -> None:
             f"fd {fdn} already has a {'writer' if writable else 'reader'} on this loop; "
             "one waiter per fd and direction"
         )
-    fut = Future(loop)
+    fut: Future[None] = Future(loop)
     if writable:
         loop.add_writer(fdn, _resolve, fut, None)
     else:
         loop.add_reader(fdn, _resolve, fut, None)
-    loop._fds[fdn].kind = kind
+    loop.label(fdn, kind)
     try:
         await fut
     finally:
@@ -1122,15 +1131,16 @@ async def _wait_fd(fd: Any, writable: bool, kind: str = "fd") -> None:
             loop.remove_reader(fdn)
 
 
-def wait_readable(fd: Any) -> Coroutine[Any, Any, None]:
+def wait_readable(fd: Any, kind: str = "fd") -> Coroutine[Any, Any, None]:
     """Wait until ``fd`` is readable (a one-shot registration: readiness that
-    is already there when you call it is reported at once)."""
-    return _wait_fd(fd, False)
+    is already there when you call it is reported at once). ``kind``: what
+    ``stats()`` counts its events as."""
+    return _wait_fd(fd, False, kind)
 
 
-def wait_writable(fd: Any) -> Coroutine[Any, Any, None]:
+def wait_writable(fd: Any, kind: str = "fd") -> Coroutine[Any, Any, None]:
     """Wait until ``fd`` is writable."""
-    return _wait_fd(fd, True)
+    return _wait_fd(fd, True, kind)
 
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
@@ -1156,7 +1166,7 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     h = loop.call_later(timeout, expire) if timeout > 0 else None
     if h is None:
         expire()
-    waiter = Future(loop)
+    waiter: Future[None] = Future(loop)
     inner.add_done_callback(lambda f: _resolve(waiter, None))
     try:
         await waiter

@@ -92,7 +92,7 @@ class _Base:
     def close(self) -> None:
         """Unregister from the loop, then close the fd (in that order: see core.py)."""
         if self._loop is not None:
-            self._loop.remove_source(self)  # type: ignore[arg-type]
+            self._loop.remove_source(self)
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             if self._owns_fd():
@@ -665,7 +665,7 @@ class Netlink(_Base):
 
     def close(self) -> None:
         if self._loop is not None:
-            self._loop.remove_source(self)  # type: ignore[arg-type]
+            self._loop.remove_source(self)
         if self._fd >= 0:
             self._fd = -1
             self._sock.close()

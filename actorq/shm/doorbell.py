@@ -20,10 +20,15 @@ and then sleeps: it costs no CPU when idle.
 from __future__ import annotations
 
 import os
+import select
 import threading
+from collections.abc import Callable
 from time import perf_counter
+from typing import Protocol
 
-__all__ = ["Spinner", "clear", "make_fence", "new_eventfd", "ring"]
+__all__ = ["Sleeper", "Spinner", "clear", "make_fence", "new_eventfd", "ring", "wait_on_doorbell"]
+
+Fence = Callable[[], object]
 
 
 def new_eventfd() -> int:
@@ -47,7 +52,7 @@ def clear(fd: int) -> int:
         return 0
 
 
-def make_fence() -> tuple[object, object]:
+def make_fence() -> tuple[Fence, Fence]:
     """A full memory fence as two calls: ``acquire(); release()`` of a private lock.
 
     An uncontended CPython lock acquire/release is a ``lock``-prefixed
@@ -70,14 +75,14 @@ class Spinner:
         self.budget = max_s
         self.slept_at = 0.0
 
-    def spin(self, pending: object) -> bool:
+    def spin(self, pending: Callable[[], bool]) -> bool:
         """Poll ``pending()`` for up to the current budget; True when it found work."""
         budget = self.budget
         if budget <= 0.0:
-            return bool(pending())  # type: ignore[operator]
+            return pending()
         deadline = perf_counter() + budget
         while True:
-            if pending():  # type: ignore[operator]
+            if pending():
                 self.budget = min(self.max_s, budget * 2.0)
                 return True
             if perf_counter() >= deadline:
@@ -91,3 +96,27 @@ class Spinner:
         if self.slept_at and perf_counter() - self.slept_at < self.max_s:
             self.budget = min(self.max_s, self.budget * 2.0)
         self.slept_at = 0.0
+
+
+class Sleeper(Protocol):
+    """A reader with the sleep handshake: a ``RingReader`` or an ``Inbox``."""
+
+    @property
+    def doorbell_fd(self) -> int: ...
+    def pending(self) -> bool: ...
+    def spin(self) -> bool: ...
+    def prepare_sleep(self) -> bool: ...
+    def wake_up(self) -> None: ...
+
+
+def wait_on_doorbell(end: Sleeper, timeout: float | None) -> bool:
+    """Block until ``end`` has work or ``timeout`` passes (for threads, tests and
+    benchmarks): spin, announce sleep, wait on ``doorbell_fd``, withdraw; True
+    if work is pending."""
+    if end.pending() or end.spin() or not end.prepare_sleep():
+        return True
+    try:
+        fds = select.select([end.doorbell_fd], [], [], timeout)[0]
+    finally:
+        end.wake_up()
+    return bool(fds) or end.pending()

@@ -11,6 +11,9 @@ keeps a small shared segment with:
 * ``ready[s]`` (one byte per sender, from offset 128): set to 1 by sender
   ``s`` only, cleared to 0 by the reader only.
 
+(The layout itself lives in ``readyflags.py``, which the senders' ring
+writers read too.)
+
 Sender ``s``, on publish: store head (ring.py); fence; if ``ready[s]`` is 0,
 store 1 and fence again (this second fence is paid only on the
 empty -> non-empty transition, as seen by the sender); then, if
@@ -48,39 +51,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from . import doorbell as _bell
-from .ring import DEFAULT_CAPACITY, Ring, RingReader, SlabLease, wait_on_doorbell
+from . import readyflags
+from .readyflags import EPOCH, MAX_SENDERS, SLEEPING
+from .ring import DEFAULT_CAPACITY, Ring, RingReader, SlabLease
 from .segment import Segment
 
 __all__ = ["Inbox"]
 
 log = logging.getLogger("actorq.shm")
-
-MAGIC = 0x61637471_696E6278  # "actqinbx"
-_SLEEPING = 8
-_EPOCH = 9
-_READY = 128
-MAX_SENDERS = 1 << 16
-
-
-def flags_view(seg: Segment) -> memoryview:
-    """The ready bytes of an inbox segment (one per sender)."""
-    q = seg.buf[:16].cast("Q")
-    try:
-        if q[0] != MAGIC:
-            raise ValueError(f"segment {seg.name!r} (fd {seg.fd}) is not an actorq inbox")
-        n = q[1]
-    finally:
-        q.release()
-    return seg.buf[_READY : _READY + n]
-
-
-def sleep_view(seg: Segment) -> memoryview:
-    """The 'Q' view whose word 0 is the inbox's sleeping flag."""
-    return seg.buf[_SLEEPING * 8 : _SLEEPING * 8 + 8].cast("Q")
 
 
 class Inbox:
@@ -101,13 +84,10 @@ class Inbox:
         self.max_senders = max_senders
         self.node = node
         self.zero_copy = zero_copy
-        self.segment = Segment.create(_READY + max_senders, name=name, node=node)
-        q = self.segment.buf[:16].cast("Q")
-        q[1] = max_senders
-        q[0] = MAGIC
-        q.release()
-        self._flags = flags_view(self.segment)
-        self._sleep = self.segment.buf[:_READY].cast("Q")  # [_SLEEPING], [_EPOCH]
+        self.segment = Segment.create(readyflags.size(max_senders), name=name, node=node)
+        readyflags.init(self.segment, max_senders)
+        self._flags = readyflags.flags_view(self.segment)
+        self._sleep = readyflags.sleep_view(self.segment)  # [SLEEPING], [EPOCH]
         self._zeros = bytes(max_senders)
         self.doorbell_fd = _bell.new_eventfd()
         self._readers: dict[int, RingReader] = {}
@@ -159,6 +139,16 @@ class Inbox:
     def reader(self, sender_id: int) -> RingReader:
         return self._readers[sender_id]
 
+    def senders(self) -> list[int]:
+        """The senders whose rings this inbox reads."""
+        return list(self._readers)
+
+    @property
+    def rings(self) -> Mapping[int, Ring]:
+        """Each sender's ring by sender id: those read here, and those kept by
+        ``close(keep=...)`` (read-only)."""
+        return MappingProxyType(self._rings)
+
     def hold(self, sender_id: int) -> SlabLease:
         """Inside a zero-copy callback for a slab record from ``sender_id``:
         keep the buffer past the callback (``lease.view``, then ``release()``)."""
@@ -197,7 +187,7 @@ class Inbox:
                         s,
                     )
                 else:
-                    total += reader._drain(callback, None if limit is None else limit - total, s)
+                    total += reader.drain(callback, None if limit is None else limit - total, s)
                     if limit is not None and total >= limit:
                         if reader.pending():
                             flags[s] = 1
@@ -220,31 +210,39 @@ class Inbox:
         # A fresh nonzero epoch per sleep, kept in shared memory so that a
         # restarted reader never reuses one a sender already rang for.
         q = self._sleep
-        epoch = q[_EPOCH] % 0xFFFF_FFFF_FFFF_FFFF + 1
-        q[_EPOCH] = epoch
-        q[_SLEEPING] = epoch
+        epoch = q[EPOCH] % 0xFFFF_FFFF_FFFF_FFFF + 1
+        q[EPOCH] = epoch
+        q[SLEEPING] = epoch
         self._acq()
         self._rel()
         if self._flags.tobytes() != self._zeros:
-            self._sleep[_SLEEPING] = 0
+            self._sleep[SLEEPING] = 0
             return False
         self.spinner.sleeping()
         return True
 
     def wake_up(self) -> None:
         """Withdraw the sleep announcement and reset the doorbell (call on waking)."""
-        self._sleep[_SLEEPING] = 0
+        self._sleep[SLEEPING] = 0
         _bell.clear(self.doorbell_fd)
         self.spinner.woke()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocking helper (tests, benchmarks): spin, then sleep on the doorbell."""
-        return wait_on_doorbell(self, timeout)
+        return _bell.wait_on_doorbell(self, timeout)
 
-    def close(self) -> None:
-        """Close every ring still in the inbox, the doorbell and the segment."""
+    def close(self, keep: Collection[int] = ()) -> None:
+        """Close every ring still in the inbox, the doorbell and the segment.
+
+        The rings of the senders in ``keep`` stay open and in ``rings``, no
+        longer read here: for a process that writes into this inbox but reads
+        another one (a worker after fork)."""
         for s in list(self._readers):
-            self.remove(s).close()
+            ring = self.remove(s)
+            if s in keep:
+                self._rings[s] = ring
+            else:
+                ring.close()
         self._flags.release()
         self._sleep.release()
         if self.doorbell_fd >= 0:

@@ -102,13 +102,17 @@ import os
 import platform
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 from ..errors import PayloadTooLarge, RingCorrupt, RingError, RingFull
 from . import doorbell as _bell
+from . import readyflags
 from .segment import Segment
+
+if TYPE_CHECKING:  # slab.py is imported on first use: most rings never need it
+    from .slab import Slab, SlabReader, SlabWriter
 
 __all__ = ["DEFAULT_CAPACITY", "Ring", "RingReader", "RingWriter"]
 
@@ -158,6 +162,17 @@ def _rec_size(n: int) -> int:
     return 8 + ((n + 7) & ~7)
 
 
+class _InboxSide(Protocol):
+    """What ``Ring.create(inbox=...)`` uses of an ``Inbox`` (inbox.py imports this module)."""
+
+    @property
+    def max_senders(self) -> int: ...
+    @property
+    def doorbell_fd(self) -> int: ...
+    @property
+    def segment(self) -> Segment: ...
+
+
 class Ring:
     """A ring in a memfd segment, with its doorbell and space doorbell.
 
@@ -171,7 +186,7 @@ class Ring:
         seg: Segment,
         doorbell_fd: int,
         space_fd: int,
-        slab: Any = None,
+        slab: Slab | None = None,
         inbox_seg: Segment | None = None,
         sender_id: int = -1,
     ) -> None:
@@ -209,9 +224,9 @@ class Ring:
         *,
         node: int | None = None,
         name: str = "actorq-ring",
-        slab: Any = "default",
+        slab: Slab | Sequence[tuple[int, int]] | Literal["default"] | None = "default",
         slab_threshold: int = 16384,
-        inbox: Any = None,
+        inbox: _InboxSide | None = None,
         sender_id: int | None = None,
     ) -> Ring:
         """A new ring with ``capacity`` bytes of record space (a power of two >= 64).
@@ -234,8 +249,8 @@ class Ring:
         ctl[_MAGIC] = MAGIC
         ctl.release()
         fds: list[int] = []
-        slab_obj = None
-        inbox_seg = None
+        slab_obj: Slab | None = None
+        inbox_seg: Segment | None = None
         try:
             if inbox is not None:
                 if sender_id is None or not 0 <= sender_id < inbox.max_senders:
@@ -297,7 +312,8 @@ class Ring:
         """The ring behind ``handles()`` as received here; takes ownership of the fds."""
         _require_tso()
         seg = Segment.from_fd(ring_fd)
-        slab = inbox_seg = None
+        slab: Slab | None = None
+        inbox_seg: Segment | None = None
         try:
             if slab_fd >= 0:
                 from .slab import Slab
@@ -389,7 +405,7 @@ class _End:
     """What both ends hold: views of the ring's header and data, its space fd
     and a private fence."""
 
-    _slab: Any
+    _slab: SlabWriter | SlabReader | None
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
@@ -420,14 +436,12 @@ class RingWriter(_End):
         super().__init__(ring)
         self._head = self._published = self._ctl[_HEAD]
         self._inline_max = ring.slab_threshold if ring.slab is not None else ring.max_record
-        self._slab = ring.slab.writer() if ring.slab is not None else None
+        self._slab: SlabWriter | None = ring.slab.writer() if ring.slab is not None else None
         self._doorbell = ring.doorbell_fd
         if ring.inbox_segment is not None:
-            from .inbox import flags_view, sleep_view
-
-            self._flags: memoryview | None = flags_view(ring.inbox_segment)
-            self._sleepq = sleep_view(ring.inbox_segment)
-            self._sleepi = 0
+            self._flags: memoryview | None = readyflags.flags_view(ring.inbox_segment)
+            self._sleepq = readyflags.sleep_view(ring.inbox_segment)
+            self._sleepi = readyflags.SLEEPING
         else:
             self._flags = None
             self._sleepq = self._ctl
@@ -660,7 +674,7 @@ class RingReader(_End):
         super().__init__(ring)
         self._max_record = ring.max_record
         self._zero_copy = zero_copy
-        self._slab = ring.slab.reader() if ring.slab is not None else None
+        self._slab: SlabReader | None = ring.slab.reader() if ring.slab is not None else None
         self._held: tuple[int, memoryview] | None = None
         self.doorbell_fd = ring.doorbell_fd
         # Requests are numbered from 1; one made before this reader existed is
@@ -676,7 +690,10 @@ class RingReader(_End):
         return self._ctl[_HEAD] != self._tail
 
     def drain(
-        self, callback: Callable[..., object], limit: int | None = None, _sid: int = -1
+        self,
+        callback: Callable[..., object],
+        limit: int | None = None,
+        sender_id: int | None = None,
     ) -> int:
         """Call ``callback(record)`` for each available record, in order; return the count.
 
@@ -684,8 +701,9 @@ class RingReader(_End):
         until the callback returns (it is released then; copy what you keep,
         or call ``hold()`` for a slab record). Keeps going until the ring is
         empty or ``limit`` records were handled. If the callback raises, the
-        record counts as consumed and the exception propagates. (``_sid``:
-        the Inbox passes the sender id, and the callback gets it first.)"""
+        record counts as consumed and the exception propagates. With
+        ``sender_id`` (the Inbox passes it) the callback gets
+        ``(sender_id, record)``."""
         if self._corrupt is not None:
             raise self._corrupt
         ctl = self._ctl
@@ -693,7 +711,7 @@ class RingReader(_End):
         head = ctl[_HEAD]
         if head == tail:
             return 0
-        emit = callback if _sid < 0 else partial(callback, _sid)
+        emit = callback if sender_id is None else partial(callback, sender_id)
         data, dq, mask, cap, mm = self._data, self._dq, self._mask, self._cap, self._mm
         zero_copy = self._zero_copy
         tag_inline, lenmask, base = _TAG_INLINE, _LEN, HDR + 8
@@ -752,8 +770,6 @@ class RingReader(_End):
                     self._ring_space(seq)
         return start - left
 
-    _drain = drain  # the Inbox's entry point: _drain(callback, limit, sender_id)
-
     def _slab_record(self, emit: Callable[[Any], object], handle: int, off: int) -> None:
         slab = self._slab
         if slab is None:
@@ -804,7 +820,7 @@ class RingReader(_End):
         _bell.ring(self.space_fd)
         self.space_rings += 1
 
-    def _fail(self, off: int, why: str) -> None:
+    def _fail(self, off: int, why: str) -> NoReturn:
         exc = RingCorrupt(
             f"ring {self.ring.name!r} (fd {self.ring.segment.fd}): {why} at data offset {off} "
             f"(tail {self._tail}); the ring is not trusted any more: recreate it"
@@ -851,23 +867,11 @@ class RingReader(_End):
     def wait(self, timeout: float | None = None) -> bool:
         """Blocking helper for threads, tests and benchmarks: spin, then sleep on
         the doorbell until work arrives or ``timeout``; True if work is pending."""
-        return wait_on_doorbell(self, timeout)
+        return _bell.wait_on_doorbell(self, timeout)
 
     def close(self) -> None:
         """Release this end's views of the segment (Ring.close() does it too)."""
         self._release()
-
-
-def wait_on_doorbell(end: Any, timeout: float | None) -> bool:
-    """``wait`` for anything with the sleep handshake (a RingReader, an Inbox):
-    spin, announce sleep, block on ``doorbell_fd``, withdraw; True if work is pending."""
-    if end.pending() or end.spin() or not end.prepare_sleep():
-        return True
-    try:
-        fds = select.select([end.doorbell_fd], [], [], timeout)[0]
-    finally:
-        end.wake_up()
-    return bool(fds) or end.pending()
 
 
 class SlabLease:
@@ -888,7 +892,9 @@ class SlabLease:
             self.view.release()
         except BufferError:
             pass
-        self._reader._slab.free(handle)  # type: ignore[union-attr]
+        slab = self._reader._slab
+        assert slab is not None  # a lease exists only for a slab record
+        slab.free(handle)
         self._reader._after_free()
 
     def __enter__(self) -> SlabLease:

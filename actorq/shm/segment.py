@@ -39,7 +39,7 @@ PAGE = mmap.PAGESIZE
 _MADV_POPULATE_WRITE = 23  # Linux 5.14; not exported by Python 3.11
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
-_libnuma_state: list[object] = []  # [] unknown, [None] unusable, [handle] usable
+_libnuma_state: list[ctypes.CDLL | None] = []  # [] unknown, [None] unusable, [handle] usable
 _warned_unbound = False
 
 
@@ -76,7 +76,7 @@ def nodes_with_memory(sysfs: str = "/sys/devices/system/node") -> set[int] | Non
         return None
 
 
-def _libnuma() -> object | None:
+def _libnuma() -> ctypes.CDLL | None:
     """py-libnuma's ctypes handle to libnuma.so, or None when NUMA is not usable."""
     if not _libnuma_state:
         handle = None
@@ -174,9 +174,9 @@ class Segment:
             os.close(fd)
             raise
         seg = cls(fd, mm, size, name, node if bound else None)
-        if bound:
+        if bound and node is not None:
             try:
-                seg._bind(node, populate)  # type: ignore[arg-type]
+                seg._bind(node, populate)
             except BaseException:
                 seg.close()
                 raise
@@ -205,14 +205,15 @@ class Segment:
         if lib is None:
             _warn_unbound(node, "libnuma is not available")
             return False
-        max_node = lib.numa_max_node()  # type: ignore[attr-defined]
+        max_node = lib.numa_max_node()
         if node > max_node:
             raise ValueError(f"NUMA node {node} is beyond libnuma's numa_max_node() = {max_node}")
         return True
 
     def _bind(self, node: int, populate: bool) -> None:
         lib = _libnuma()
-        lib.numa_tonode_memory(self.address, self.size, node)  # type: ignore[union-attr]
+        assert lib is not None  # create() binds only after _can_bind() found it
+        lib.numa_tonode_memory(self.address, self.size, node)
         assert self._mm is not None
         if not populate:
             return

@@ -52,7 +52,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..errors import ActorqTopologyError
 from .cpulist import parse_cpulist, parse_cpumask
@@ -261,6 +261,16 @@ def _size(text: str) -> int:
     return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
 
 
+@dataclass
+class _CpuIds:
+    """What one online CPU's topology directory says (None: not there)."""
+
+    package_id: int | None = None
+    core_id: int | None = None
+    die_id: int | None = None
+    cluster: frozenset[int] | None = None
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
@@ -346,11 +356,10 @@ class _Discovery:
         core_seen: set[int] = set()
         pkg_seen: set[int] = set()
         cluster_seen: dict[int, frozenset[int]] = {}
-        raw: dict[int, dict[str, object]] = {}
+        raw: dict[int, _CpuIds] = {}
         for i in sorted(online):
             t = f"{_CPU_DIR}/cpu{i}/topology"
-            info: dict[str, object] = {}
-            raw[i] = info
+            info = raw[i] = _CpuIds()
             if not f.isdir(t):
                 self.warn.append(
                     f"{f.path(t)}: missing for online CPU {i}; treated as a core of its own, "
@@ -370,16 +379,16 @@ class _Discovery:
                 pkg = _sibling_mask(f, t, "package_cpus", "core_siblings", online, i)
                 pkg_uf.union_all(pkg)
                 pkg_seen.update(pkg)
-            info["package_id"] = f.integer(f"{t}/physical_package_id")
-            info["core_id"] = f.integer(f"{t}/core_id")
-            info["die_id"] = f.integer(f"{t}/die_id")
+            info.package_id = f.integer(f"{t}/physical_package_id")
+            info.core_id = f.integer(f"{t}/core_id")
+            info.die_id = f.integer(f"{t}/die_id")
             cluster = cluster_seen.get(i)
             if cluster is None:
                 mask = f.mask(f"{t}/cluster_cpus")
                 if mask is not None:
                     cluster = mask & online | {i}
                     cluster_seen.update(dict.fromkeys(cluster, cluster))
-            info["cluster"] = cluster
+            info.cluster = cluster
 
         # Cores must nest inside packages: a core spanning two packages merges them.
         core_sets = core_uf.groups()
@@ -393,7 +402,7 @@ class _Discovery:
         )
         packages = []
         for n, ps in enumerate(pkg_sets):
-            os_ids = {raw[c].get("package_id") for c in ps}
+            os_ids = {raw[c].package_id for c in ps}
             os_id = os_ids.pop() if len(os_ids) == 1 else None
             packages.append(
                 Package(
@@ -405,9 +414,7 @@ class _Discovery:
             )
 
         # Clusters: index of distinct cluster masks (only when some differ from core and package).
-        cluster_sets = sorted(
-            {v for r in raw.values() if (v := r.get("cluster")) is not None}, key=min
-        )
+        cluster_sets = sorted({v for r in raw.values() if (v := r.cluster) is not None}, key=min)
         useful_clusters = [
             s
             for s in cluster_sets
@@ -435,8 +442,8 @@ class _Discovery:
                 )
                 continue
             r = raw[i]
-            cl = r.get("cluster")
-            die = r.get("die_id")
+            cl = r.cluster
+            die = r.die_id
             cpus[i] = Cpu(
                 id=i,
                 online=True,
@@ -446,8 +453,8 @@ class _Discovery:
                 node=cpu_node.get(i),
                 type=cpu_type.get(i, 0),
                 die=die if isinstance(die, int) and die >= 0 else None,
-                cluster=cluster_index.get(cl) if cl is not None else None,  # type: ignore[arg-type]
-                core_id=r.get("core_id"),  # type: ignore[arg-type]
+                cluster=cluster_index.get(cl) if cl is not None else None,
+                core_id=r.core_id,
                 siblings=core_sets[core_of[i]],
                 caches=cpu_caches.get(i, ()),
             )
@@ -1025,15 +1032,15 @@ class _Discovery:
                 continue
             rel = f"sys/bus/pci/devices/{addr}"
             code = f.read(f"{rel}/class") or ""
-            kind = "gpu" if code.startswith("0x03") else None
+            by_class = "gpu" if code.startswith("0x03") else None
             if code.startswith(("0x12", "0x0b40")):
-                kind = "accelerator"
-            if kind is None:
+                by_class = "accelerator"
+            if by_class is None:
                 continue
-            if kind == "gpu" and (f.read(f"{rel}/vendor") or "").lower() in _DISPLAY_ONLY:
+            if by_class == "gpu" and (f.read(f"{rel}/vendor") or "").lower() in _DISPLAY_ONLY:
                 continue  # a BMC's or hypervisor's framebuffer, not a compute device
             dev = f.link_target(rel) or rel
-            out.append(self._device(addr, kind, dev, addr, {}))
+            out.append(self._device(addr, by_class, dev, addr, {}))
         return tuple(out)
 
     def _locate(
