@@ -125,7 +125,9 @@ class ControlService:
         try:
             if not proc.hello or proc.exited:
                 raise ActorDied(f"worker {worker} is restarting; try again")
-            await self._answer(proc, "create", entry.create_body(), f"the spawn of {key}")
+            # __init__ may take its time (a stalled worker is dealt with at stall_timeout)
+            fut = sup.request(proc, "create", entry.create_body())
+            await self._within(fut, proc, f"the spawn of {key}", sup.cfg.stall_timeout + 1.0)
         except BaseException:
             directory.forget(entry.id, dead=False)
             sup.placer.release(key)
@@ -190,13 +192,10 @@ class ControlService:
             else {"pid": sup.main_proc.pid, "running": not sup.main_proc.exited},
         }
 
-    async def _answer(self, proc: Proc, op: str, body: Any, what: str) -> Any:
-        return await self._within(self.sup.request(proc, op, body), proc, what)
-
-    async def _within(self, fut: Any, proc: Proc, what: str) -> Any:
+    async def _within(self, fut: Any, proc: Proc, what: str, timeout: float | None = None) -> Any:
         from ..loop import wait_for
 
-        timeout = self.answer_timeout
+        timeout = timeout if timeout is not None else self.answer_timeout
         try:
             return await wait_for(fut, timeout)
         except TimeoutError:

@@ -111,7 +111,7 @@ class Supervisor:
         self.restarts = 0
         self.failure: str | None = None
         self.deadline_killed: list[str] = []
-        self.outcome: tuple[str, Any] | None = None  # main's: ("value"|"error"|"cancelled", x)
+        self.outcome: tuple[Any, ...] | None = None  # main's: ("value"|"error"|"cancelled", x[, tb])
         self.lost = 0  # messages lost in crashes
         self.carried_dead_letters = 0  # dead letters counted by workers that died since
         self.dead_letter_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -310,14 +310,19 @@ class Supervisor:
                     "after the stop began, and was killed"
                 )
             raise RuntimeError("the main process died before main returned (see the log)")
-        kind, value = self.outcome
+        kind, value = self.outcome[:2]
         if kind == "error":
+            if len(self.outcome) > 2 and self.outcome[2]:
+                value.add_note(f"raised in the main process:\n{self.outcome[2]}")
             raise value
         return value if kind == "value" else None
 
     def request_stop(self) -> None:
         """Begin an orderly stop from any thread (what SIGTERM does)."""
-        self.loop.call_soon_threadsafe(self.begin_shutdown, "stop requested")
+        try:
+            self.loop.call_soon_threadsafe(self.begin_shutdown, "stop requested")
+        except RuntimeError:  # the loop is closed: the runtime has ended already
+            pass
 
     # --- children ------------------------------------------------------------------------
     def _on_exit(self, proc: Proc, pidfd: int) -> None:

@@ -276,9 +276,11 @@ def _run_main(
 
     def finished(t: Any) -> None:
         if t.cancelled():
-            outcome: tuple[str, Any] = ("cancelled", None)
+            outcome: tuple[Any, ...] = ("cancelled", None)
         elif t.exception() is not None:
-            outcome = ("error", t.exception())
+            exc = t.exception()
+            # pickling drops the traceback: it travels as text beside the exception
+            outcome = ("error", exc, "".join(traceback.format_exception(exc)))
         else:
             outcome = ("value", t.result())
         _report(spec.result_fd, outcome)
@@ -297,12 +299,12 @@ def _run_main(
     task.add_done_callback(finished)
 
 
-def _report(fd: int, outcome: tuple[str, Any]) -> None:
+def _report(fd: int, outcome: tuple[Any, ...]) -> None:
     """Write main's outcome to the supervisor (blocking: the supervisor reads as it comes)."""
     try:
         data = pickle.dumps(outcome)
     except Exception as exc:  # an unpicklable value or exception: say what it was
-        kind, value = outcome
+        kind, value = outcome[:2]
         what = "returned" if kind == "value" else "raised"
         text = "".join(traceback.format_exception(value)) if kind == "error" else ""
         data = pickle.dumps(
