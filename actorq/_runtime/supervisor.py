@@ -111,7 +111,7 @@ class Supervisor:
         self.restarts = 0
         self.failure: str | None = None
         self.deadline_killed: list[str] = []
-        self.outcome: tuple[Any, ...] | None = None  # main's: ("value"|"error"|"cancelled", x[, tb])
+        self.outcome: tuple[Any, ...] | None = None  # ("value"|"error"|"cancelled", x[, tb])
         self.lost = 0  # messages lost in crashes
         self.carried_dead_letters = 0  # dead letters counted by workers that died since
         self.dead_letter_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
@@ -161,13 +161,7 @@ class Supervisor:
 
     def abort_start(self) -> None:
         """``start`` failed part-way: kill what was forked and release what was made."""
-        for proc in self.procs():
-            if not proc.exited:
-                proc.kill()
-                proc.reap(block=True)
-                proc.exited = True
-            proc.close_pidfd()
-        self._close_all()
+        self._cleanup()
 
     def procs(self) -> list[Proc]:
         return self.workers + ([self.main_proc] if self.main_proc is not None else [])
@@ -618,7 +612,9 @@ class Supervisor:
             self.begin_shutdown(name)
 
     def _cleanup(self) -> None:
-        for proc in self.procs():  # reap anything left (the loop stopped for another reason)
+        """Kill and reap what is left (the loop stopped for another reason), then
+        release everything made."""
+        for proc in self.procs():
             if not proc.exited:
                 proc.kill()
                 proc.reap(block=True)
