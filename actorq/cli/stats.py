@@ -31,8 +31,13 @@ def render(stats: dict[str, Any]) -> str:
             f"  control socket: {bad} malformed frames, {refused} refused "
             "(internal ops or replies from peers that are not the runtime's)"
         )
+    lost = stats.get("lost_in_crashes", 0)
+    if lost:
+        lines.append(f"  {lost} of the dead letters were lost in worker crashes")
     for w in stats["workers"]:
         state = " STALLED" if w.get("stalled") else ""
+        if "error" in w:
+            state += f" ({w['error']})"
         lines.append(
             f"  worker {w['worker']}: pid {w.get('pid')}, CPU {w['cpu']}, node {w.get('node')}, "
             f"{len(w.get('actors', []))} actors, received {w.get('received', '?')}, "
@@ -42,10 +47,18 @@ def render(stats: dict[str, Any]) -> str:
         lines.append("  actors:")
     for a in stats["actors"]:
         label = a["name"] or a["cls"].rpartition(":")[2]
+        trouble = ""
+        if a.get("crashes") or a.get("lost"):
+            trouble = f"  [{a.get('crashes', 0)} crashes, {a.get('lost', 0)} messages lost]"
         lines.append(
             f"    {label:<20} #{a['id'] & 0xFFFFFFFF:<6} worker {a['worker']} "
-            f"(CPU {a['cpu']})  {a['reason']}"
+            f"(CPU {a['cpu']})  {a['reason']}{trouble}"
         )
+    log = stats.get("dead_letter_log") or []
+    if log:
+        lines.append("  messages not redelivered after a crash (most recent last):")
+        for d in log[-10:]:
+            lines.append(f"    {d['label']}.{d['method']}: {d['reason']}")
     return "\n".join(lines)
 
 
