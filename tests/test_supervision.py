@@ -24,6 +24,7 @@ import pytest
 from _runtime_helpers import finish, start_app, wait_for, workers_of, write_app
 
 import actorq
+from actorq.cli.stats import render
 from actorq.testing import running, wait_until
 
 # --- main runs in a process of its own -------------------------------------------------
@@ -157,6 +158,9 @@ def test_a_poison_message_is_quarantined_and_the_app_runs_on(tmp_path, no_leaks)
         assert "'p'" in record["label"]
         (row,) = [a for a in st["actors"] if a["name"] == "p"]
         assert row["crashes"] == 1
+        text = render(st)  # what `actorq stats` prints
+        assert "[1 crashes, 1 messages lost]" in text
+        assert "Poisoned 'p' #1.poison: worker 2" in text
         client.close()
 
 
