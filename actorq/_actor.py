@@ -105,7 +105,7 @@ def actor(
 
 
 def spec_of(cls: type) -> ActorSpec:
-    spec = cls.__dict__.get("__actorq__") if isinstance(cls, type) else None
+    spec: ActorSpec | None = cls.__dict__.get("__actorq__") if isinstance(cls, type) else None
     if spec is None:
         raise TypeError(
             f"{getattr(cls, '__qualname__', cls)!r} is not an actor class; "
@@ -115,7 +115,7 @@ def spec_of(cls: type) -> ActorSpec:
 
 
 def spawn_body(
-    cls: type,
+    cls: type[Any],
     args: tuple[Any, ...],
     name: str | None,
     kwargs: dict[str, Any] | None,
@@ -172,7 +172,7 @@ class _Context:
         self.actor: ActorRef | None = None  # the actor whose message is running now
         # The ask chain asks made now carry: the non-reentrant actors waiting on
         # the running method (see _codec's record list); None outside actor methods.
-        self.chain: list | None = None
+        self.chain: list[Any] | None = None
 
 
 ctx = _Context()
@@ -278,7 +278,8 @@ class Method:
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
         if ref._via is not None:
-            return ref._via.tell_actor(ref, self.name, args, kwargs)
+            ref._via.tell_actor(ref, self.name, args, kwargs)
+            return
         node = ctx.node
         if node is None:
             node = current_node()  # raises, saying what to do
