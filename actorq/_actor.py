@@ -25,9 +25,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
+
+if TYPE_CHECKING:
+    from ._api import Runtime
 
 RESTART_POLICIES = ("never", "always")
 HINT_KEYS = ("group", "state", "footprint", "writes", "cpu", "node", "weight")
@@ -168,7 +171,7 @@ class _Context:
         # installs its shared one.
         self.board: Any = memoryview(bytearray(64)).cast("q")
         self.node: Any = None  # the _runtime.node.Node of this process (worker or main)
-        self.runtime: Any = None  # the _api.Runtime made for it, on first use
+        self.runtime: Runtime | None = None  # the _api.Runtime made for it, on first use
         self.actor: ActorRef | None = None  # the actor whose message is running now
         # The ask chain asks made now carry: the non-reentrant actors waiting on
         # the running method (see _codec's record list); None outside actor methods.
