@@ -25,9 +25,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _codec
+
+if TYPE_CHECKING:
+    from ._api import Runtime
 
 RESTART_POLICIES = ("never", "always")
 HINT_KEYS = ("group", "state", "footprint", "writes", "cpu", "node", "weight")
@@ -105,7 +108,7 @@ def actor(
 
 
 def spec_of(cls: type) -> ActorSpec:
-    spec = cls.__dict__.get("__actorq__") if isinstance(cls, type) else None
+    spec: ActorSpec | None = cls.__dict__.get("__actorq__") if isinstance(cls, type) else None
     if spec is None:
         raise TypeError(
             f"{getattr(cls, '__qualname__', cls)!r} is not an actor class; "
@@ -115,7 +118,7 @@ def spec_of(cls: type) -> ActorSpec:
 
 
 def spawn_body(
-    cls: type,
+    cls: type[Any],
     args: tuple[Any, ...],
     name: str | None,
     kwargs: dict[str, Any] | None,
@@ -168,11 +171,11 @@ class _Context:
         # installs its shared one.
         self.board: Any = memoryview(bytearray(64)).cast("q")
         self.node: Any = None  # the _runtime.node.Node of this process (worker or main)
-        self.runtime: Any = None  # the _api.Runtime made for it, on first use
+        self.runtime: Runtime | None = None  # the _api.Runtime made for it, on first use
         self.actor: ActorRef | None = None  # the actor whose message is running now
         # The ask chain asks made now carry: the non-reentrant actors waiting on
         # the running method (see _codec's record list); None outside actor methods.
-        self.chain: list | None = None
+        self.chain: list[Any] | None = None
 
 
 ctx = _Context()
@@ -278,7 +281,8 @@ class Method:
     def tell(self, *args: Any, **kwargs: Any) -> None:
         ref = self.ref
         if ref._via is not None:
-            return ref._via.tell_actor(ref, self.name, args, kwargs)
+            ref._via.tell_actor(ref, self.name, args, kwargs)
+            return
         node = ctx.node
         if node is None:
             node = current_node()  # raises, saying what to do

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._actor import ActorRef, ctx, spawn_body
+
+if TYPE_CHECKING:
+    from ._runtime.node import Node
 
 T = TypeVar("T")
 
@@ -58,7 +61,7 @@ class Runtime:
     travel to the supervisor over the control socket.
     """
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
 
     @property
@@ -95,7 +98,8 @@ class Runtime:
 
     async def stats(self) -> dict[str, Any]:
         """Where every actor lives, message counters, dead letters, per worker."""
-        return await self._node.control_request("stats", {})
+        # the supervisor's answer: decoded from msgpack (or its own dict, in main), so Any
+        return cast(dict[str, Any], await self._node.control_request("stats", {}))
 
     def shutdown(self) -> None:
         """Begin an orderly shutdown of the whole runtime (like SIGTERM)."""
@@ -114,7 +118,8 @@ def run(main: Callable[[Runtime], Awaitable[T]], workers: int | None = None, **o
     why = check_main(main)
     if why is not None:
         raise TypeError(why)
-    return run_main(main, workers=workers, **options)
+    # main's value comes back through the supervisor, which keeps it as Any
+    return cast(T, run_main(main, workers=workers, **options))
 
 
 def check_main(main: Any) -> str | None:

@@ -14,8 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Held to strict in pyproject.toml, and being rewritten: their errors are
-# reported by test_runtime_is_strict_clean until that work lands.
+# Held to strict in pyproject.toml: their errors are reported by
+# test_runtime_is_strict_clean.
 RUNTIME = ("actorq/_runtime/", "actorq/_actor.py", "actorq/_api.py")
 
 pytestmark = pytest.mark.slow
@@ -45,11 +45,6 @@ def test_package_typechecks(mypy_errors: list[str]) -> None:
     assert not outside, "mypy reports:\n" + "\n".join(outside)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runtime is being rewritten; its strict-mode errors are fixed when that lands "
-    "(then remove this mark)",
-)
 def test_runtime_is_strict_clean(mypy_errors: list[str]) -> None:
     inside = [line for line in mypy_errors if line.startswith(RUNTIME)]
     assert not inside, "mypy (strict) reports:\n" + "\n".join(inside)

@@ -293,7 +293,7 @@ class Endpoint:
 
     def __init__(
         self,
-        sock: zmq.Socket,
+        sock: zmq.Socket[bytes],
         loop: Any,
         handlers: dict[str, Handler],
         *,

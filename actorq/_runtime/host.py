@@ -26,7 +26,8 @@ import inspect
 import logging
 import traceback
 import types
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
@@ -40,6 +41,11 @@ log = logging.getLogger("actorq.worker")
 
 _CoroutineType = types.CoroutineType
 _ctx = ctx
+
+# A mailbox item: (kind, sender, req, method, args, kwargs, chain). ``args`` is
+# a list when it came through msgpack (a STOP carries ``()``); ``chain`` is the
+# ask chain (see _codec's record list), None outside one.
+Item: TypeAlias = tuple[int, int, int, str, Sequence[Any], dict[str, Any] | None, list[Any] | None]
 
 
 async def _bound(coro: Any, ref: ActorRef, chain: list[Any] | None = None, tag: int = 0) -> Any:
@@ -68,7 +74,7 @@ class Cell:
 
     def __init__(self, node: Node, ref: ActorRef, spec: ActorSpec, instance: Any) -> None:
         self.node, self.ref, self.spec, self.instance = node, ref, spec, instance
-        self.queue: collections.deque[tuple] = collections.deque()
+        self.queue: collections.deque[Item] = collections.deque()
         self.busy = False
         self.stopped = False
         self.mailbox = spec.mailbox
@@ -80,7 +86,7 @@ class Cell:
         self.turns = 0  # async turns started (non-reentrant actors only)
         self.turn = 0  # the async turn running now, 0: none (see the module docstring)
 
-    def post(self, item: tuple) -> None:
+    def post(self, item: Item) -> None:
         """item: (kind, sender, req, method, args, kwargs, chain)."""
         if self.busy or self.queue:
             if self.turn and item[6] is not None and self._closes_cycle(item):
@@ -99,7 +105,7 @@ class Cell:
             self.run(queue.popleft())
             self.board[self.hand] -= 1  # after it ran: a crash in it counts it as lost
 
-    def run(self, item: tuple) -> None:
+    def run(self, item: Item) -> None:
         kind, sender, req, method, args, kwargs, chain = item
         node = self.node
         if kind == STOP or self.stopped:
@@ -128,9 +134,10 @@ class Cell:
             return
         self._run_slow(item)
 
-    def _closes_cycle(self, item: tuple) -> bool:
+    def _closes_cycle(self, item: Item) -> bool:
         """If the ask ``item`` waits on the turn we are inside, fail it with Deadlock."""
         chain, me, turn = item[6], self.ref.id, self.turn
+        assert chain is not None  # post() asks only for an item that carries a chain
         starts = [i for i, link in enumerate(chain) if link[0] == me and link[1] == turn]
         if not starts:
             return False
@@ -158,7 +165,7 @@ class Cell:
         self.busy = True
         node.host.run_stop(self, sender, req)
 
-    def _run_slow(self, item: tuple) -> None:
+    def _run_slow(self, item: Item) -> None:
         """First call of a method: look it up once, then take the fast path."""
         kind, sender, req, method = item[:4]
         fn = getattr(self.instance, method, None) if method in self.spec.methods else None
@@ -226,7 +233,12 @@ class Host:
         self.gone: set[int] = set()  # ids of actors that lived here and died or stopped
 
     def create(
-        self, actor_id: int, cls_path: str, args: list, kwargs: dict | None, name: str | None
+        self,
+        actor_id: int,
+        cls_path: str,
+        args: list[Any],
+        kwargs: dict[str, Any] | None,
+        name: str | None,
     ) -> Any:
         """Instantiate an actor here; returns None, or an awaitable (async on_start)."""
         spec = find_spec(cls_path)

@@ -40,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 CAPACITY = 1024  # records waiting for the writer; more are dropped
 STOP_TIMEOUT = 0.5  # seconds shutdown waits for the writer to drain
@@ -56,7 +57,7 @@ def _format(role: str) -> str:
 class DroppingQueueHandler(logging.handlers.QueueHandler):
     """A QueueHandler whose enqueue never waits: a full queue drops the record and counts it."""
 
-    def __init__(self, q: queue.Queue) -> None:
+    def __init__(self, q: queue.Queue[Any]) -> None:
         super().__init__(q)
         self.dropped = 0
 
@@ -104,8 +105,9 @@ class LogPipe:
 
     def start(self) -> None:
         """A fresh queue and writer thread (also after fork: the parent's are not ours)."""
-        q: queue.Queue = queue.Queue(self.capacity)
+        q: queue.Queue[Any] = queue.Queue(self.capacity)  # LogRecords, then _STOP
         self.handler.queue = q
+        self._queue = q  # the same queue, typed: the handler's attribute is only a _QueueLike
         self.thread = threading.Thread(
             target=self._run, args=(q,), name="actorq-log-writer", daemon=True
         )
@@ -129,14 +131,14 @@ class LogPipe:
             return True
         deadline = time.monotonic() + timeout
         try:
-            self.handler.queue.put(_STOP, timeout=timeout)
+            self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
             return False  # the sink is stuck and the queue full: give up on it
         thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
 
     # --- the writer thread -----------------------------------------------------------------
-    def _run(self, q: queue.Queue) -> None:
+    def _run(self, q: queue.Queue[Any]) -> None:
         while True:
             record = q.get()
             if record is _STOP:
@@ -144,8 +146,8 @@ class LogPipe:
             try:
                 data = (self.formatter.format(record) + "\n").encode("utf-8", "backslashreplace")
             except Exception as exc:  # a record that cannot be formatted is dropped, not fatal
-                data = f"actorq[{os.getpid()}] ERROR actorq.logs: unformattable record: {exc!r}\n"
-                data = data.encode("utf-8", "backslashreplace")
+                text = f"actorq[{os.getpid()}] ERROR actorq.logs: unformattable record: {exc!r}\n"
+                data = text.encode("utf-8", "backslashreplace")
             if self._write(data) and self.dropped() > self.reported:
                 self._announce_drops()
 

@@ -34,9 +34,12 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PayloadTooLarge, RingFull
+
+if TYPE_CHECKING:
+    from ..shm import Inbox
 
 log = logging.getLogger("actorq.mesh")
 
@@ -300,7 +303,7 @@ class RingMesh:
 
 
 class RingPort(Port):
-    def __init__(self, index: int, inbox: Any, rings: dict[int, Any]) -> None:
+    def __init__(self, index: int, inbox: Inbox, rings: dict[int, Any]) -> None:
         self.index = index
         self.inbox = inbox
         self.rings = rings
@@ -308,7 +311,7 @@ class RingPort(Port):
         self._dirty: set[int] = set()
         self._backlog: dict[int, collections.deque[bytes]] = {}
         self._loop: Any = None
-        self._deliver: Deliver | None = None
+        self._deliver: Deliver  # set by start(), before anything can call _drain
         self._remove_hook: Any = None
         self._drain_queued = False
         self._batch: list[tuple[int, bytes]] = []

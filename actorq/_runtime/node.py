@@ -53,7 +53,7 @@ from .._codec import (
 from ..errors import ActorDied, ActorNotFound, Deadlock, Overloaded, PayloadTooLarge, RemoteError
 from . import logs
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
-from .host import Cell, Host
+from .host import Cell, Host, Item
 
 log = logging.getLogger("actorq.worker")
 
@@ -147,8 +147,8 @@ class Node:
         self,
         ref: ActorRef,
         method: str,
-        args: tuple,
-        kwargs: dict,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         timeout: float | EllipsisType | None = ...,
     ) -> Any:
         """Send an ask; a Future of the reply. ``timeout``: seconds, None for no
@@ -203,7 +203,9 @@ class Node:
             gap = _SWEEP_GAP + len(self.pending) * _SWEEP_GAP_PER_ASK
             self._sweep_from(max(upcoming, now + gap))
 
-    def tell(self, ref: ActorRef, method: str, args: tuple, kwargs: dict) -> None:
+    def tell(
+        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         rid = ref.id
         try:
             data = _pack([TELL, rid, method, args, kwargs or None])
@@ -280,7 +282,7 @@ class Node:
             self.dead_letters,
         )
 
-    def overflowed(self, cell: Cell, item: tuple) -> None:
+    def overflowed(self, cell: Cell, item: Item) -> None:
         kind, sender, req, method = item[:4]
         self.overloaded += 1
         if kind == ASK:
@@ -352,7 +354,7 @@ class Node:
         else:
             cell.run(item)
 
-    def no_such_actor(self, sender: int, item: tuple, target: int) -> None:
+    def no_such_actor(self, sender: int, item: Item, target: int) -> None:
         kind, _, req, method = item[:4]
         died = target in self.gone
         if kind == TELL:
@@ -435,7 +437,7 @@ class Node:
         }
 
 
-def _failure(msg: list, target: int) -> BaseException:
+def _failure(msg: list[Any], target: int) -> BaseException:
     _, _, code, type_name, message, tb = msg
     if code == F_DIED:
         return ActorDied(message)

@@ -34,6 +34,7 @@ import socket
 import stat
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import psutil
 
@@ -60,7 +61,7 @@ def _start_time(pid: int) -> float | None:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return proc.create_time()
+        return cast(float, proc.create_time())  # psutil has no type information: Any
     except psutil.NoSuchProcess:
         return None
 
@@ -124,7 +125,7 @@ def default_base() -> Path:
 def sweep_stale(base: Path) -> list[Path]:
     """Remove the ``actorq-*`` directories under ``base`` that are ours and whose
     owner is gone; the ones removed. Never one without an owner file."""
-    removed = []
+    removed: list[Path] = []
     uid = os.getuid()
     try:
         entries = list(os.scandir(base))

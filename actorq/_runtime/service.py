@@ -57,7 +57,7 @@ class ControlService:
         return min(2.0, self.sup.cfg.stall_timeout / 2)
 
     # --- children ------------------------------------------------------------------------
-    def hello(self, peer: bytes | None, body: dict) -> None:
+    def hello(self, peer: bytes | None, body: dict[str, Any]) -> None:
         sup = self.sup
         if body.get("role") == "main":
             proc = sup.main_proc
@@ -89,13 +89,13 @@ class ControlService:
         await wait_for(self.sup.ready, _READY_TIMEOUT)
         return list(self.sup.worker_cpus)
 
-    def stopped(self, peer: bytes | None, body: dict) -> None:
+    def stopped(self, peer: bytes | None, body: dict[str, Any]) -> None:
         entry = self.sup.directory.forget(body["id"])
         if entry is not None:
             self.sup.placer.release(entry.key)
 
     # --- user requests -------------------------------------------------------------------
-    async def spawn(self, peer: bytes | None, body: dict) -> dict[str, Any]:
+    async def spawn(self, peer: bytes | None, body: dict[str, Any]) -> dict[str, Any]:
         sup = self.sup
         if sup.stopping:
             raise RuntimeError("the runtime is shutting down; no new actors")
@@ -136,7 +136,7 @@ class ControlService:
             entry.creating = False
         return {"id": entry.id, "worker": worker, "cpu": entry.cpu, "reason": reason}
 
-    def lookup(self, peer: bytes | None, body: dict) -> dict[str, Any]:
+    def lookup(self, peer: bytes | None, body: dict[str, Any]) -> dict[str, Any]:
         entry = self.sup.directory.by_name(body.get("name"))
         return {"id": entry.id, "cls": entry.cls, "worker": entry.worker, "cpu": entry.cpu}
 
@@ -214,11 +214,11 @@ class ControlService:
         return list(self.sup.worker_cpus)
 
     # --- outside clients' actor traffic, through the supervisor's node --------------------
-    def _client_ref(self, body: dict) -> ActorRef:
+    def _client_ref(self, body: dict[str, Any]) -> ActorRef:
         entry = self.sup.directory.by_id(body.get("id"))
         return ActorRef(entry.id, entry.cls, entry.name)
 
-    def ask(self, peer: bytes | None, body: dict) -> Any:
+    def ask(self, peer: bytes | None, body: dict[str, Any]) -> Any:
         if self.sup.stopping:
             raise RuntimeError("the runtime is shutting down")
         ref = self._client_ref(body)
@@ -229,11 +229,11 @@ class ControlService:
             ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}, timeout
         )
 
-    def tell(self, peer: bytes | None, body: dict) -> None:
+    def tell(self, peer: bytes | None, body: dict[str, Any]) -> None:
         ref = self._client_ref(body)
         self.sup.node.tell(
             ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}
         )
 
-    def stop(self, peer: bytes | None, body: dict) -> Any:
+    def stop(self, peer: bytes | None, body: dict[str, Any]) -> Any:
         return self.sup.node.stop_actor(self._client_ref(body))

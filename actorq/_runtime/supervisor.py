@@ -650,7 +650,7 @@ class Supervisor:
 
     # --- stats ------------------------------------------------------------------------------
     def dead_letters(self, workers: list[dict[str, Any]]) -> int:
-        live = sum(w.get("dead_letters", 0) for w in workers)
+        live: int = sum(w.get("dead_letters", 0) for w in workers)  # stats rows: msgpack's Any
         return live + self.node.dead_letters + self.carried_dead_letters + self.lost
 
 

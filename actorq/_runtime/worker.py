@@ -214,12 +214,12 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
 
     node.on_stopped = on_stopped
 
-    def h_create(_peer: Any, body: dict) -> Any:
+    def h_create(_peer: Any, body: dict[str, Any]) -> Any:
         return node.host.create(
             body["id"], body["cls"], body["args"], body.get("kwargs"), body.get("name")
         )
 
-    def h_peer_died(_peer: Any, body: dict) -> Any:
+    def h_peer_died(_peer: Any, body: dict[str, Any]) -> Any:
         return node.peer_died(body["node"])
 
     def h_stats(_peer: Any, _body: Any) -> Any:
