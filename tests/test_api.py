@@ -1,61 +1,77 @@
 """The actor API end to end: one real runtime (supervisor + 2 pinned workers)
-runs an app that exercises every call and prints what it saw; the test reads it."""
+hosted by this test process runs ``main``, which exercises every call and
+returns what it saw; the tests read that."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
+from typing import Any
 
 import pytest
-from _runtime_helpers import run_app, write_app
 
-APP = r"""
-import json, os, sys
 import actorq
+from actorq.loop import wait_for
+
+# --- the actors and the main coroutine, as an application would write them ---------------
+
 
 @actorq.actor
 class Counter:
     def __init__(self, start: int = 0) -> None:
         self.value = start
+
     def add(self, n: int = 1) -> int:
         self.value += n
         return self.value
+
     async def add_later(self, n: int, delay: float) -> int:
         await actorq.sleep(delay)
         return self.add(n)
+
     def get(self) -> int:
         return self.value
-    def boom(self, what):
+
+    def boom(self, what: str) -> None:
         raise KeyError(what)
-    def bad_return(self):
+
+    def bad_return(self) -> object:
         return object()
+
 
 @actorq.actor
 class Collector:
-    def __init__(self):
-        self.items = []
+    def __init__(self) -> None:
+        self.items: list[Any] = []
         self.started = False
-    def on_start(self):
+
+    def on_start(self) -> None:
         self.started = True
-    def add(self, x):
+
+    def add(self, x: Any) -> None:
         self.items.append(x)
-    def all(self):
+
+    def all(self) -> list[Any]:
         return self.items
-    def was_started(self):
+
+    def was_started(self) -> bool:
         return self.started
-    def size(self, blob):
+
+    def size(self, blob: bytes) -> int:
         return len(blob)
+
 
 @actorq.actor
 class Producer:
-    def __init__(self, collector):
+    def __init__(self, collector: actorq.ActorRef) -> None:
         self.collector = collector  # an ActorRef passed to __init__
-    async def blast(self, n):
+
+    async def blast(self, n: int) -> list[Any]:
         for i in range(n):
             self.collector.add.tell(("p", i))
         # same (sender, receiver) pair: this ask is answered after every tell above
         return await self.collector.all()
-    async def ask_back(self):
+
+    async def ask_back(self) -> list[int]:
         # an actor asks another actor, and its own ref and the runtime are reachable
         me = actorq.self_ref()
         rt = actorq.runtime()
@@ -63,32 +79,37 @@ class Producer:
         v = await c.add(1)
         await c.stop()
         return [me.id, v, os.getpid(), len(rt.workers)]
-    async def where(self):
+
+    async def where(self) -> int:
         return os.sched_getaffinity(0).pop()
+
 
 @actorq.actor(reentrant=True)
 class Ping:
-    def __init__(self):
-        self.peer = None
-    def set_peer(self, peer):
+    def __init__(self) -> None:
+        self.peer: Any = None
+
+    def set_peer(self, peer: actorq.ActorRef) -> None:
         self.peer = peer
-    async def ping(self, n):
+
+    async def ping(self, n: int) -> int:
         if n == 0:
             return 0
         return 1 + await self.peer.ping(n - 1)
 
-async def main(rt: actorq.Runtime) -> None:
-    out = {}
+
+async def main(rt: actorq.Runtime) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     w1, w2 = rt.workers[0], rt.workers[-1]
     c = await rt.spawn(Counter, 10, name="hits", cpu=w1)
     out["ask"] = await c.add(5)
     c.add.tell(1)
     out["after_tell"] = await c.get()
     out["async"] = await c.add_later(2, 0.01)
-    from actorq.loop import wait_for
+    slow = await rt.spawn(Counter)
     try:
-        slow = await rt.spawn(Counter)
         await wait_for(slow.add_later(0, 5.0), 0.05)  # an ask with a deadline
+        out["timeout"] = "answered"
     except TimeoutError:
         out["timeout"] = "timed out"
     same = await rt.lookup("hits")
@@ -119,7 +140,7 @@ async def main(rt: actorq.Runtime) -> None:
     except TypeError as e:
         out["unsendable_kw"] = str(e)
     try:
-        c.nosuch
+        c.nosuch  # noqa: B018
     except AttributeError as e:
         out["no_method"] = str(e)
     # FIFO per pair across two workers: actor -> actor, and main -> actor
@@ -139,6 +160,7 @@ async def main(rt: actorq.Runtime) -> None:
     m = [i for k, i in items if k == "m"]
     out["fifo"] = [p == list(range(2000)), m == list(range(300))]
     out["ask_back"] = await prod.ask_back()
+    out["main_pid"] = os.getpid()
     out["pinned"] = [await prod.where(), w1]
     # reentrant ping-pong across workers (nested asks)
     a = await rt.spawn(Ping, cpu=w1)
@@ -152,33 +174,26 @@ async def main(rt: actorq.Runtime) -> None:
     await c.stop()
     try:
         await c.get()
-    except actorq.ActorDied as e:
+        out["after_stop"] = "answered"
+    except actorq.ActorDied:
         out["after_stop"] = "died"
     bogus = actorq.ActorRef((1 << 32) | 999999, c.cls_path)
     try:
         await bogus.get()
+        out["never_existed"] = "answered"
     except actorq.ActorNotFound:
         out["never_existed"] = "not found"
-    print("RESULT " + json.dumps(out))
-"""
+    return out
 
 
 @pytest.fixture(scope="module", params=["ring", "socket"])
 def result(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The app's findings, over the shared-memory rings and over the socketpair
+    """What main saw, over the shared-memory rings and over the socketpair
     fallback (used where rings cannot run, e.g. a CPU without x86-64 TSO)."""
     tmp = tmp_path_factory.mktemp(f"api-{request.param}")
-    write_app(tmp, APP)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ACTORQ_MESH", request.param)
-    try:
-        proc = run_app(tmp, "app:main", "--workers", "2")
-    finally:
-        mp.undo()
-    assert proc.returncode == 0, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert line, f"no result; stdout={proc.stdout!r} stderr={proc.stderr}"
-    out = json.loads(line[0][7:])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ACTORQ_MESH", request.param)
+        out = actorq.run(main, workers=2, runtime_dir=str(tmp / "rt"))
     assert out["mesh"] == request.param
     return out
 
@@ -222,7 +237,7 @@ def test_actors_reach_runtime_and_self(result: dict) -> None:
     assert me >> 32 >= 1
     assert v == 101
     assert nworkers == 2
-    assert pid > 0
+    assert pid not in (os.getpid(), result["main_pid"])  # a worker, not main or the host
     where, wanted = result["pinned"]
     assert where == wanted  # the worker really runs on the CPU it was pinned to
 
@@ -249,13 +264,15 @@ def test_unserializable_explained_without_runtime() -> None:
         return None
 
     err = _codec.explain_unsendable("X.f", (1, {1: object()}), None, f)
-    assert "argument 1 ('b')" in str(err)
-    assert "no pickling" not in str(err)
+    assert str(err).startswith("X.f: argument 1 ('b') cannot be sent (")
+    assert "object" in str(err)  # what the bad value is
+    assert "msgpack types" in str(err)  # and what can be sent instead
+    err = _codec.explain_unsendable("X.f", (1,), {"k": {1, 2}}, f)
+    assert str(err).startswith("X.f: argument 'k' cannot be sent (")
+    assert "set" in str(err)
 
 
 def test_decorator_options_are_checked() -> None:
-    import actorq
-
     with pytest.raises(ValueError, match="restart"):
         actorq.actor(restart="sometimes")
     with pytest.raises(TypeError, match="colour"):
@@ -273,8 +290,6 @@ def test_decorator_options_are_checked() -> None:
 
 
 def test_refs_outside_a_runtime_say_what_to_do() -> None:
-    import actorq
-
     ref = actorq.ActorRef(1 << 32, "x:Y")
     with pytest.raises(RuntimeError, match="connect"):
         ref.anything(1)
@@ -282,8 +297,7 @@ def test_refs_outside_a_runtime_say_what_to_do() -> None:
         actorq.self_ref()
 
 
-def test_example_path_is_importable(tmp_path: Path) -> None:
-    # a ref survives msgpack both ways
+def test_a_ref_survives_msgpack_both_ways() -> None:
     from actorq import ActorRef, _codec
 
     r = ActorRef((2 << 32) | 5, "m:C", "n")

@@ -10,7 +10,6 @@ the others host it in the test process with ``actorq.testing``.
 from __future__ import annotations
 
 import asyncio
-import json
 import mmap
 import os
 import signal
@@ -306,4 +305,5 @@ def test_the_fixture_runs_a_runtime(actorq_runtime):
 def test_stats_name_the_directory_of_a_runtime(tmp_path, no_leaks):
     with running(workers=1, runtime_dir=tmp_path / "rt") as rt, rt.connect() as client:
         assert client.stats()["address"] == rt.address
-    assert json.dumps(rt.workers)
+    assert len(rt.workers) == 1
+    assert all(isinstance(cpu, int) for cpu in rt.workers)

