@@ -23,17 +23,18 @@ each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
+from .placement import Hints
 
 if TYPE_CHECKING:
     from ._api import Runtime
 
 RESTART_POLICIES = ("never", "always")
-HINT_KEYS = ("group", "state", "footprint", "writes", "cpu", "node", "weight")
+HINT_KEYS = tuple(f.name for f in fields(Hints))  # placement owns what a hint is
 # Names a ref reserves for itself; an actor method with one of these names is not reachable.
 RESERVED = frozenset({"stop", "id", "name", "cls_path", "tell"})
 

@@ -67,7 +67,8 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(
             EXT_ACTOR_REF, msgpack.packb((obj.id, obj.cls_path, obj.name), use_bin_type=True)
         )
-    raise TypeError(f"it is a {type(obj).__qualname__}")
+    name = type(obj).__qualname__
+    raise TypeError(f"it is {'an' if name[:1].lower() in 'aeiou' else 'a'} {name}")
 
 
 def decode_ext(code: int, data: bytes) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .topology.cpulist import parse_cpulist
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,16 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def parse_cpus(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """``"0-3,6"`` or ``[0, 1]`` -> sorted unique CPU numbers."""
+    """``"0-3,6"`` or ``[0, 1]`` -> sorted unique CPU numbers (the kernel's list
+    syntax, read by ``topology.cpulist``)."""
     if isinstance(text, list | tuple):
-        if not all(isinstance(c, int) and c >= 0 for c in text):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in text):
             raise ConfigError(f"cpus: {text!r} must be non-negative integers")
         return tuple(sorted(set(text)))
-    cpus: set[int] = set()
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                cpus.update(range(lo, hi + 1))
-            else:
-                cpus.add(int(part))
-        except ValueError:
-            raise ConfigError(
-                f"cpus: cannot read {part!r} in {text!r}; write a list like 0-3,6"
-            ) from None
+    try:
+        cpus = parse_cpulist(str(text))
+    except ValueError as exc:
+        raise ConfigError(f"cpus: cannot read {text!r} ({exc}); write a list like 0-3,6") from None
     if not cpus:
         raise ConfigError(f"cpus: {text!r} names no CPU")
     return tuple(sorted(cpus))

@@ -10,12 +10,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from actorq.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,13 +81,8 @@ def start_app(tmp_path: Path, target: str, *extra: str) -> subprocess.Popen[str]
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """``actorq.testing.wait_until`` with this file's historical defaults."""
+    return wait_until(pred, timeout=timeout, interval=0.02, what=what)
 
 
 def workers_of(pid: int) -> list[psutil.Process]:

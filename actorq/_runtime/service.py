@@ -78,7 +78,7 @@ class ControlService:
             log.warning("%s is back (restart %d)", proc.label, proc.restarts)
         if all(w.hello for w in sup.workers):
             sup.became_ready()
-        if sup.stopping:
+        if sup.workers_told:  # a successor that came up during the stop
             sup.request(proc, "shutdown", {})
         return None
 

@@ -21,9 +21,9 @@ in a thread reaps only its own children (and leaves the host program's
 signals to the host: stop it with ``handle.stop()``).
 
 - first SIGINT/SIGTERM: orderly. Arm the stop deadline first; cancel ``main``;
-  tell each worker to shut down (every actor's ``on_stop`` runs); at
-  ``stop_timeout`` SIGKILL whatever is left; reap; remove the runtime
-  directory. Whatever is blocked where, the process exits within
+  once it has ended (or at half the deadline, if it is blocked) tell each
+  worker to shut down (every actor's ``on_stop`` runs); at ``stop_timeout``
+  SIGKILL whatever is left; reap; remove the runtime directory. Whatever is blocked where, the process exits within
   ``stop_timeout`` plus a small bound.
 - a second one: immediate. SIGKILL every child, reap, clean up, exit 130
   (SIGINT) or 143 (SIGTERM).
@@ -117,6 +117,7 @@ class Supervisor:
         self.dead_letter_log: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.ready_event = threading.Event()  # set when every worker is up (or start failed)
         self.up = False  # every worker said hello once
+        self.workers_told = False  # the stop reached the workers
         self.runtime_dir: Any = None
         self.created_dir = False
         self.loop: Any = None
@@ -367,6 +368,7 @@ class Supervisor:
             log.info("main process exited (%s)", how)
         kind = self.outcome[0] if self.outcome is not None else "died"
         self.begin_shutdown({"value": "main returned", "error": "main raised"}.get(kind, kind))
+        self._stop_workers()  # main is gone: nothing waits on the workers any more
 
     def _worker_exited(self, proc: Proc, how: str) -> None:
         snap = proc.board.read()
@@ -562,18 +564,36 @@ class Supervisor:
         # The deadline first: nothing below may keep the runtime from ending.
         self.loop.call_later(self.cfg.stop_timeout, self._stop_deadline)
         log.info("shutting down (%s)", why)
-        for proc in self.procs():
+        # main first, so it does not see its actors stop under it; the workers
+        # when main has ended, or at half the deadline if main does not end
+        # (it may be blocked), so that their on_stop still runs in time.
+        main = self.main_proc
+        if main is not None and not main.exited and main.hello:
+            try:
+                self.notify(main, "cancel", {})
+            except Exception as exc:
+                main.kill(f"unreachable at the stop ({exc})")
+            self.loop.call_later(self.cfg.stop_timeout / 2, self._stop_workers)
+        else:
+            if main is not None:
+                main.kill("not yet started when the stop began")
+            self._stop_workers()
+        self._maybe_done()
+
+    def _stop_workers(self) -> None:
+        """Tell every worker to stop its actors (their on_stop runs) and exit."""
+        if self.workers_told:
+            return
+        self.workers_told = True
+        for proc in self.workers:
             if proc.exited:
                 continue
             if not proc.hello:
                 proc.kill("not yet started when the stop began")
                 continue
             try:
-                if proc.role == "main":
-                    self.notify(proc, "cancel", {})
-                else:
-                    fut = self.request(proc, "shutdown", {})
-                    fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+                fut = self.request(proc, "shutdown", {})
+                fut.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
             except Exception as exc:
                 proc.kill(f"unreachable at the stop ({exc})")
         self._maybe_done()
