@@ -395,11 +395,26 @@ def test_inbox_drain_limit_leaves_the_rest_flagged() -> None:
             for i in range(5):
                 w.send_nowait(rec(i, 8))
         got: list[tuple[int, bytes]] = []
-        assert inbox.drain(lambda s, x: got.append((s, x)), limit=7) == 7
+        # a limit is shared equally: 8 over 4 flagged senders is 2 records each
+        assert inbox.drain(lambda s, x: got.append((s, x)), limit=8) == 8
+        assert sorted(t for t, _ in got) == [0, 0, 1, 1, 2, 2, 3, 3]
         assert inbox.pending()
-        assert inbox.drain(lambda s, x: got.append((s, x))) == 13
+        assert inbox.drain(lambda s, x: got.append((s, x))) == 12
         for s in range(4):
             assert [x for t, x in got if t == s] == [rec(i, 8) for i in range(5)]
+
+
+def test_inbox_drain_is_fair_to_a_quiet_sender_beside_a_flooding_one() -> None:
+    with Inbox.create(2) as inbox:
+        flood, quiet = inbox.ring(0, 1 << 16).writer(), inbox.ring(1, 4096).writer()
+        for i in range(1000):
+            flood.send_nowait(rec(i, 8))
+        quiet.send_nowait(rec(0, 8))
+        got: list[int] = []
+        inbox.drain(lambda s, x: got.append(s), limit=64)
+        # the quiet sender's one record is in the first call, not after 1000 others
+        assert got.count(1) == 1
+        assert got.count(0) == 32
 
 
 def _inbox_sender(ring: Ring, sid: int, n: int) -> bool:

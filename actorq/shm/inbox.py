@@ -88,6 +88,7 @@ class Inbox:
         readyflags.init(self.segment, max_senders)
         self._flags = readyflags.flags_view(self.segment)
         self._sleep = readyflags.sleep_view(self.segment)  # [SLEEPING], [EPOCH]
+        self._turn = 0  # which flagged sender drains first next time (round robin)
         self._zeros = bytes(max_senders)
         self.doorbell_fd = _bell.new_eventfd()
         self._readers: dict[int, RingReader] = {}
@@ -161,7 +162,13 @@ class Inbox:
 
     def drain(self, callback: Callable[[int, Any], object], limit: int | None = None) -> int:
         """Call ``callback(sender_id, record)`` for the waiting records of every
-        flagged ring (each ring's records in order); return the count."""
+        flagged ring (each ring's records in order); return the count.
+
+        With a ``limit``, each flagged sender gets an equal share of it (at
+        least one record), starting one sender further each call, and a sender
+        with records left stays flagged: a sender that floods its ring cannot
+        starve the others of their turn (round robin between senders, O(1) per
+        record)."""
         flags = self._flags
         snap = flags.tobytes()
         s = snap.find(1)
@@ -172,9 +179,13 @@ class Inbox:
             flags[s] = 0
             todo.append(s)
             s = snap.find(1, s + 1)
+        if len(todo) > 1:
+            self._turn = turn = (self._turn + 1) % len(todo)
+            todo = todo[turn:] + todo[:turn]
         self._acq()
         self._rel()
         readers = self._readers
+        share = None if limit is None else max(1, limit // len(todo))
         total = 0
         done = 0
         try:
@@ -187,15 +198,12 @@ class Inbox:
                         s,
                     )
                 else:
-                    total += reader.drain(callback, None if limit is None else limit - total, s)
-                    if limit is not None and total >= limit:
-                        if reader.pending():
-                            flags[s] = 1
-                        done += 1
-                        break
+                    total += reader.drain(callback, share, sender_id=s)
+                    if share is not None and reader.pending():
+                        flags[s] = 1  # its share is spent: the rest waits for the next call
                 done += 1
         finally:
-            for s in todo[done:]:  # not reached (limit or an exception): look again next time
+            for s in todo[done:]:  # not reached (an exception): look again next time
                 flags[s] = 1
         return total
 
