@@ -25,6 +25,8 @@ from typing import Any
 from .errors import ConfigError
 from .topology.cpulist import parse_cpulist
 
+SHED_POLICIES = ("fattest", "newest", "oldest")  # see _runtime/admission.py
+
 
 @dataclass(frozen=True)
 class Config:
@@ -43,7 +45,23 @@ class Config:
     # Seconds an ask waits for its answer before it raises TimeoutError (OTP's
     # gen_server:call default); None (``false`` in TOML): no default deadline.
     ask_timeout: float | None = 5.0
+    # Overload (see _runtime/admission.py): the most messages any actor without
+    # mailbox=N may have waiting; which message goes when its admission window
+    # is full; the queueing delay above which (for a whole interval) the window
+    # shrinks.
+    mailbox_limit: int = 100_000
+    shed_policy: str = "fattest"
+    sojourn_target: float = 0.005
+    sojourn_interval: float = 0.1
     source: str | None = None  # the file the values came from
+
+    def admission(self) -> Any:
+        """The overload settings, as the runtime's nodes take them."""
+        from ._runtime.admission import Admission
+
+        return Admission(
+            self.mailbox_limit, self.shed_policy, self.sojourn_target, self.sojourn_interval
+        )
 
     def merged(self, **overrides: Any) -> Config:
         """A copy with every override that is not None applied (flags win over the file)."""
@@ -105,6 +123,18 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value not in ("restart", "report"):
             raise bad('"restart" or "report"')
         return value
+    if key == "mailbox_limit":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad("a positive integer")
+        return value
+    if key == "shed_policy":
+        if value not in SHED_POLICIES:
+            raise bad(" or ".join(f'"{p}"' for p in SHED_POLICIES))
+        return value
+    if key in ("sojourn_target", "sojourn_interval"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise bad("a positive number of seconds")
+        return float(value)
     if key == "restart_intensity":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad("a non-negative integer")

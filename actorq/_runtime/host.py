@@ -21,7 +21,6 @@ and failures go back through the ``Node`` (routing).
 
 from __future__ import annotations
 
-import collections
 import inspect
 import logging
 import traceback
@@ -42,10 +41,13 @@ log = logging.getLogger("actorq.worker")
 _CoroutineType = types.CoroutineType
 _ctx = ctx
 
-# A mailbox item: (kind, sender, req, method, args, kwargs, chain). ``args`` is
-# a list when it came through msgpack (a STOP carries ``()``); ``chain`` is the
-# ask chain (see _codec's record list), None outside one.
-Item: TypeAlias = tuple[int, int, int, str, Sequence[Any], dict[str, Any] | None, list[Any] | None]
+# A mailbox item: (kind, sender, req, method, args, kwargs, chain, deadline).
+# ``args`` is a list when it came through msgpack (a STOP carries ``()``);
+# ``chain`` is the ask chain (see _codec's record list), None outside one;
+# ``deadline`` an ask's, on the monotonic clock every process shares, or None.
+Item: TypeAlias = tuple[
+    int, int, int, str, Sequence[Any], dict[str, Any] | None, list[Any] | None, float | None
+]
 
 
 async def _bound(coro: Any, ref: ActorRef, chain: list[Any] | None = None, tag: int = 0) -> Any:
@@ -61,9 +63,8 @@ class Cell:
         "fns",
         "hand",
         "instance",
-        "mailbox",
+        "mail",
         "node",
-        "queue",
         "reentrant",
         "ref",
         "spec",
@@ -74,10 +75,9 @@ class Cell:
 
     def __init__(self, node: Node, ref: ActorRef, spec: ActorSpec, instance: Any) -> None:
         self.node, self.ref, self.spec, self.instance = node, ref, spec, instance
-        self.queue: collections.deque[Item] = collections.deque()
+        self.mail = node.admission.mailbox(spec.mailbox)  # admission.py
         self.busy = False
         self.stopped = False
-        self.mailbox = spec.mailbox
         self.reentrant = spec.reentrant
         # method name -> (bound method, its board tag), filled on first use
         self.fns: dict[str, tuple[Any, int]] = {}
@@ -86,27 +86,36 @@ class Cell:
         self.turns = 0  # async turns started (non-reentrant actors only)
         self.turn = 0  # the async turn running now, 0: none (see the module docstring)
 
-    def post(self, item: Item) -> None:
-        """item: (kind, sender, req, method, args, kwargs, chain)."""
-        if self.busy or self.queue:
+    def post(self, item: Item, key: int) -> None:
+        """Run ``item`` now, or queue it behind the others from sender ``key``."""
+        mail = self.mail
+        if self.busy or mail.size:
             if self.turn and item[6] is not None and self._closes_cycle(item):
                 return
-            if self.mailbox is not None and len(self.queue) >= self.mailbox and item[0] != STOP:
-                self.node.overflowed(self, item)
-                return
-            self.queue.append(item)
-            self.board[self.hand] += 1
+            refused = mail.put(key, item, self.node.loop.time(), item[0] == STOP)
+            if refused is None:
+                self.board[self.hand] += 1
+            elif refused is item:
+                self.node.shed(self, item)
+            else:  # a queued message made room: the count in hand is unchanged
+                self.node.shed(self, refused)
             return
         self.run(item)
 
     def pump(self) -> None:
-        queue = self.queue
-        while queue and not self.busy:
-            self.run(queue.popleft())
-            self.board[self.hand] -= 1  # after it ran: a crash in it counts it as lost
+        mail = self.mail
+        board, hand, clock = self.board, self.hand, self.node.loop.time
+        while mail.size and not self.busy:
+            before = mail.size
+            item = mail.get(clock())
+            if item is None:  # only asks past their deadline were left
+                board[hand] -= before
+                return
+            self.run(item)
+            board[hand] -= before - mail.size  # after it ran: a crash in it counts it as lost
 
     def run(self, item: Item) -> None:
-        kind, sender, req, method, args, kwargs, chain = item
+        kind, sender, req, method, args, kwargs, chain, _ = item
         node = self.node
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
@@ -285,9 +294,8 @@ class Host:
             self.node.board_slots.release_slot(cell.hand)
             if req:
                 self.node.reply(sender, req, None)
-            for item in cell.queue:
+            for item in cell.mail.drain():
                 self.node.no_such_actor(item[1], item, cell.ref.id)
-            cell.queue.clear()
             if self.node.on_stopped is not None:
                 self.node.on_stopped(cell.ref.id)
 
@@ -322,7 +330,7 @@ class Host:
     def rows(self) -> list[dict[str, Any]]:
         """One row per hosted actor, for stats."""
         return [
-            {"id": c.ref.id, "name": c.ref.name, "cls": c.spec.path, "queued": len(c.queue)}
+            {"id": c.ref.id, "name": c.ref.name, "cls": c.spec.path, **c.mail.stats()}
             for c in self.cells.values()
         ]
 

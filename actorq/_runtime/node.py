@@ -52,12 +52,14 @@ from .._codec import (
 )
 from ..errors import ActorDied, ActorNotFound, Deadlock, Overloaded, PayloadTooLarge, RemoteError
 from . import logs
+from .admission import Admission
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host, Item
 
 log = logging.getLogger("actorq.worker")
 
 _NODE_SHIFT = 32
+_SEQ_MASK = 0xFFFF_FFFF
 _pack_call = _codec.pack_call
 _pack = _codec.pack
 _UNSENDABLE = _codec.UNSENDABLE
@@ -91,12 +93,14 @@ class Node:
         control: Any = None,
         board: Board | None = None,
         ask_timeout: float | None = 5.0,
+        admission: Admission | None = None,
     ) -> None:
         self.index = index
         # What the supervisor reads if this process stalls or dies (board.py);
         # processes that host no actors get a private one.
         self.board_slots = board if board is not None else Board()
         self.board = self.board_slots.words
+        self.admission = admission if admission is not None else Admission()
         self.loop = loop
         self.port = port
         self.worker_cpus = worker_cpus
@@ -116,7 +120,9 @@ class Node:
         self.sent = 0
         self.received = 0
         self.dead_letters = 0
-        self.overloaded = 0
+        self.overloaded = 0  # messages refused by a full mailbox (asks and tells)
+        self.shed_tells = 0
+        self.expired = 0  # asks dropped unrun because their deadline had passed
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
         self.shutdown_hook: Callable[[], None] | None = None
@@ -150,24 +156,29 @@ class Node:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | EllipsisType | None = ...,
+        src: int | None = None,
     ) -> Any:
         """Send an ask; a Future of the reply. ``timeout``: seconds, None for no
-        deadline, ``...`` for this node's ``ask_timeout``."""
+        deadline, ``...`` for this node's ``ask_timeout``. ``src``: who sends,
+        for fair queueing at the receiver (default: the running actor)."""
         self._req += 1
         req = self._req
-        record = [ASK, req, ref.id, method, args, kwargs or None]
+        if timeout is ...:
+            timeout = self.ask_timeout
+        deadline = None if timeout is None else self._clock() + timeout
+        actor = _ctx.actor
+        src = (actor.id & _SEQ_MASK) if src is None and actor is not None else (src or 0)
+        # the deadline travels: the receiver drops the ask unrun once it has passed
+        record = [ASK, req, ref.id, method, args, kwargs or None, src, deadline]
         chain = _ctx.chain
         if chain is not None:
             record.append(chain)
         data = _pack_call(record, ref, method, args, kwargs)
         fut = self.loop.create_future()
         self._send(node_of(ref.id), data, True)  # may raise PayloadTooLarge: nothing to undo
-        if timeout is ...:
-            timeout = self.ask_timeout
-        if timeout is None:
+        if deadline is None:
             self.pending[req] = (fut, ref, method, None, None)
             return fut
-        deadline = self._clock() + timeout
         self.pending[req] = (fut, ref, method, deadline, timeout)
         if deadline < self._sweep_at:
             self._sweep_from(deadline)
@@ -204,11 +215,19 @@ class Node:
             self._sweep_from(max(upcoming, now + gap))
 
     def tell(
-        self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        src: int | None = None,
     ) -> None:
         rid = ref.id
+        if src is None:
+            actor = _ctx.actor
+            src = actor.id & _SEQ_MASK if actor is not None else 0
         try:
-            data = _pack([TELL, rid, method, args, kwargs or None])
+            data = _pack([TELL, rid, method, args, kwargs or None, src])
         except _UNSENDABLE:
             raise _codec.explain_unsendable(
                 f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
@@ -282,19 +301,34 @@ class Node:
             self.dead_letters,
         )
 
-    def overflowed(self, cell: Cell, item: Item) -> None:
+    def shed(self, cell: Cell, item: Item) -> None:
+        """``cell``'s mailbox refused ``item`` (admission.py): an ask fails with
+        Overloaded; a tell is counted as shed and logged once per episode."""
         kind, sender, req, method = item[:4]
         self.overloaded += 1
+        mail = cell.mail
         if kind == ASK:
+            p50 = mail.percentile(0.5)
             self.fail(
                 sender,
                 req,
                 F_OVERLOADED,
                 "Overloaded",
-                f"{cell.ref!r}: mailbox full ({cell.mailbox} messages); retry later",
+                f"{cell.ref!r}.{method}: its mailbox is full (admission window {mail.window} "
+                f"of at most {mail.ceiling} messages; queueing delay p50 "
+                f"{'?' if p50 is None else f'{p50 * 1000:g} ms'}); retry later, or slow down",
             )
-        else:
-            self.dead_letter(cell.ref.id, method)
+            return
+        self.shed_tells += 1
+        if self.shed_tells == 1 or self.shed_tells % 10_000 == 0:
+            log.warning(
+                "shed tell %s to %r: its mailbox is over its admission window (%d messages); "
+                "%d tells shed on this worker so far (counted in stats, not logged each)",
+                method,
+                cell.ref,
+                mail.window,
+                self.shed_tells,
+            )
 
     # --- receiving ------------------------------------------------------------------
     def _taken(self, n: int) -> None:
@@ -326,18 +360,22 @@ class Node:
                 entry[0].set_exception(_failure(msg, entry[1].id))
             return
         if kind == ASK:
-            if len(msg) == 6:
-                _, req, target, method, args, kwargs = msg
-                item = (ASK, sender, req, method, args, kwargs, None)
+            if len(msg) == 8:
+                _, req, target, method, args, kwargs, src, deadline = msg
+                chain = None
             else:
-                _, req, target, method, args, kwargs, chain = msg
-                item = (ASK, sender, req, method, args, kwargs, chain)
+                _, req, target, method, args, kwargs, src, deadline, chain = msg
+            if deadline is not None and deadline <= self._clock():
+                self.expired += 1  # its asker has given up: abort early, not late
+                return
+            item: Item = (ASK, sender, req, method, args, kwargs, chain, deadline)
         elif kind == TELL:
-            _, target, method, args, kwargs = msg
-            item = (TELL, sender, 0, method, args, kwargs, None)
+            _, target, method, args, kwargs, src = msg
+            item = (TELL, sender, 0, method, args, kwargs, None, None)
         elif kind == STOP:
             _, req, target = msg
-            item = (STOP, sender, req, _STOP_METHOD, (), None, None)
+            src = 0
+            item = (STOP, sender, req, _STOP_METHOD, (), None, None, None)
         else:
             log.error(
                 "node %d: dropped a record of unknown kind %r from node %d",
@@ -349,8 +387,8 @@ class Node:
         cell = self.actors.get(target)
         if cell is None:
             self.no_such_actor(sender, item, target)
-        elif cell.busy or cell.queue:
-            cell.post(item)
+        elif cell.busy or cell.mail.size:
+            cell.post(item, (sender << _NODE_SHIFT) | src)
         else:
             cell.run(item)
 
@@ -430,6 +468,8 @@ class Node:
             "received": self.received,
             "dead_letters": self.dead_letters,
             "overloaded": self.overloaded,
+            "shed_tells": self.shed_tells,
+            "expired": self.expired,
             "pending_asks": len(self.pending),
             "backlog": self.port.backlog(),
             "loop": self.loop.statistics(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorRef, check_timeout
@@ -226,14 +227,29 @@ class ControlService:
         if timeout is not ...:
             timeout = check_timeout(timeout, f"ask {body['method']}")
         return self.sup.node.ask(
-            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}, timeout
+            ref,
+            body["method"],
+            tuple(body.get("args") or ()),
+            body.get("kwargs") or {},
+            timeout,
+            src=_client_key(peer),
         )
 
     def tell(self, peer: bytes | None, body: dict[str, Any]) -> None:
         ref = self._client_ref(body)
         self.sup.node.tell(
-            ref, body["method"], tuple(body.get("args") or ()), body.get("kwargs") or {}
+            ref,
+            body["method"],
+            tuple(body.get("args") or ()),
+            body.get("kwargs") or {},
+            src=_client_key(peer),
         )
 
     def stop(self, peer: bytes | None, body: dict[str, Any]) -> Any:
         return self.sup.node.stop_actor(self._client_ref(body))
+
+
+def _client_key(peer: bytes | None) -> int:
+    """An outside client's sender key for fair queueing at the actor: each
+    client connection is a sender of its own, not all of them one."""
+    return (zlib.crc32(peer) or 1) if peer else 0

@@ -23,8 +23,8 @@ signals to the host: stop it with ``handle.stop()``).
 - first SIGINT/SIGTERM: orderly. Arm the stop deadline first; cancel ``main``;
   once it has ended (or at half the deadline, if it is blocked) tell each
   worker to shut down (every actor's ``on_stop`` runs); at ``stop_timeout``
-  SIGKILL whatever is left; reap; remove the runtime directory. Whatever is blocked where, the process exits within
-  ``stop_timeout`` plus a small bound.
+  SIGKILL whatever is left; reap; remove the runtime directory. Whatever is
+  blocked where, the process exits within ``stop_timeout`` plus a small bound.
 - a second one: immediate. SIGKILL every child, reap, clean up, exit 130
   (SIGINT) or 143 (SIGTERM).
 - SIGKILL of the supervisor: each child gets SIGKILL from the kernel
@@ -189,6 +189,7 @@ class Supervisor:
             log_level=logging.getLogger("actorq").getEffectiveLevel(),
             board=proc.board,
             ask_timeout=self.cfg.ask_timeout,
+            admission=self.cfg.admission(),
             cpu=proc.cpu,
             numa_node=proc.numa_node,
             recreate=recreate or [],

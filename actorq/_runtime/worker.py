@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import _actor
 from . import logs
+from .admission import Admission
 from .board import Board
 from .node import Node
 
@@ -59,6 +60,7 @@ class ChildSpec:
     log_level: int
     board: Board
     ask_timeout: float | None = None
+    admission: Admission = field(default_factory=Admission)
     cpu: int | None = None  # workers only
     numa_node: int | None = None
     recreate: list[dict[str, Any]] = field(default_factory=list)  # actors to re-create
@@ -167,6 +169,7 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
         control=endpoint,
         board=spec.board,
         ask_timeout=spec.ask_timeout,
+        admission=spec.admission,
     )
     _actor.ctx.node = node
     _actor.ctx.board = node.board
