@@ -279,16 +279,18 @@ class Method:
         """
         return Method(self.ref, self.name, check_timeout(seconds, f"{self!r}.with_timeout"))
 
-    def tell(self, *args: Any, **kwargs: Any) -> None:
+    def tell(self, *args: Any, **kwargs: Any) -> Any:
+        """Send and forget. Inside the runtime it returns an awaitable: awaiting it
+        waits while the way to the actor is congested (backpressure); past its
+        bound the tell raises ``Overloaded``."""
         ref = self.ref
         if ref._via is not None:
             ref._via.tell_actor(ref, self.name, args, kwargs)
-            return
+            return None
         node = ctx.node
         if node is None:
             node = current_node()  # raises, saying what to do
-        node.tell(ref, self.name, args, kwargs)
-        return None
+        return node.tell(ref, self.name, args, kwargs)
 
     def __repr__(self) -> str:
         if self.timeout is ...:

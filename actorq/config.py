@@ -53,6 +53,9 @@ class Config:
     shed_policy: str = "fattest"
     sojourn_target: float = 0.005
     sojourn_interval: float = 0.1
+    # Messages that may wait for one destination (its ring full) before a tell
+    # or ask to it raises Overloaded; past a quarter of it, tells park.
+    backlog_limit: int = 65_536
     source: str | None = None  # the file the values came from
 
     def admission(self) -> Any:
@@ -60,7 +63,11 @@ class Config:
         from ._runtime.admission import Admission
 
         return Admission(
-            self.mailbox_limit, self.shed_policy, self.sojourn_target, self.sojourn_interval
+            self.mailbox_limit,
+            self.shed_policy,
+            self.sojourn_target,
+            self.sojourn_interval,
+            self.backlog_limit,
         )
 
     def merged(self, **overrides: Any) -> Config:
@@ -123,7 +130,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value not in ("restart", "report"):
             raise bad('"restart" or "report"')
         return value
-    if key == "mailbox_limit":
+    if key in ("mailbox_limit", "backlog_limit"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise bad("a positive integer")
         return value

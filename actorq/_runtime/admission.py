@@ -64,6 +64,7 @@ class Admission:
     shed_policy: str = "fattest"
     sojourn_target: float = 0.005
     sojourn_interval: float = 0.1
+    backlog_limit: int = 65_536  # messages waiting for one destination before sends fail
 
     def mailbox(self, ceiling: int | None) -> Mailbox:
         return Mailbox(

@@ -62,6 +62,7 @@ class Cell:
         "busy",
         "fns",
         "hand",
+        "hold",
         "instance",
         "mail",
         "node",
@@ -85,6 +86,9 @@ class Cell:
         self.hand = node.board_slots.take_slot(ref.id)  # word: messages queued + tasks running
         self.turns = 0  # async turns started (non-reentrant actors only)
         self.turn = 0  # the async turn running now, 0: none (see the module docstring)
+        # set when a method told into a congested way out: the actor takes no next
+        # message until that has drained (Node._throttle)
+        self.hold: Any = None
 
     def post(self, item: Item, key: int) -> None:
         """Run ``item`` now, or queue it behind the others from sender ``key``."""
@@ -138,6 +142,8 @@ class Cell:
             if type(result) is not _CoroutineType:
                 if kind == ASK:
                     node.reply(sender, req, result, self, method)
+                if self.hold is not None:
+                    self._park()
                 return
             self._start(result, kind, sender, req, method, chain, tag)
             return
@@ -230,7 +236,25 @@ class Cell:
         if not self.reentrant:
             self.busy = False
             self.turn = 0
+        if self.hold is not None:
+            self._park()
+        elif not self.reentrant:
             self.pump()
+
+    def _park(self) -> None:
+        """Take no message until the way out this actor congested has drained."""
+        hold = self.hold
+        if self.busy or hold.done():
+            self.hold = None
+            return
+        self.busy = True
+
+        def resume(_: Any) -> None:
+            self.hold = None
+            self.busy = False
+            self.pump()
+
+        hold.add_done_callback(resume)
 
 
 class Host:

@@ -81,6 +81,23 @@ class Port:
     def backlog(self) -> dict[int, int]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def queued(self, dest: int) -> int:  # pragma: no cover - interface
+        """Records for ``dest`` waiting in our backlog (the channel was full)."""
+        raise NotImplementedError
+
+    def on_room(self, dest: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the backlog for ``dest`` has drained."""
+        if not self.queued(dest):
+            callback()
+            return
+        self._room.setdefault(dest, []).append(callback)
+
+    def _roomy(self, dest: int) -> None:
+        for callback in self._room.pop(dest, ()):
+            callback()
+
+    _room: dict[int, list[Callable[[], None]]]
+
 
 # --- socketpair channels ---------------------------------------------------------
 
@@ -132,6 +149,8 @@ class SocketPort(Port):
         self.index = index
         self.socks = socks
         self._out: dict[int, bytearray] = {}  # bytes the kernel did not take yet, per peer
+        self._outn: dict[int, int] = {}  # records in _out, per peer
+        self._room = {}
         self._in: dict[int, bytearray] = {j: bytearray() for j in socks}
         self._loop: Any = None
         self._deliver: Deliver | None = None
@@ -190,6 +209,7 @@ class SocketPort(Port):
         if out:
             out += frame
             self.backlog_total += 1
+            self._outn[dest] += 1
             return
         s = self.socks[dest]
         try:
@@ -198,6 +218,7 @@ class SocketPort(Port):
             sent = 0
         if sent < len(frame):
             self._out[dest] = bytearray(frame[sent:])
+            self._outn[dest] = 1
             self.backlog_total += 1
             self._loop.add_writer(s.fileno(), self._writable, dest)
 
@@ -212,7 +233,11 @@ class SocketPort(Port):
             del out[:sent]
         self._loop.remove_writer(s.fileno())
         self._out.pop(dest, None)
-        self.backlog_total = 0
+        self.backlog_total -= self._outn.pop(dest, 0)
+        self._roomy(dest)
+
+    def queued(self, dest: int) -> int:
+        return self._outn.get(dest, 0)
 
     def flush(self) -> None:
         pass  # every send is already visible
@@ -310,6 +335,7 @@ class RingPort(Port):
         self.writers = {j: r.writer() for j, r in rings.items()}
         self._dirty: set[int] = set()
         self._backlog: dict[int, collections.deque[bytes]] = {}
+        self._room = {}
         self._loop: Any = None
         self._deliver: Deliver  # set by start(), before anything can call _drain
         self._remove_hook: Any = None
@@ -447,9 +473,14 @@ class RingPort(Port):
         w.publish()
         self._loop.remove_reader(w.space_fd)
         self._backlog.pop(dest, None)
+        self._roomy(dest)
 
     def backlog(self) -> dict[int, int]:
         return {d: len(q) for d, q in self._backlog.items() if q}
+
+    def queued(self, dest: int) -> int:
+        q = self._backlog.get(dest)
+        return len(q) if q else 0
 
     def close(self) -> None:
         loop = self._loop

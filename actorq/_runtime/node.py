@@ -32,7 +32,7 @@ import inspect
 import logging
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import EllipsisType
 from typing import Any
 
@@ -72,6 +72,18 @@ _NEVER = float("inf")
 # stay a small share of the loop's time (deadlines are then met a little late).
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
+
+
+class _Sent:
+    """What a tell returns while there is room: awaiting it does not suspend."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_SENT = _Sent()
 
 
 def node_of(actor_id: int) -> int:
@@ -122,6 +134,12 @@ class Node:
         self.dead_letters = 0
         self.overloaded = 0  # messages refused by a full mailbox (asks and tells)
         self.shed_tells = 0
+        self.refused_sends = 0  # tells/asks refused because the way out was past its bound
+        self.local_queued = 0  # messages to our own actors not yet delivered
+        self._local_room: list[Callable[[], None]] = []
+        self._room_futs: dict[int, Any] = {}  # destination -> Future done when it has room
+        self.backlog_hard = self.admission.backlog_limit
+        self.backlog_soft = max(1, self.backlog_hard // 4)
         self.expired = 0  # asks dropped unrun because their deadline had passed
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
@@ -136,7 +154,8 @@ class Node:
         self.sent += 1
         if dest == self.index:
             self.board[TAKEN] += 1
-            self.loop.call_soon(self.deliver, dest, data)
+            self.local_queued += 1
+            self.loop.call_soon(self._deliver_local, data)
             return
         port = self.port
         port.send(dest, data)
@@ -174,8 +193,14 @@ class Node:
         if chain is not None:
             record.append(chain)
         data = _pack_call(record, ref, method, args, kwargs)
+        dest = node_of(ref.id)
+        if dest == self.index:
+            if self.local_queued >= self.backlog_hard:
+                self._check_room(self.local_queued, ref, method, "this worker's own queue")
+        elif self.port.backlog_total >= self.backlog_soft:
+            self._check_room(self.port.queued(dest), ref, method, f"the channel to worker {dest}")
         fut = self.loop.create_future()
-        self._send(node_of(ref.id), data, True)  # may raise PayloadTooLarge: nothing to undo
+        self._send(dest, data, True)  # may raise PayloadTooLarge: nothing to undo
         if deadline is None:
             self.pending[req] = (fut, ref, method, None, None)
             return fut
@@ -221,7 +246,12 @@ class Node:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         src: int | None = None,
-    ) -> None:
+    ) -> Any:
+        """Send without waiting for an answer. Returns an awaitable: done at once
+        while the way to the actor has room, else done when it has drained
+        (``await ref.m.tell(x)`` parks a coroutine there; backpressure). Past
+        ``backlog_limit`` messages waiting, raises Overloaded (code that cannot
+        wait must not queue without bound)."""
         rid = ref.id
         if src is None:
             actor = _ctx.actor
@@ -233,15 +263,69 @@ class Node:
                 f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
             ) from None
         dest = rid >> _NODE_SHIFT
-        self.sent += 1
         if dest == self.index:
+            if self.local_queued >= self.backlog_soft:
+                self._check_room(self.local_queued, ref, method, "this worker's own queue")
+                self._send(dest, data)
+                return self._throttle(-1)
+            self.sent += 1
             self.board[TAKEN] += 1
-            self.loop.call_soon(self.deliver, dest, data)
-            return
+            self.local_queued += 1
+            self.loop.call_soon(self._deliver_local, data)
+            return _SENT
         port = self.port
+        if port.backlog_total >= self.backlog_soft:
+            queued = port.queued(dest)
+            self._check_room(queued, ref, method, f"the channel to worker {dest}")
+            self._send(dest, data)
+            return self._throttle(dest) if queued + 1 >= self.backlog_soft else _SENT
+        self.sent += 1
         port.send(dest, data)
         if self._flush_handle is None and not port.draining:
             self._flush_handle = self.loop.call_soon(self._flush)
+        return _SENT
+
+    # --- backpressure ------------------------------------------------------------
+    def _check_room(self, queued: int, ref: ActorRef, method: str, where: str) -> None:
+        """Refuse a message that would take ``where`` past its hard bound."""
+        if queued >= self.backlog_hard:
+            self.refused_sends += 1
+            raise Overloaded(
+                f"{ref!r}.{method}: {where} already holds {queued} messages not yet taken "
+                f"(backlog_limit); from async code await the tell (await ref.{method}.tell(...)) "
+                "to wait for room, or send less"
+            )
+
+    def _throttle(self, dest: int) -> Any:
+        """The way to ``dest`` (-1: ourselves) is congested: a Future done when it has
+        drained. The running actor, if any, takes no next message until then (it
+        is parked: backpressure reaches whoever sends to it)."""
+        fut = self._room_futs.get(dest)
+        if fut is None or fut.done():
+            fut = self._room_futs[dest] = self.loop.create_future()
+
+            def room(fut: Any = fut) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            if dest < 0:
+                self._local_room.append(room)
+            else:
+                self.port.on_room(dest, room)
+        actor = _ctx.actor
+        if actor is not None:
+            cell = self.actors.get(actor.id)
+            if cell is not None and cell.hold is None:
+                cell.hold = fut
+        return fut
+
+    def _deliver_local(self, data: bytes) -> None:
+        self.local_queued -= 1
+        if self._local_room and self.local_queued <= self.backlog_soft // 2:
+            waiting, self._local_room = self._local_room, []
+            for room in waiting:
+                room()
+        self.deliver(self.index, data)
 
     def stop_actor(self, ref: ActorRef) -> Any:
         self._req += 1
@@ -469,6 +553,8 @@ class Node:
             "dead_letters": self.dead_letters,
             "overloaded": self.overloaded,
             "shed_tells": self.shed_tells,
+            "refused_sends": self.refused_sends,
+            "local_queued": self.local_queued,
             "expired": self.expired,
             "pending_asks": len(self.pending),
             "backlog": self.port.backlog(),
