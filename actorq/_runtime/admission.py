@@ -6,19 +6,24 @@ method that takes a microsecond and a disaster for one that takes a
 millisecond. CoDel (RFC 8289) watches the *sojourn time* of what leaves the
 queue: when even the best message of a whole interval (100 ms) waited longer
 than the target (5 ms), the queue is standing, not absorbing a burst, and the
-server is overloaded. Then the admission window (messages admitted but not yet
-run) is cut to 0.7 of what was queued, like TCP's multiplicative decrease;
-while the window is reached without a standing queue it grows by an eighth
-per interval (additive increase). Nobody has to guess a number: the window
-follows the actor's speed. ``mailbox=N`` (or ``mailbox_limit`` from the
-config) stays a hard ceiling on it.
+actor is overloaded. Then the admission window (messages admitted but not yet
+run) is cut by the ratio target/sojourn, between 0.1 and 0.7 of what it was
+(the gradient of Netflix's concurrency limits, a multiplicative decrease like
+TCP's), and what waits beyond the new window is shed at once (CoDel drops from
+a standing queue; waiting longer only makes it staler). The window starts at
+1,024 and doubles each interval in which it was reached (slow start) until the
+first standing queue; after that it grows by an eighth per such interval
+(additive increase). Nobody has to guess a number: the window follows the
+actor's speed. ``mailbox=N`` (or ``mailbox_limit`` from the config) stays a
+hard ceiling on it.
 
 Fairness: each sender (a sending actor, or code outside actors on a worker,
 or an outside client through the supervisor) has its own FIFO; the mailbox
 serves them round robin, one message each in turn (FQ-CoDel's flows, RFC
-8290, with a quantum of one message). FIFO per sender and receiver holds;
-one flooding sender gets one turn in N, not the whole actor. O(1) per
-message.
+8290, with a quantum of one message), and a sender with nothing waiting is
+admitted even when the window is full (one place each beyond it, up to the
+ceiling). FIFO per sender and receiver holds; one flooding sender gets one
+turn in N, not the whole actor. O(1) per message.
 
 Shedding, when a message arrives and the window is full (``shed_policy``):
 
@@ -48,7 +53,8 @@ from ..config import SHED_POLICIES as SHED_POLICIES
 
 _DEADLINE = 7  # index of an item's deadline (see host.Item)
 _FLOOR = 1  # the window never closes completely: some work always gets in
-_DECREASE = 0.7
+_START = 1024  # the first window: bursts below it pass untouched
+_MOST_CUT, _LEAST_CUT = 0.1, 0.7  # bounds of one multiplicative decrease
 # Sojourn histogram bucket upper bounds, in seconds (the last bucket is open).
 BUCKETS = (
     0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
@@ -83,6 +89,7 @@ class Mailbox:
         "ceiling",
         "congested",
         "demand",
+        "dropped",
         "expired",
         "hist",
         "interval",
@@ -93,6 +100,7 @@ class Mailbox:
         "queues",
         "shed",
         "size",
+        "ssthresh",
         "target",
         "window",
     )
@@ -102,7 +110,9 @@ class Mailbox:
         self.order: collections.deque[int] = collections.deque()  # senders with messages
         self.size = 0
         self.ceiling = ceiling
-        self.window = ceiling  # optimistic: cut to the real level at the first standing queue
+        self.window = min(ceiling, _START)
+        self.ssthresh = ceiling  # slow start below it
+        self.dropped: list[Any] = []  # shed from a standing queue, for the cell to refuse
         self.policy = policy
         self.target = target
         self.interval = interval
@@ -123,7 +133,13 @@ class Mailbox:
         room (this one, or a queued one), or None. ``force``: never refuse
         this one (a stop request)."""
         refused = None
-        if self.size >= self.window and not force:
+        # A sender with nothing waiting gets one place beyond the window (up to
+        # the ceiling): however small the window, every sender keeps a turn.
+        if (
+            self.size >= self.window
+            and not force
+            and (key in self.queues or self.size >= self._fair_bound())
+        ):
             self.demand = True
             refused = self._choose_victim(key, item)
             self.shed += 1
@@ -138,6 +154,9 @@ class Mailbox:
         self.admitted += 1
         return refused
 
+    def _fair_bound(self) -> int:
+        return min(self.ceiling, self.window + len(self.order))
+
     def _choose_victim(self, key: int, item: Any) -> Any:
         if self.policy == "newest" or not self.size:
             return item
@@ -145,7 +164,11 @@ class Mailbox:
             first = self.order[0]
             return self._remove(first, oldest=True)
         fattest = max(self.order, key=lambda k: len(self.queues[k]))
-        if fattest == key or len(self.queues[fattest]) <= len(self.queues.get(key, ())):
+        # evict another sender's message only if it would still hold more than the
+        # arriving sender once this one is in (ties go against the newcomer), and
+        # never a sender's only one: each keeps its place in line
+        held = len(self.queues[fattest])
+        if held < 2 or held <= len(self.queues.get(key, ())) + 1:
             return item
         return self._remove(fattest, oldest=False)
 
@@ -187,11 +210,19 @@ class Mailbox:
         if now < self.interval_end:
             return
         if self.interval_end and self.min_sojourn > self.target:
-            # a standing queue for a whole interval: cut the window to below it
-            self.window = max(_FLOOR, min(self.window, int((self.size + 1) * _DECREASE)))
+            # a standing queue for a whole interval: cut the window, shed what is beyond
+            cut = min(_LEAST_CUT, max(_MOST_CUT, self.target / self.min_sojourn))
+            self.window = self.ssthresh = max(_FLOOR, int(min(self.window, self.size + 1) * cut))
             self.congested += 1
+            while self.size > self.window:
+                fattest = max(self.order, key=lambda k: len(self.queues[k]))
+                if len(self.queues[fattest]) < 2:
+                    break  # one message per sender is never shed from a standing queue
+                self.dropped.append(self._remove(fattest, oldest=False))
+                self.shed += 1
         elif self.demand and self.window < self.ceiling:
-            self.window = min(self.ceiling, self.window + max(1, self.window // 8))
+            grow = self.window if self.window < self.ssthresh else max(1, self.window // 8)
+            self.window = min(self.ceiling, self.window + grow)
         self.interval_end = now + self.interval
         self.min_sojourn = float("inf")
         self.demand = False
@@ -225,6 +256,7 @@ class Mailbox:
             "shed": self.shed,
             "expired": self.expired,
             "congested": self.congested,
+            "ceiling": self.ceiling,
             "sojourn_p50_ms": None if p50 is None else p50 * 1000,
             "sojourn_p99_ms": None if p99 is None else p99 * 1000,
         }

@@ -112,8 +112,12 @@ class Cell:
         while mail.size and not self.busy:
             before = mail.size
             item = mail.get(clock())
+            if mail.dropped:  # a standing queue was cut back to the window
+                dropped, mail.dropped = mail.dropped, []
+                for refused in dropped:
+                    self.node.shed(self, refused)
             if item is None:  # only asks past their deadline were left
-                board[hand] -= before
+                board[hand] -= before - mail.size
                 return
             self.run(item)
             board[hand] -= before - mail.size  # after it ran: a crash in it counts it as lost
