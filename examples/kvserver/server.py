@@ -33,7 +33,6 @@ those limits (times the largest value, for replies from other shards).
 from __future__ import annotations
 
 import collections
-import errno
 import itertools
 import logging
 import os
@@ -43,6 +42,7 @@ from typing import Any
 from zlib import crc32
 
 import actorq
+from actorq import net
 
 from .commands import COMMANDS, KEY, SESSION, Fanout, check, execute, hello, route_checked
 from .resp import RequestParser, encode_error, to_resp3
@@ -51,9 +51,11 @@ from .store import Store
 log = logging.getLogger("examples.kvserver")
 
 HOST = "127.0.0.1"
-READ_SIZE = 65536
-#: Reads per wake-up for one connection before the others get a turn.
-READ_BUDGET = 16
+#: The kv server's connection limits (actorq.net.Limits' defaults, except as
+#: set here); ``KVSERVER_NET="name=value ..."`` changes any of them.
+LIMITS = net.Limits(idle_timeout=0)  # like Redis's ``timeout 0``: idle clients stay
+#: Sent to a connection refused by a cap before it is closed (as Redis does).
+REFUSAL = b"-ERR max number of clients reached\r\n"
 #: Stop reading a connection while this many reply bytes wait to be sent to it.
 HIGH_WATER = 1 << 20
 #: ... or while this many of its replies are queued (most waiting for other
@@ -70,15 +72,12 @@ SWEEP_INTERVAL = 0.1  # seconds between active-expiry passes
 SWEEP_LIMIT = 200  # keys reclaimed per pass at most (bounded pause)
 
 
-def listen_socket(port: int) -> socket.socket:
-    """A non-blocking TCP listener on HOST:port shared with the other workers (SO_REUSEPORT)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((HOST, port))
-    s.listen(1024)
-    s.setblocking(False)
-    return s
+def limits_from_env() -> net.Limits:
+    raw = os.environ.get("KVSERVER_NET", "")
+    try:
+        return net.Limits.parse(raw, LIMITS)
+    except ValueError as exc:
+        raise SystemExit(f"kvserver: KVSERVER_NET: {exc}") from None
 
 
 class Slot:
@@ -188,53 +187,31 @@ class Outbox:
             conn.flush()
 
 
-class Connection:
-    """One client connection, served entirely on the worker that accepted it."""
+class Connection(net.Connection):
+    """One client connection, served entirely on the worker that accepted it.
+
+    A user of :mod:`actorq.net`: the base reads a slice per loop turn,
+    writes, and enforces the caps and slow-client timeouts; this class
+    parses RESP and runs the requests.
+    """
 
     _ids = itertools.count(1)
 
-    def __init__(self, shard: Shard, sock: socket.socket) -> None:
+    def __init__(self, server: net.Server, sock: socket.socket, peer: str, shard: Shard) -> None:
         self.shard = shard
-        self.sock = sock
-        self.fd = sock.fileno()
         self.id = next(self._ids)
         self.parser = RequestParser()
         self.proto = 2
         self.queue: collections.deque[bytes | Slot] = collections.deque()
-        self.outq: collections.deque[bytes | memoryview] = collections.deque()
-        self.outbytes = 0  # bytes in outq, accepted by us, not yet by the kernel
         self.backlog: list[Any] = []  # requests parsed but not run while paused
         self.paused = False  # neither reading nor running: too many replies wait to be sent
         self.quitting = False
-        self.closed = False
-        shard.loop.add_reader(self.fd, self.on_readable)
+        super().__init__(server, sock, peer)
 
     # -- input -------------------------------------------------------------------
-    def on_readable(self) -> bool | None:
-        recv = self.sock.recv
-        budget = READ_BUDGET
-        while not self.closed and not self.paused:
-            if budget == 0:
-                return True  # more to read: let the other connections have a turn first
-            budget -= 1
-            try:
-                data = recv(READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.close()
-                return
-            if not data:
-                self.close()
-                return
-            self.handle(data)
-            if len(data) < READ_SIZE:
-                # A short read drained the socket at that instant; data arriving
-                # later raises a new edge (see loop-facts.md: no failing recv).
-                return
-
-    def handle(self, data: bytes) -> None:
+    def on_data(self, data: bytes) -> int:
         self.process(self.parser.feed(data))
+        return self.parser.pending()
 
     def process(self, reqs: list[Any]) -> None:
         """Run parsed requests in order; stop (and pause) once too much output waits."""
@@ -270,7 +247,7 @@ class Connection:
                         else:
                             if len(queue) >= MAX_QUEUED:
                                 self.backlog = reqs[i:]
-                                self.paused = True
+                                self.pause()
                                 break
                             slot = Slot()
                             queue.append(slot)
@@ -290,7 +267,7 @@ class Connection:
                         else:
                             if len(queue) >= MAX_QUEUED:
                                 self.backlog = reqs[i:]
-                                self.paused = True
+                                self.pause()
                                 break
                             if where.__class__ is int:
                                 slot = Slot()
@@ -316,14 +293,14 @@ class Connection:
                     size = 0
                     if self.outbytes > HIGH_WATER:
                         self.backlog = reqs[i + 1 :]
-                        self.paused = True
+                        self.pause()
                         break
         if ready:
             self.write(b"".join(ready) if len(ready) > 1 else ready[0])
         if queue:
             self.flush()
         elif self.quitting and not self.outq:
-            self.close()
+            self.close("quit")
 
     def session(self, req: list[bytes]) -> bytes:
         if req[0].upper() == b"QUIT":
@@ -376,54 +353,19 @@ class Connection:
         if out:
             self.write(b"".join(out))
         if self.quitting and not queue and not self.outq:
-            self.close()
+            self.close("quit")
         elif self.paused and not self.outq:
             self.resume()
 
-    def write(self, data: bytes) -> None:
-        """Send now what the kernel takes; queue the rest and watch for room."""
-        if not self.outq:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.close()
-                return
-            if sent == len(data):
-                return
-            self.shard.loop.add_writer(self.fd, self.on_writable)
-            # A memoryview slice: no copy of what is left (it may be megabytes).
-            self.outq.append(memoryview(data)[sent:])
-            self.outbytes += len(data) - sent
-        else:
-            self.outq.append(data)
-            self.outbytes += len(data)
-
-    def on_writable(self) -> None:
-        outq = self.outq
-        while outq and not self.closed:
-            chunk = outq[0]
-            try:
-                sent = self.sock.send(chunk)
-            except BlockingIOError:
-                return
-            except OSError:
-                self.close()
-                return
-            self.outbytes -= sent
-            if sent < len(chunk):
-                outq[0] = memoryview(chunk)[sent:]
-                return  # a short send: the socket buffer is full; wait for the next edge
-            outq.popleft()
-        if self.closed:
-            return
-        self.shard.loop.remove_writer(self.fd)
+    def on_drained(self) -> None:
         if self.quitting and not self.queue:
-            self.close()
-            return
-        if self.paused:
+            self.close("quit")
+        elif self.paused:
             self.resume()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.pause_reading()
 
     def resume(self) -> None:
         """Leave a pause once the replies have gone out and few requests are in flight."""
@@ -434,23 +376,7 @@ class Connection:
         if backlog:
             self.process(backlog)
         if not self.paused:
-            # Edge-triggered: bytes that arrived while paused raise no new edge.
-            self.read_more()
-
-    def read_more(self) -> None:
-        """Read what is waiting without an edge to tell us (after a pause)."""
-        if self.on_readable():
-            self.shard.loop.call_soon(self.read_more)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        loop = self.shard.loop
-        loop.remove_reader(self.fd)
-        loop.remove_writer(self.fd)
-        self.sock.close()
-        self.shard.connections.discard(self)
+            self.resume_reading()  # edge-triggered: bytes that came meanwhile raise no edge
 
 
 def shard_name(index: int) -> str:
@@ -476,8 +402,7 @@ class Shard:
         self.port = port
         self.store = Store()
         self.peers: list[Any] = []
-        self.connections: set[Connection] = set()
-        self.listener: socket.socket | None = None
+        self.server: net.Server | None = None
         self.sweeper: Any = None
         self.loop: Any = None
         self.outbox: Outbox | None = None
@@ -496,8 +421,11 @@ class Shard:
         self.loop = actorq.current_loop()
         self.outbox = Outbox(self)
         self.peers_ready = self.loop.create_future()
-        self.listener = listen_socket(self.port)
-        self.loop.add_reader(self.listener.fileno(), self.on_accept)
+        self.server = net.Server(
+            lambda server, sock, peer: Connection(server, sock, peer, self),
+            HOST, self.port, limits=limits_from_env(), loop=self.loop,
+            name=f"kv-shard-{self.index}", refusal=REFUSAL)
+        self.server.start()
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
         self.loop.spawn(self.find_peers())
         if os.environ.get("KVSERVER_PROFILE"):
@@ -566,28 +494,10 @@ class Shard:
         return replies, 0
 
     def stats(self) -> dict[str, int]:
+        """Keys, connections, and the connection server's refusals and closes by reason."""
+        net_stats = self.server.stats() if self.server is not None else {}
         return {"index": self.index, "pid": os.getpid(), "keys": len(self.store.data),
-                "connections": len(self.connections)}
-
-    def on_accept(self) -> None:
-        assert self.listener is not None
-        accept = self.listener.accept
-        while True:
-            try:
-                sock, _ = accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    log.error("shard %d: out of file descriptors (%s); raise LimitNOFILE",
-                              self.index, exc)
-                    # Edge-triggered: retry soon rather than wait for a new edge.
-                    self.loop.call_later(0.1, self.on_accept)
-                    return
-                continue  # ECONNABORTED and friends: that client is gone, take the next
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.connections.add(Connection(self, sock))
+                "connections": net_stats.get("open", 0), **net_stats}
 
     def sweep(self) -> None:
         self.store.sweep(limit=SWEEP_LIMIT)
@@ -600,11 +510,8 @@ class Shard:
                 os.path.join(os.environ["KVSERVER_PROFILE"], f"shard-{self.index}.prof"))
         if self.sweeper is not None:
             self.sweeper.cancel()
-        if self.listener is not None:
-            self.loop.remove_reader(self.listener.fileno())
-            self.listener.close()
-        for conn in list(self.connections):
-            conn.close()
+        if self.server is not None:
+            self.server.close()
 
 
 def port_from_env() -> int:

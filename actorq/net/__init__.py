@@ -1,0 +1,15 @@
+"""The connection server facility: accept on every worker, serve each
+connection fairly, and fail gracefully under unexpected traffic (caps,
+slow-client timeouts, fd exhaustion, a prefail policy). See ``server.py``.
+"""
+
+from __future__ import annotations
+
+from .server import FD_WEIGHT as FD_WEIGHT
+from .server import Connection as Connection
+from .server import Limits as Limits
+from .server import Server as Server
+from .server import listen as listen
+from .server import prefail_order as prefail_order
+
+__all__ = ["FD_WEIGHT", "Connection", "Limits", "Server", "listen", "prefail_order"]
