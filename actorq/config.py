@@ -56,6 +56,7 @@ class Config:
     # Messages that may wait for one destination (its ring full) before a tell
     # or ask to it raises Overloaded; past a quarter of it, tells park.
     backlog_limit: int = 65_536
+    fair_queueing: bool = True  # false: one FIFO per actor, for comparison in bench overload
     source: str | None = None  # the file the values came from
 
     def admission(self) -> Any:
@@ -68,6 +69,7 @@ class Config:
             self.sojourn_target,
             self.sojourn_interval,
             self.backlog_limit,
+            self.fair_queueing,
         )
 
     def merged(self, **overrides: Any) -> Config:
@@ -122,7 +124,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value not in ("on-crash", "never"):
             raise bad('"on-crash" or "never"')
         return value
-    if key == "explain":
+    if key in ("explain", "fair_queueing"):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value

@@ -71,6 +71,7 @@ class Admission:
     sojourn_target: float = 0.005
     sojourn_interval: float = 0.1
     backlog_limit: int = 65_536  # messages waiting for one destination before sends fail
+    fair_queueing: bool = True  # False: one FIFO for all senders (for comparison only)
 
     def mailbox(self, ceiling: int | None) -> Mailbox:
         return Mailbox(

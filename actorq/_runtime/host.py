@@ -96,6 +96,8 @@ class Cell:
         if self.busy or mail.size:
             if self.turn and item[6] is not None and self._closes_cycle(item):
                 return
+            if not self.node.admission.fair_queueing:
+                key = 0
             refused = mail.put(key, item, self.node.loop.time(), item[0] == STOP)
             if refused is None:
                 self.board[self.hand] += 1
