@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from _runtime_helpers import workers_of
 
+from actorq.config import Config, load_config
+from actorq.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 TOML = ROOT / "runtime" / "actorq.toml"
 UNIT = ROOT / "runtime" / "actorq@.service"
@@ -47,8 +50,7 @@ def cpu_list(text: str) -> set[int]:
 
 
 def test_example_config_loads_with_the_runtime_loader() -> None:
-    config = pytest.importorskip("actorq.config")
-    cfg = config.load_config(TOML)
+    cfg = load_config(TOML)
     assert cfg.workers == 2
     assert cfg.cpus == (0, 1)
     assert cfg.restart in ("on-crash", "never")
@@ -57,8 +59,7 @@ def test_example_config_loads_with_the_runtime_loader() -> None:
 
 
 def test_example_config_documents_every_option() -> None:
-    config = pytest.importorskip("actorq.config")
-    known = {f.name for f in dataclasses.fields(config.Config)} - {"source"}
+    known = {f.name for f in dataclasses.fields(Config)} - {"source"}
     lines = TOML.read_text().splitlines()
     keys = [(i, ln.split("=", 1)[0].strip()) for i, ln in enumerate(lines)
             if re.match(r"^[a-z_]+\s*=", ln)]
@@ -68,12 +69,10 @@ def test_example_config_documents_every_option() -> None:
 
 
 def test_example_config_typo_is_refused_by_name(tmp_path: Path) -> None:
-    config = pytest.importorskip("actorq.config")
-    errors = pytest.importorskip("actorq.errors")
     bad = tmp_path / "actorq.toml"
     bad.write_text(TOML.read_text().replace("workers = 2", "wokers = 2"))
-    with pytest.raises(errors.ConfigError, match="wokers"):
-        config.load_config(bad)
+    with pytest.raises(ConfigError, match="wokers"):
+        load_config(bad)
 
 
 def test_unit_stops_with_the_signal_the_runtime_handles() -> None:
@@ -82,8 +81,7 @@ def test_unit_stops_with_the_signal_the_runtime_handles() -> None:
     # SIGTERM to the supervisor only; it stops its workers itself.
     assert svc["KillMode"] == "mixed"
     assert svc["ExecStart"].split()[1] == "run"
-    config = pytest.importorskip("actorq.config")
-    stop_timeout = config.load_config(TOML).stop_timeout
+    stop_timeout = load_config(TOML).stop_timeout
     assert float(svc["TimeoutStopSec"]) > stop_timeout, (
         "TimeoutStopSec must leave the runtime its stop_timeout before systemd SIGKILLs"
     )
@@ -97,8 +95,7 @@ def test_unit_limits_pinning_and_restart() -> None:
     assert svc["NUMAPolicy"] in ("bind", "preferred", "interleave", "local", "default")
     assert cpu_list(svc["CPUAffinity"])
     assert "StartLimitBurst" in cp["Unit"]  # belongs in [Unit], where systemd reads it
-    config = pytest.importorskip("actorq.config")
-    cfg = config.load_config(TOML)
+    cfg = load_config(TOML)
     assert set(cfg.cpus) <= cpu_list(svc["CPUAffinity"]), "actorq.toml cpus outside CPUAffinity"
     assert cfg.runtime_dir == "/run/" + svc["RuntimeDirectory"]
 
