@@ -65,5 +65,35 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+__all__ = [
+    "ActorDied",
+    "ActorError",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorqError",
+    "ActorqTopologyError",
+    "Cancelled",
+    "ConfigError",
+    "Deadlock",
+    "HostedRuntime",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PlacementError",
+    "RemoteError",
+    "RingCorrupt",
+    "RingFull",
+    "Runtime",
+    "ShutdownTimeout",
+    "actor",
+    "connect",
+    "current_loop",
+    "run",
+    "runtime",
+    "self_ref",
+    "sleep",
+    "start",
+]
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return [*__all__, "__version__"]
