@@ -757,6 +757,12 @@ class RingReader(_End):
                     if left == 0:
                         break
                 if left != 0:
+                    # Publish what we consumed before looking for more: a drain
+                    # that keeps finding records (a ping-pong answered from its
+                    # callback) must not leave the writer seeing a full ring. The
+                    # space doorbell check stays in ``finally`` (self._tail is
+                    # only advanced there).
+                    ctl[_TAIL] = tail
                     head = ctl[_HEAD]
         finally:
             if tail != self._tail:
