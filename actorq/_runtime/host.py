@@ -242,17 +242,18 @@ class Cell:
         if not self.reentrant:
             self.busy = False
             self.turn = 0
-        if self.hold is not None:
-            self._park()
-        elif not self.reentrant:
+        if self.hold is not None and self._park():
+            return
+        if not self.reentrant:
             self.pump()
 
-    def _park(self) -> None:
-        """Take no message until the way out this actor congested has drained."""
+    def _park(self) -> bool:
+        """Take no message until the way out this actor congested has drained;
+        False (and nothing held) when it has drained already."""
         hold = self.hold
         if self.busy or hold.done():
             self.hold = None
-            return
+            return False
         self.busy = True
 
         def resume(_: Any) -> None:
@@ -261,6 +262,7 @@ class Cell:
             self.pump()
 
         hold.add_done_callback(resume)
+        return True
 
 
 class Host:

@@ -90,7 +90,8 @@ A turn
 4. The ready queue (a plain deque of handles) runs: everything queued before
    this point, and what those callbacks queue up to ``turn_budget`` in all,
    so a chain of ``call_soon`` does not pay an ``epoll_wait`` per link and
-   I/O is still polled every ``turn_budget`` callbacks.
+   I/O is still polled every ``turn_budget`` callbacks; a chain also stops
+   once the turn has run 2 ms, so it cannot hold due timers back.
 
 Every callback is timed for ``statistics()`` and the slow-callback warning by
 one clock read after it; because a busy turn starts without blocking, the
@@ -264,6 +265,12 @@ def _again(loop: Loop, fn: Callable[[], Any]) -> None:
 
 def _bind(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], Any]:
     return functools.partial(fn, *args) if args else fn
+
+
+# A chain of call_soon callbacks (each queueing the next: a drain that finds
+# more work) may run past what was ready at the turn's start only this long:
+# then the turn ends, so due timers and I/O are not starved by it.
+_CHAIN_S = 0.002
 
 
 class Loop:
@@ -787,8 +794,12 @@ class Loop:
                     # still polled at least every `budget` callbacks).
                     n = len(ready)
                     limit = n if n > budget else budget
+                    chain_end = t + _CHAIN_S
                     while ready and limit:
                         limit -= 1
+                        n -= 1
+                        if n < 0 and t > chain_end:
+                            break  # a chain has had its share of this turn: timers and I/O now
                         n_cb += 1
                         h = popleft()
                         if h._cancelled:
