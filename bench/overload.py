@@ -190,6 +190,14 @@ def _connect(port: int, n: int) -> list[socket.socket]:
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
+def _own_cpu() -> float:
+    """CPU seconds this (forked, so freshly counted) load generator process used."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _sleep_until(t: float) -> None:
     dt = t - time.monotonic()
     if dt > 0:
@@ -397,6 +405,7 @@ def open_loop(port: int, conns: int, rate: float, start: float, duration: float,
         "window_s": duration - warm,
         "conn_errors": conn_errors,
         "hist": hist.counts,
+        "cpu_s": _own_cpu(),
     }
 
 
@@ -520,7 +529,8 @@ def closed_loop(port: int, conns: int, depth: int, start: float, duration: float
         s.close()
     ep.close()
     return {"answered": answered, "errors": errors, "in_window": counted,
-            "window_s": duration - warm, "conn_errors": conn_errors, "hist": hist.counts}
+            "window_s": duration - warm, "conn_errors": conn_errors, "hist": hist.counts,
+            "cpu_s": _own_cpu()}
 
 
 # -------------------------------------------------- processes and memory
@@ -648,7 +658,7 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def kv_contender(name: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]],
                                                               list[dict[str, Any]]]:
-    from .kv import server
+    from .kv import server, tree_cpu
 
     steps: list[dict[str, Any]] = []
     greedy: list[dict[str, Any]] = []
@@ -661,30 +671,39 @@ def kv_contender(name: str, args: argparse.Namespace) -> tuple[list[dict[str, An
             # capacity: a closed-loop burst on the same connections
             with watch.phase("capacity"):
                 t = time.monotonic() + 0.3
+                cpu0 = tree_cpu(proc)
                 res = _merge(run_procs(
                     [(closed_loop, (port, args.conns, args.depth, t, args.capacity_s,
                                     min(warm, args.capacity_s / 4), grace, 100 + i))
                      for i in range(args.senders)], timeout))
+                wall = time.monotonic() - t
             capacity = res["in_window"] / res["window_s"]
+            cap_cores = f"{(tree_cpu(proc) - cpu0) / wall:.2f}+{res['cpu_s'] / wall:.2f}"
             print(f"{name}: capacity {capacity:,.0f} req/s (closed loop, "
-                  f"{args.senders}x{args.conns} connections x {args.depth} deep)",
-                  file=sys.stderr)
+                  f"{args.senders}x{args.conns} connections x {args.depth} deep; "
+                  f"srv+cli cores {cap_cores})", file=sys.stderr)
             for mult in args.steps:
                 rate = capacity * mult
                 label = f"{mult:g}x"
                 with watch.phase(label):
                     t = time.monotonic() + 0.3
+                    cpu0 = tree_cpu(proc)
                     res = _merge(run_procs(
                         [(open_loop, (port, args.conns, rate / args.senders, t, d, warm, grace,
                                       200 + i)) for i in range(args.senders)], timeout))
+                    wall = time.monotonic() - t
+                    srv_cores = (tree_cpu(proc) - cpu0) / wall
                 hist = res["hist"]
                 goodput = res["in_window"] / res["window_s"]
                 row = Result(name, PAYLOAD, goodput, hist.pct(50), hist.pct(99), None)
                 steps.append({**asdict(row), "case": label, "offered_x": mult,
                               "offered_per_s": round(res["scheduled"] / d),
                               "goodput_per_s": round(goodput), "capacity_per_s": round(capacity),
+                              "capacity_cores": cap_cores,
                               "errors": res["errors"], "conn_errors": res["conn_errors"],
                               "unanswered": res["unanswered"], "unsent": res["unsent"],
+                              "server_cores": round(srv_cores, 2),
+                              "client_cores": round(res["cpu_s"] / wall, 2),
                               "peak_rss_mib": _mib(watch.peaks.get(label))})
                 print(f"{name} {label}: offered {res['scheduled'] / d:,.0f}/s goodput "
                       f"{goodput:,.0f}/s p99 {hist.pct(99) or 0:,.0f} µs", file=sys.stderr)
@@ -737,6 +756,7 @@ class Slow:
 
     def __init__(self) -> None:
         self.done = 0
+        self.pings = 0
 
     async def work(self, i: int) -> None:
         await actorq.sleep(0.001)
@@ -744,7 +764,12 @@ class Slow:
 
     async def ping(self) -> int:
         await actorq.sleep(0.001)
+        self.pings += 1
         return self.done
+
+    def counts(self) -> list[int]:
+        """[work messages run, pings answered]."""
+        return [self.done, self.pings]
 
 
 @actorq.actor
@@ -798,6 +823,7 @@ def _actor_main(seconds: float) -> Any:
             await slow.ping()
         t0 = time.monotonic()
         quiet = await _asks(slow, seconds)
+        before = await slow.counts()
         t1 = time.monotonic()
         # Asked, not told, from a task of main's: nothing waits in the flooder's
         # mailbox meanwhile (a message queued behind a throttled async method is
@@ -816,8 +842,17 @@ def _actor_main(seconds: float) -> Any:
         worker = next((w for w in st["workers"] if any(
             a.get("id") == slow.id for a in w.get("actors", []))), {})
         sent, refused = await flood
+        t4 = time.monotonic()
+        for _ in range(200):  # the flood's leftovers may still fill a window of 1
+            try:
+                after = await slow.counts()
+                break
+            except actorq.Overloaded:
+                await actorq.sleep(0.05)
         return {"quiet": quiet, "loaded": loaded, "phases": [t0, t1, t2, t3], "slow": row,
-                "shed_tells": worker.get("shed_tells"), "done": row.get("admitted"),
+                "shed_tells": worker.get("shed_tells"),
+                "ran_per_s": (sum(after) - sum(before)) / (t4 - t1),
+                "work_ran": after[0] - before[0], "flood_s": t4 - t1,
                 "flood_sent": sent, "flood_refused": refused}
 
     return main
@@ -885,7 +920,9 @@ def actor_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "sojourn_p50_ms", "sojourn_p99_ms"):
             fl[key] = s.get(key)
         fl["shed_tells"] = res["shed_tells"]
-        fl["done"] = res["done"]
+        fl["ran_per_s"] = round(res["ran_per_s"])  # the slow actor's goodput in the flood
+        fl["work_ran"] = res["work_ran"]
+        rows[-2]["ran_per_s"] = round(rows[-2]["msgs_per_s"])  # quiet: only the pings ran
         fl["flood_sent"] = res["flood_sent"]
         fl["flood_refused"] = res["flood_refused"]
         print(f"actor {label}: quiet p99 {rows[-2]['rtt_p99_us'] or 0:,.0f} µs, flood p99 "
@@ -961,14 +998,22 @@ def print_tables(doc: dict[str, Any]) -> None:
     a = doc["args"]
     print(f"overload: {doc['machine']}; load average {doc['loadavg']}")
     print(f"kv open loop: {a['senders']} sender processes x {a['conns']} connections, "
-          f"{a['duration']} s per step, SET/GET 1:1, {PAYLOAD} B values, {KEYS} keys")
-    print(f"{'contender':<14}{'step':>6}{'offered/s':>11}{'goodput/s':>11}{'p50 µs':>10}"
-          f"{'p99 µs':>11}{'errors':>8}{'unansw':>8}{'unsent':>10}{'RSS MiB':>9}")
+          f"{a['duration']} s per step, SET/GET 1:1, {PAYLOAD} B values, {KEYS} keys; "
+          f"1x = closed-loop capacity ({a['depth']} deep per connection):")
     for r in doc["kv"]:
-        print(f"{r['contender']:<14}{r['case']:>6}{r['offered_per_s']:>11,}"
-              f"{r['goodput_per_s']:>11,}{_f(r['rtt_p50_us'], ',.0f'):>10}"
+        if r["offered_x"] == 1.0:
+            print(f"  {r['contender']}: {r['capacity_per_s']:,} req/s, srv+cli cores "
+                  f"{r['capacity_cores']}")
+    print(f"{'contender':<14}{'step':>6}{'offered/s':>12}{'goodput/s':>11}{'p50 µs':>11}"
+          f"{'p99 µs':>11}{'errors':>8}{'unansw':>8}{'unsent':>12}{'srv+cli cores':>15}"
+          f"{'RSS MiB':>9}")
+    for r in doc["kv"]:
+        cores = f"{_f(r.get('server_cores'), '.2f')}+{_f(r.get('client_cores'), '.2f')}"
+        print(f"{r['contender']:<14}{r['case']:>6}{r['offered_per_s']:>12,}"
+              f"{r['goodput_per_s']:>11,}{_f(r['rtt_p50_us'], ',.0f'):>11}"
               f"{_f(r['rtt_p99_us'], ',.0f'):>11}{r['errors'] + r['conn_errors']:>8,}"
-              f"{r['unanswered']:>8,}{r['unsent']:>10,}{_f(r['peak_rss_mib'], '.1f'):>9}")
+              f"{r['unanswered']:>8,}{r['unsent']:>12,}{cores:>15}"
+              f"{_f(r['peak_rss_mib'], '.1f'):>9}")
     print(f"\ngreedy neighbour: {a['polite']} polite clients (1 at a time, {a['gap'] * 1000:g} ms "
           f"apart) beside {a['greedy']} greedy ones ({a['greedy_depth']} deep)")
     print(f"{'contender':<14}{'case':<8}{'polite/s':>10}{'p50 µs':>10}{'p99 µs':>11}"
@@ -979,13 +1024,15 @@ def print_tables(doc: dict[str, Any]) -> None:
               f"{_f(r['p50_x_quiet'], '.2f'):>7}{_f(r['p99_x_quiet'], '.2f'):>7}"
               f"{_f(r['rate_x_quiet'], '.2f'):>7}{_f(r['greedy_per_s'], ','):>10}"
               f"{r['polite_errors']:>8}{_f(r['peak_rss_mib'], '.1f'):>9}")
-    print("\nactors: polite asker (main) beside a flooding teller, slow actor 1 ms/message")
-    print(f"{'case':<28}{'asks/s':>8}{'p50 µs':>10}{'p99 µs':>11}{'p99 x':>7}{'shed':>10}"
-          f"{'window':>8}{'queued':>8}{'soj p99 ms':>11}{'errors':>7}{'RSS MiB':>9}")
+    print("\nactors: polite asker (main) beside a flooding teller, slow actor 1 ms/message "
+          "(ran/s: messages the slow actor ran per second, pings and work)")
+    print(f"{'case':<28}{'asks/s':>8}{'p50 µs':>10}{'p99 µs':>11}{'p99 x':>8}{'ran/s':>7}"
+          f"{'shed':>11}{'window':>8}{'queued':>8}{'soj p99 ms':>11}{'errors':>7}{'RSS MiB':>9}")
     for r in doc["actor"]:
         print(f"{r['case']:<28}{_f(r['msgs_per_s'], ',.0f'):>8}{_f(r['rtt_p50_us'], ',.0f'):>10}"
-              f"{_f(r['rtt_p99_us'], ',.0f'):>11}{_f(r.get('p99_x_quiet'), '.2f'):>7}"
-              f"{_f(r.get('shed'), ','):>10}{_f(r.get('window'), ','):>8}"
+              f"{_f(r['rtt_p99_us'], ',.0f'):>11}{_f(r.get('p99_x_quiet'), '.2f'):>8}"
+              f"{_f(r.get('ran_per_s'), ','):>7}{_f(r.get('shed'), ','):>11}"
+              f"{_f(r.get('window'), ','):>8}"
               f"{_f(r.get('queued'), ','):>8}{_f(r.get('sojourn_p99_ms'), 'g'):>11}"
               f"{r['errors']:>7}{_f(r['peak_rss_mib'], '.1f'):>9}")
     print("\ntargets")
@@ -1001,6 +1048,7 @@ def main(argv: list[str]) -> int:
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    ap.add_argument("--json-out", default=None, help="also write the JSON document here")
     ap.add_argument("--contenders", default=None,
                     help=f"comma-separated among {','.join(CONTENDERS)} (--quick: actorq-kv)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per step / phase")
@@ -1049,6 +1097,9 @@ def main(argv: list[str]) -> int:
         "targets": targets(kv, greedy, actor),
         "skipped": skipped,
     }
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=1)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
