@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,3 +88,27 @@ def test_report_without_results_says_what_to_run(tmp_path: Path) -> None:
                           timeout=60)
     assert proc.returncode == 2
     assert "tox -m bench" in proc.stderr
+
+
+@pytest.mark.slow
+def test_overload_quick_json_has_every_section() -> None:
+    """A smoke run of `python -m bench overload`: the sections are there (no timings checked)."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "overload", "--quick", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert {"machine", "loadavg", "args", "kv", "greedy", "actor", "targets"} <= set(doc)
+    steps = [r["offered_x"] for r in doc["kv"] if r["contender"] == "actorq-kv"]
+    assert steps == [0.5, 1.0, 2.0, 5.0, 10.0]
+    for r in doc["kv"]:
+        assert {"contender", "msgs_per_s", "rtt_p50_us", "rtt_p99_us", "offered_per_s",
+                "goodput_per_s", "errors", "unsent", "peak_rss_mib"} <= set(r)
+    assert [r["case"] for r in doc["greedy"]] == ["quiet", "greedy"]
+    assert "p99_x_quiet" in doc["greedy"][1]
+    assert sorted((r["fair_queueing"], r["flood"]) for r in doc["actor"]) == [
+        (False, False), (False, True), (True, False), (True, True)]
+    flooded = [r for r in doc["actor"] if r["flood"]]
+    for r in flooded:
+        assert {"shed", "window", "queued", "sojourn_p99_ms", "p99_x_quiet"} <= set(r)
+    assert doc["targets"]
+    assert all(isinstance(t["met"], bool) for t in doc["targets"])
