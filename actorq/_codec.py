@@ -38,6 +38,9 @@ from typing import Any, Protocol
 import msgpack
 
 ASK, TELL, REPLY, FAIL, STOP = 0, 1, 2, 3, 4
+# [SLOW, target, seconds]: the receiver shed tells to ``target`` from us; hold
+# our senders to it back for that long (pushback to the source)
+SLOW = 5
 # FAIL codes
 F_REMOTE, F_DIED, F_NOT_FOUND, F_OVERLOADED, F_DEADLOCK = 0, 1, 2, 3, 4
 

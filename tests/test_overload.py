@@ -178,6 +178,7 @@ def test_a_polite_asker_beside_a_flood_is_served(tmp_path, no_leaks):
         assert row["sojourn_p99_ms"] is not None
         shed = _stats_of(client, 2)["shed_tells"]
         assert shed > 0
+        assert _stats_of(client, 1)["held_back"] > 0  # the receiver pushed back on the source
         assert _stats_of(client, 2)["dead_letters"] == 0  # shed is not "does not exist"
         client.close()
 

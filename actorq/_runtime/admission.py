@@ -36,7 +36,13 @@ Shedding, when a message arrives and the window is full (``shed_policy``):
   admitted (fresh work over stale work, like adaptive LIFO's intent).
 
 A refused ask fails with ``Overloaded``; a refused tell is counted as shed
-(never as a dead letter for an actor "which does not exist"). An ask whose
+(never as a dead letter for an actor "which does not exist") and pushes back
+on its source: the sending worker is told to hold its tells to this actor
+back for twice the target, doubled each time it is told again within its
+last hold (up to a second); ``await ref.m.tell(x)`` waits out the hold, and
+an actor that told during one takes no next message until it ends. Shedding
+at the receiver still costs the receiver; the flood has to slow where it
+starts. An ask whose
 deadline passed while it waited is dropped unrun (the asker has its
 ``TimeoutError`` already): a timed-out ask no longer occupies the actor.
 """
@@ -53,6 +59,7 @@ from ..config import SHED_POLICIES as SHED_POLICIES
 
 _DEADLINE = 7  # index of an item's deadline (see host.Item)
 _FLOOR = 1  # the window never closes completely: some work always gets in
+_NEVER = float("inf")  # no standing message seen in the interval
 _START = 1024  # the first window: bursts below it pass untouched
 _MOST_CUT, _LEAST_CUT = 0.1, 0.7  # bounds of one multiplicative decrease
 # Sojourn histogram bucket upper bounds, in seconds (the last bucket is open).
@@ -191,12 +198,13 @@ class Mailbox:
             queue = self.queues[key]
             enqueued, item = queue.popleft()
             self.size -= 1
-            if queue:
+            standing = bool(queue)  # this sender has more waiting behind it
+            if standing:
                 self.order.rotate(-1)  # this sender goes to the back of the line
             else:
                 self.order.popleft()
                 del self.queues[key]
-            self._measure(now - enqueued, now)
+            self._measure(now - enqueued, now, standing)
             deadline = item[_DEADLINE]
             if deadline is not None and deadline <= now:
                 self.expired += 1
@@ -204,13 +212,17 @@ class Mailbox:
             return item
         return None
 
-    def _measure(self, sojourn: float, now: float) -> None:
+    def _measure(self, sojourn: float, now: float, standing: bool) -> None:
         self.hist[bisect.bisect_left(BUCKETS, sojourn)] += 1
-        if sojourn < self.min_sojourn:
+        # Only messages with more from their sender behind them tell whether a
+        # queue stands: with round robin a polite sender's lone message always
+        # waits little, and would hide a flood's standing queue (FQ-CoDel keeps
+        # its state per flow for the same reason).
+        if standing and sojourn < self.min_sojourn:
             self.min_sojourn = sojourn
         if now < self.interval_end:
             return
-        if self.interval_end and self.min_sojourn > self.target:
+        if self.interval_end and self.target < self.min_sojourn < _NEVER:
             # a standing queue for a whole interval: cut the window, shed what is beyond
             cut = min(_LEAST_CUT, max(_MOST_CUT, self.target / self.min_sojourn))
             self.window = self.ssthresh = max(_FLOOR, int(min(self.window, self.size + 1) * cut))

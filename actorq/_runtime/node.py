@@ -47,6 +47,7 @@ from .._codec import (
     F_REMOTE,
     FAIL,
     REPLY,
+    SLOW,
     STOP,
     TELL,
 )
@@ -135,9 +136,13 @@ class Node:
         self.overloaded = 0  # messages refused by a full mailbox (asks and tells)
         self.shed_tells = 0
         self.refused_sends = 0  # tells/asks refused because the way out was past its bound
+        self.held_back = 0  # tells sent while their receiver had asked us to slow down
         self.local_queued = 0  # messages to our own actors not yet delivered
         self._local_room: list[Callable[[], None]] = []
         self._room_futs: dict[int, Any] = {}  # destination -> Future done when it has room
+        self._slow: dict[int, float] = {}  # actor id -> until when its receiver asked us to wait
+        self._slow_len: dict[int, tuple[float, float]] = {}  # actor id -> (asked at, hold)
+        self._pushed: dict[tuple[int, int], float] = {}  # (sender, actor) -> next notice allowed
         self.backlog_hard = self.admission.backlog_limit
         self.backlog_soft = max(1, self.backlog_hard // 4)
         self.expired = 0  # asks dropped unrun because their deadline had passed
@@ -272,7 +277,7 @@ class Node:
             self.board[TAKEN] += 1
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
-            return _SENT
+            return self._held_back(rid) if self._slow else _SENT
         port = self.port
         if port.backlog_total >= self.backlog_soft:
             queued = port.queued(dest)
@@ -283,6 +288,8 @@ class Node:
         port.send(dest, data)
         if self._flush_handle is None and not port.draining:
             self._flush_handle = self.loop.call_soon(self._flush)
+        if self._slow:
+            return self._held_back(rid)
         return _SENT
 
     # --- backpressure ------------------------------------------------------------
@@ -404,6 +411,7 @@ class Node:
             )
             return
         self.shed_tells += 1
+        self._push_back(sender, cell)
         if self.shed_tells == 1 or self.shed_tells % 10_000 == 0:
             log.warning(
                 "shed tell %s to %r: its mailbox is over its admission window (%d messages); "
@@ -413,6 +421,58 @@ class Node:
                 mail.window,
                 self.shed_tells,
             )
+
+    def _push_back(self, sender: int, cell: Cell) -> None:
+        """Tell the node that sent a shed tell to hold its senders to ``cell``
+        back a while (at most one notice per sender and actor per half of it):
+        shedding at the receiver costs the receiver; a flood must slow at its
+        source."""
+        now = self._clock()
+        key = (sender, cell.ref.id)
+        if self._pushed.get(key, 0.0) > now:
+            return
+        hold_s = max(0.002, 2 * cell.mail.target)
+        self._pushed[key] = now + hold_s / 2
+        if len(self._pushed) > 4096:  # forget old notices (bounded)
+            self._pushed = {k: t for k, t in self._pushed.items() if t > now}
+        if sender == self.index:
+            self._slowed_down(cell.ref.id, hold_s)
+        else:
+            self._send(sender, _codec.pack([SLOW, cell.ref.id, hold_s]))
+
+    def _slowed_down(self, target: int, hold_s: float) -> None:
+        """A receiver asked us to hold tells to ``target`` back: for ``hold_s``,
+        doubled (up to 1 s) each time it asks again within the last hold, so a
+        sender that keeps flooding waits longer and longer (and back to
+        ``hold_s`` once the asking stops)."""
+        now = self._clock()
+        last, length = self._slow_len.get(target, (0.0, 0.0))
+        length = min(1.0, length * 2) if now - last < 2 * length else hold_s
+        self._slow_len[target] = (now, length)
+        if len(self._slow_len) > 4096:  # bounded: forget holds long over
+            self._slow_len = {k: v for k, v in self._slow_len.items() if now - v[0] < 2}
+        until = now + length
+        if self._slow.get(target, 0.0) < until:
+            self._slow[target] = until
+
+    def _held_back(self, rid: int) -> Any:
+        """A tell to ``rid``, whose receiver asked us to slow down: a Future done
+        when the hold ends (the running actor is held until then too)."""
+        until = self._slow.get(rid)
+        if until is None or until <= self._clock():
+            self._slow.pop(rid, None)
+            return _SENT
+        self.held_back += 1
+        fut = self._room_futs.get(-2 - rid)
+        if fut is None or fut.done():
+            fut = self._room_futs[-2 - rid] = self.loop.create_future()
+            self.loop.call_at(until, lambda f=fut: f.done() or f.set_result(None))
+        actor = _ctx.actor
+        if actor is not None:
+            cell = self.actors.get(actor.id)
+            if cell is not None and cell.hold is None:
+                cell.hold = fut
+        return fut
 
     # --- receiving ------------------------------------------------------------------
     def _taken(self, n: int) -> None:
@@ -442,6 +502,9 @@ class Node:
             entry = self.pending.pop(msg[1], None)
             if entry is not None and not entry[0].done():
                 entry[0].set_exception(_failure(msg, entry[1].id))
+            return
+        if kind == SLOW:
+            self._slowed_down(msg[1], msg[2])
             return
         if kind == ASK:
             if len(msg) == 8:
@@ -554,6 +617,7 @@ class Node:
             "overloaded": self.overloaded,
             "shed_tells": self.shed_tells,
             "refused_sends": self.refused_sends,
+            "held_back": self.held_back,
             "local_queued": self.local_queued,
             "expired": self.expired,
             "pending_asks": len(self.pending),
