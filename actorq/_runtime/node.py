@@ -140,6 +140,7 @@ class Node:
         self.local_queued = 0  # messages to our own actors not yet delivered
         self._local_room: list[Callable[[], None]] = []
         self._room_futs: dict[int, Any] = {}  # destination -> Future done when it has room
+        self._hold_actor: Any = None  # the actor last held by a congested destination
         self._slow: dict[int, float] = {}  # actor id -> until when its receiver asked us to wait
         self._slow_len: dict[int, tuple[float, float]] = {}  # actor id -> (asked at, hold)
         self._pushed: dict[tuple[int, int], float] = {}  # (sender, actor) -> next notice allowed
@@ -280,6 +281,18 @@ class Node:
             return self._held_back(rid) if self._slow else _SENT
         port = self.port
         if port.backlog_total >= self.backlog_soft:
+            fut = self._room_futs.get(dest)
+            if fut is not None and not fut.done():  # congested already: the short way
+                if port.queued(dest) >= self.backlog_hard:
+                    self._check_room(
+                        port.queued(dest), ref, method, f"the channel to worker {dest}"
+                    )
+                self.sent += 1
+                port.send(dest, data)  # joins the backlog, which drains on its own
+                actor = _ctx.actor
+                if actor is not None and actor is not self._hold_actor:
+                    self._throttle(dest)  # holds this actor too
+                return fut
             queued = port.queued(dest)
             self._check_room(queued, ref, method, f"the channel to worker {dest}")
             self._send(dest, data)
@@ -321,6 +334,7 @@ class Node:
                 self.port.on_room(dest, room)
         actor = _ctx.actor
         if actor is not None:
+            self._hold_actor = actor
             cell = self.actors.get(actor.id)
             if cell is not None and cell.hold is None:
                 cell.hold = fut
