@@ -118,6 +118,11 @@ def test_client_that_vanishes_mid_pipeline_does_not_hurt_others(
 def _ask(sock: socket.socket, *args: str) -> object:
     """Send one command on a raw socket and read exactly one reply."""
     sock.sendall(encode_command(*args))
+    return read_reply(sock)
+
+
+def read_reply(sock: socket.socket) -> object:
+    """Read exactly one reply from a raw socket."""
     dec = Decoder()
     while True:
         chunk = sock.recv(65536)

@@ -12,23 +12,12 @@ import time
 import psutil
 import pytest
 from _runtime_helpers import workers_of
+from test_examples_kvserver import read_reply
 from test_resp_server import start_server, stop_server
 
 pytest.importorskip("zmq")
 
-from examples.kvserver.resp import Decoder, encode_command
-
-
-def _reply(sock: socket.socket) -> object:
-    dec = Decoder()
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        dec.feed(chunk)
-        got = dec.values()
-        if got:
-            return got[0]
+from examples.kvserver.resp import encode_command
 
 
 def test_huge_request_of_tiny_arguments_while_ping_is_answered(no_leaks: None) -> None:
@@ -47,19 +36,19 @@ def test_huge_request_of_tiny_arguments_while_ping_is_answered(no_leaks: None) -
                 with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                     while not done.is_set():
                         s.sendall(encode_command("PING"))
-                        pings.append((_reply(s), time.monotonic()))
+                        pings.append((read_reply(s), time.monotonic()))
             except BaseException as exc:
                 errors.append(exc)
 
         with socket.create_connection(("127.0.0.1", port), timeout=60) as big:
-            assert (big.sendall(encode_command("SET", "x", "1")), _reply(big))[1] == "OK"
+            assert (big.sendall(encode_command("SET", "x", "1")), read_reply(big))[1] == "OK"
             t = threading.Thread(target=ping)
             t.start()
             while not pings:
                 time.sleep(0.01)
             start = time.monotonic()
             big.sendall(wire)
-            reply = _reply(big)
+            reply = read_reply(big)
             end = time.monotonic()
             done.set()
             t.join(30)
@@ -69,7 +58,7 @@ def test_huge_request_of_tiny_arguments_while_ping_is_answered(no_leaks: None) -
             # PINGs kept being answered while the big request was received and run.
             assert sum(1 for _, at in pings if start < at < end) >= 2, (len(pings), end - start)
             big.sendall(encode_command("PING"))
-            assert _reply(big) == "PONG"
+            assert read_reply(big) == "PONG"
     finally:
         out = stop_server(proc, timeout=20)
     assert proc.returncode == 0, out
@@ -87,7 +76,7 @@ def test_pipeliner_that_never_reads_is_disconnected_and_memory_bounded(no_leaks:
         value = b"v" * 1000
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(encode_command("SET", "k", value))
-            assert _reply(s) == "OK"
+            assert read_reply(s) == "OK"
         rss0 = worker.memory_info().rss
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -121,7 +110,7 @@ def test_pipeliner_that_never_reads_is_disconnected_and_memory_bounded(no_leaks:
         assert grown < 64 << 20, f"worker grew by {grown >> 20} MiB"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as other:
             other.sendall(encode_command("GET", "k"))
-            assert _reply(other) == value
+            assert read_reply(other) == value
     finally:
         out = stop_server(proc, timeout=20)
     assert proc.returncode == 0, out
