@@ -302,6 +302,17 @@ def test_the_fixture_runs_a_runtime(actorq_runtime):
     assert len(actorq_runtime.workers) == 2
 
 
+def test_stats_say_the_numa_node_not_an_internal_index(tmp_path, no_leaks):
+    with running(workers=1, runtime_dir=tmp_path / "rt") as rt, rt.connect() as client:
+        st = client.stats()
+        (worker,) = st["workers"]
+        from actorq.topology import discover
+
+        machine = discover()
+        assert worker["node"] == machine.cpus[worker["cpu"]].node  # NUMA node, not mesh index 1
+        assert f"NUMA node {worker['node']}" in render(st)
+
+
 def test_stats_name_the_directory_of_a_runtime(tmp_path, no_leaks):
     with running(workers=1, runtime_dir=tmp_path / "rt") as rt, rt.connect() as client:
         assert client.stats()["address"] == rt.address

@@ -622,7 +622,7 @@ class Node:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "node": self.index,
+            "mesh_index": self.index,  # (its NUMA node is the supervisor's "node")
             "pid": os.getpid(),
             "actors": self.host.rows(),
             "sent": self.sent,

@@ -39,9 +39,9 @@ def render(stats: dict[str, Any]) -> str:
         if "error" in w:
             state += f" ({w['error']})"
         lines.append(
-            f"  worker {w['worker']}: pid {w.get('pid')}, CPU {w['cpu']}, node {w.get('node')}, "
-            f"{len(w.get('actors', []))} actors, received {w.get('received', '?')}, "
-            f"sent {w.get('sent', '?')}{state}"
+            f"  worker {w['worker']}: pid {w.get('pid')}, CPU {w['cpu']}, "
+            f"NUMA node {w.get('node')}, {len(w.get('actors', []))} actors, "
+            f"received {w.get('received', '?')}, sent {w.get('sent', '?')}{state}"
         )
     if stats["actors"]:
         lines.append("  actors:")
