@@ -48,11 +48,18 @@ def actorq_cmd(tmp_path: Path, target: str, *extra: str) -> list[str]:
 
 
 def run_cmd(
-    cmd: list[str], cwd: Path | None = None, timeout: float = 60.0, **kw: Any
+    cmd: list[str],
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+    extra_env: dict[str, str] | None = None,
+    **kw: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` with this checkout importable; output captured as text."""
+    """Run ``cmd`` with this checkout importable (plus ``extra_env``); output
+    captured as text."""
+    e = env()
+    e.update(extra_env or {})
     return subprocess.run(
-        cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout, **kw
+        cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout, **kw
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _runtime_helpers import env, finish, start_app, wait_for, workers_of, write_app
+from _runtime_helpers import finish, run_cmd, start_app, wait_for, workers_of, write_app
 
 from actorq._runtime import rundir
 from actorq.errors import ConfigError
@@ -140,15 +140,10 @@ def test_next_start_sweeps_the_default_base_and_prints_where_it_runs(tmp_path, n
     stale = _runtime_dir(base, "actorq-stale", _dead_owner())
     live = _runtime_dir(base, "actorq-live", _me())
     unowned = _runtime_dir(base, "actorq-unowned", None)
-    e = env()
-    e["XDG_RUNTIME_DIR"] = str(base)
-    proc = subprocess.run(
+    proc = run_cmd(
         [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "1"],
         cwd=tmp_path,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        extra_env={"XDG_RUNTIME_DIR": str(base)},
     )
     assert proc.returncode == 0, proc.stderr
     used = Path(proc.stdout.split()[1].removeprefix("ipc://")).parent
@@ -192,15 +187,10 @@ def test_a_run_that_fails_to_start_leaves_no_directory(tmp_path, no_leaks) -> No
         resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
 
     write_app(tmp_path, APP)
-    e = env()
-    e["XDG_RUNTIME_DIR"] = str(tmp_path)
-    proc = subprocess.run(
+    proc = run_cmd(
         [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "8"],
         cwd=tmp_path,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        extra_env={"XDG_RUNTIME_DIR": str(tmp_path)},
         preexec_fn=low_limit,
     )
     assert proc.returncode == 2, proc.stderr

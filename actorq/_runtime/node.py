@@ -28,7 +28,6 @@ reply finds no entry and is dropped like any stale reply.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import traceback
@@ -119,7 +118,6 @@ class Node:
         self.worker_cpus = worker_cpus
         self.address = address
         self.control = control  # a control.Endpoint in workers; None in the supervisor
-        self.control_local: Callable[[str, Any], Any] | None = None  # supervisor: direct calls
         self.host = Host(self)
         self.actors = self.host.cells  # the hot path looks cells up here
         self.gone = self.host.gone
@@ -149,7 +147,6 @@ class Node:
         self.expired = 0  # asks dropped unrun because their deadline had passed
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
-        self.shutdown_hook: Callable[[], None] | None = None
         port.start(loop, self.deliver, self._taken)
 
     # --- sending ----------------------------------------------------------------
@@ -596,29 +593,17 @@ class Node:
         return failed
 
     # --- control ------------------------------------------------------------------------
+    def _control(self) -> Any:
+        if self.control is None:  # the supervisor's own node: it runs no user code
+            raise RuntimeError("the supervisor's node has no control channel to itself")
+        return self.control
+
     def control_request(self, op: str, body: Any) -> Any:
         """Ask the supervisor (spawn, lookup, stats); a Future of its answer."""
-        if self.control is not None:
-            return self.control.request(op, body)
-        assert self.control_local is not None
-        fut = self.loop.create_future()
-        try:
-            result = self.control_local(op, body)
-        except Exception as exc:
-            fut.set_exception(exc)
-            return fut
-        if hasattr(result, "add_done_callback"):
-            return result
-        if inspect.iscoroutine(result):
-            return self.loop.spawn(result)
-        fut.set_result(result)
-        return fut
+        return self._control().request(op, body)
 
     def request_shutdown(self) -> None:
-        if self.control is not None:
-            self.control.notify("shutdown", {})
-        elif self.shutdown_hook is not None:
-            self.shutdown_hook()
+        self._control().notify("shutdown", {})
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -106,11 +106,9 @@ class WorkerPlacer:
     def __init__(self, cpus: list[int], machine: Any, directory: Directory) -> None:
         self.cpus = cpus  # worker i+1 runs on cpus[i]
         self.directory = directory
-        self.placer: Any = None
-        self.why_not: str | None = None
+        self.placer: Any = None  # None: pins and round-robin only
         self._rr = 0
         if machine is None:
-            self.why_not = "no topology"
             return
         try:
             from ..placement import Placer
@@ -118,8 +116,7 @@ class WorkerPlacer:
 
             self.placer = Placer(build_universe(machine), machine, cpus=sorted(set(cpus)))
         except Exception as exc:
-            self.why_not = f"{type(exc).__name__}: {exc}"
-            log.info("placement falls back to round-robin: %s", self.why_not)
+            log.info("placement falls back to round-robin: %s: %s", type(exc).__name__, exc)
 
     def place(self, key: str, hints: dict[str, Any]) -> tuple[int, str]:
         """The worker (1-based) for a new actor, and why."""

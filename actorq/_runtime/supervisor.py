@@ -110,7 +110,6 @@ class Supervisor:
         self.exit_signal = 0
         self.restarts = 0
         self.failure: str | None = None
-        self.deadline_killed: list[str] = []
         self.outcome: tuple[Any, ...] | None = None  # ("value"|"error"|"cancelled", x[, tb])
         self.lost = 0  # messages lost in crashes
         self.carried_dead_letters = 0  # dead letters counted by workers that died since
@@ -246,7 +245,6 @@ class Supervisor:
             address=self.address,
             ask_timeout=self.cfg.ask_timeout,
         )
-        self.node.shutdown_hook = lambda: self.begin_shutdown("shutdown requested")
         self.signals: Any = None
         if self.handle_signals:
             self.signals = Signals(_TERMINATE, self._on_signal, reap=False)
@@ -602,10 +600,9 @@ class Supervisor:
     def _stop_deadline(self) -> None:
         late = [p for p in self.procs() if not p.exited]
         if late:
-            self.deadline_killed = [p.label for p in late]
             log.warning(
                 "%s did not stop within stop_timeout (%.1f s); killing them",
-                ", ".join(self.deadline_killed),
+                ", ".join(p.label for p in late),
                 self.cfg.stop_timeout,
             )
             for proc in late:
