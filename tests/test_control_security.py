@@ -11,6 +11,7 @@ import msgpack
 import pytest
 import zmq
 from _runtime_helpers import finish, start_app, wait_for, write_app
+from test_client import SERVICE  # a Counter named "hits"; main prints the address
 
 import actorq
 from actorq._runtime.control import (
@@ -22,24 +23,6 @@ from actorq._runtime.control import (
     trusted_identity,
 )
 from actorq.cli.stats import render
-
-SERVICE = r"""
-import actorq
-
-@actorq.actor
-class Counter:
-    def __init__(self, start=0):
-        self.value = start
-    def add(self, n=1):
-        self.value += n
-        return self.value
-
-async def main(rt):
-    await rt.spawn(Counter, 10, name="hits")
-    print("ADDRESS " + rt.address, flush=True)
-    while True:
-        await actorq.sleep(3600)
-"""
 
 HEARTBEAT_S = 0.25  # stall_timeout / 4
 
