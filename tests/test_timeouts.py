@@ -114,10 +114,12 @@ class Outer:
         return await ping.f()
 
 
-async def timed(aw: Any) -> list[Any]:
+async def timed(make: Any) -> list[Any]:
+    """Await what ``make()`` returns; the clock starts before the ask (and its
+    deadline) is made, so an elapsed time is never shorter than the deadline."""
     t0 = time.monotonic()
     try:
-        return ["ok", await aw, time.monotonic() - t0]
+        return ["ok", await make(), time.monotonic() - t0]
     except (TimeoutError, actorq.ActorError) as e:
         return [type(e).__name__, str(e), time.monotonic() - t0]
 
@@ -137,10 +139,10 @@ async def main(rt: actorq.Runtime) -> dict[str, Any]:
     w1, w2 = rt.workers[0], rt.workers[-1]
     hang = await rt.spawn(Hang, cpu=w2)
     # from main: the config's default, then per-call overrides
-    out["main_default"] = await timed(hang.never())
-    out["main_override"] = await timed(hang.never.with_timeout(0.1)())
-    out["main_forever"] = await timed(hang.late.with_timeout(None)(1.5))
-    out["main_longer"] = await timed(hang.late.with_timeout(5)(1.5))
+    out["main_default"] = await timed(hang.never)
+    out["main_override"] = await timed(lambda: hang.never.with_timeout(0.1)())
+    out["main_forever"] = await timed(lambda: hang.late.with_timeout(None)(1.5))
+    out["main_longer"] = await timed(lambda: hang.late.with_timeout(5)(1.5))
     # from actors, on the same worker and on another
     for where, cpu in (("same", w2), ("other", w1)):
         asker = await rt.spawn(Asker, cpu=cpu)
@@ -149,20 +151,20 @@ async def main(rt: actorq.Runtime) -> dict[str, Any]:
         out[f"actor_override_{where}"] = await asker.ask_never.with_timeout(5)(hang, 0.1)
     # a late reply is dropped: Slow answers ping only after late's reply went out
     slow = await rt.spawn(Slow, cpu=w1)
-    out["late"] = await timed(slow.late.with_timeout(0.1)(0.5))
+    out["late"] = await timed(lambda: slow.late.with_timeout(0.1)(0.5))
     out["after_late"] = await slow.ping()
     out["pending_after"] = (await rt.stats())["supervisor"]["pending_asks"]
     # ask cycles between two non-reentrant actors, on one worker and on two
     for where, (c1, c2) in (("one", (w1, w1)), ("two", (w1, w2))):
         ping, pong = await pair(rt, Ping, c1, c2)
-        out[f"cycle_{where}"] = await timed(ping.f())
+        out[f"cycle_{where}"] = await timed(ping.f)
         out[f"usable_{where}"] = await ping.h()
         rping, _ = await pair(rt, RPing, c1, c2)
-        out[f"reentrant_{where}"] = await timed(rping.f())
+        out[f"reentrant_{where}"] = await timed(rping.f)
     # the cycle named from where it closes, not from the outermost caller
     ping, pong = await pair(rt, Ping, w1, w2)
     outer = await rt.spawn(Outer, cpu=w2)
-    out["cycle_nested"] = await timed(outer.a(ping))
+    out["cycle_nested"] = await timed(lambda: outer.a(ping))
     # an abandoned ask leaves no stale chain: Ping gave up on g_later and is
     # inside another turn when g_later asks it back; that is a wait, not a deadlock
     ping, pong = await pair(rt, Ping, w1, w2)
