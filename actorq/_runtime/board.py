@@ -28,6 +28,10 @@ one killed between that publication and counting the batch loses it
 uncounted. No user code runs in either.)
 - ``DEAD_LETTERS``: the worker's dead-letter count, so it survives the worker.
 
+After these words comes the worker's metrics block (metrics.py): counters
+it publishes for ``actorq stats``, ``actorq top`` and Prometheus, one block
+of words per actor slot (the slot ``take_slot`` gives an actor at spawn).
+
 The words are 64-bit and written by one process (the worker); the supervisor
 reads them only after the worker is gone or stalled, so no fences are needed:
 a torn or stale read costs at most one message of accounting.
@@ -36,7 +40,10 @@ a torn or stale read costs at most one message of accounting.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from . import metrics
 
 RUNNING, TAKEN, HANDLED, DEAD_LETTERS, SCRATCH = range(5)
 _HEADER_WORDS = 8
@@ -50,7 +57,8 @@ MAX_ACTORS = 4096  # actors beyond this on one worker are counted, but not by na
 _NAMES_AT = _HEADER_WORDS * 8
 _IDS_AT = _NAMES_AT + (MAX_METHODS + 1) * _NAME_BYTES
 _IN_HAND_AT = _IDS_AT + MAX_ACTORS * 8
-SIZE = _IN_HAND_AT + MAX_ACTORS * 8
+_METRICS_AT = _IN_HAND_AT + MAX_ACTORS * 8
+SIZE = _METRICS_AT + metrics.words_for(MAX_ACTORS) * 8
 
 
 def running_tag(actor_id: int, code: int) -> int:
@@ -93,6 +101,7 @@ class Board:
         self._codes: dict[str, int] = {}
         self._free: list[int] = []
         self._next_slot = 0
+        self.metrics_at = _METRICS_AT // 8  # first word of the metrics block
 
     # -- the worker's side ---------------------------------------------------------------
     def method_code(self, name: str) -> int:
@@ -119,7 +128,15 @@ class Board:
             return SCRATCH
         self.words[_IDS_AT // 8 + slot] = actor_id
         self.words[_IN_HAND_AT // 8 + slot] = 0
+        at = metrics.actor_words_at(self.metrics_at, slot)  # a fresh actor's counters start at 0
+        self._mm[at * 8 : (at + metrics.ACTOR_WORDS) * 8] = bytes(metrics.ACTOR_WORDS * 8)
         return _IN_HAND_AT // 8 + slot
+
+    def metrics_slot(self, word: int) -> int:
+        """The first metrics word of the actor whose in-hand word is ``word`` (-1: none)."""
+        if word == SCRATCH:
+            return -1
+        return metrics.actor_words_at(self.metrics_at, word - _IN_HAND_AT // 8)
 
     def release_slot(self, word: int) -> None:
         if word == SCRATCH:
@@ -151,6 +168,23 @@ class Board:
             if aid:
                 snap.in_hand[aid] = w[hands + slot]
         return snap
+
+    def actor_slots(self) -> Iterator[tuple[int, int]]:
+        """(slot, actor id) of every actor slot in use."""
+        ids = _IDS_AT // 8
+        for slot in range(self._next_slot_seen()):
+            aid = self.words[ids + slot]
+            if aid:
+                yield slot, aid
+
+    def _next_slot_seen(self) -> int:
+        # The supervisor's copy of _next_slot is not the worker's (it lives in the
+        # worker's memory): the highest slot in use is found from the shared ids.
+        ids = self.words[_IDS_AT // 8 : _IDS_AT // 8 + MAX_ACTORS]
+        top = MAX_ACTORS
+        while top and not ids[top - 1]:
+            top -= 1
+        return top
 
     def reset(self) -> None:
         """Zero the board for a fresh incarnation (the supervisor, before forking it)."""

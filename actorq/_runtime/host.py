@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 import traceback
 import types
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
+from . import metrics
 from .board import ASYNC, RUNNING, running_tag
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ log = logging.getLogger("actorq.worker")
 
 _CoroutineType = types.CoroutineType
 _ctx = ctx
+_ns = time.perf_counter_ns
 
 # A mailbox item: (kind, sender, req, method, args, kwargs, chain, deadline).
 # ``args`` is a list when it came through msgpack (a STOP carries ``()``);
@@ -58,16 +61,21 @@ class Cell:
     """One hosted actor: instance, mailbox, and whether a message is running."""
 
     __slots__ = (
+        "asks",
         "board",
         "busy",
+        "errors",
         "fns",
         "hand",
         "hold",
         "instance",
         "mail",
         "node",
+        "out",
+        "ran",
         "reentrant",
         "ref",
+        "sample",
         "spec",
         "stopped",
         "turn",
@@ -89,6 +97,10 @@ class Cell:
         # set when a method told into a congested way out: the actor takes no next
         # message until that has drained (Node._throttle)
         self.hold: Any = None
+        # metrics.py: messages run, asks among them, records sent, methods that raised;
+        # ``ran & sample`` is 0 for the messages that are timed
+        self.ran = self.asks = self.out = self.errors = 0
+        self.sample = metrics.settings.sample_mask
 
     def post(self, item: Item, key: int) -> None:
         """Run ``item`` now, or queue it behind the others from sender ``key``."""
@@ -137,9 +149,13 @@ class Cell:
             _ctx.actor = self.ref
             board = self.board
             board[RUNNING] = tag
+            self.ran = ran = self.ran + 1  # metrics: counted, and one in 16 timed
+            t0 = 0 if ran & self.sample else _ns()
+            sent = node.sent
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             except Exception as exc:
+                self.errors += 1  # metrics
                 node.method_raised(self, kind, sender, req, method, exc)
                 return
             finally:
@@ -147,7 +163,11 @@ class Cell:
                 board[RUNNING] = 0
             if type(result) is not _CoroutineType:
                 if kind == ASK:
+                    self.asks += 1  # metrics
                     node.reply(sender, req, result, self, method)
+                self.out += node.sent - sent  # metrics: what it sent, its reply included
+                if t0:
+                    metrics.timed(self, t0)
                 if self.hold is not None:
                     self._park()
                 return
@@ -232,13 +252,16 @@ class Cell:
         try:
             result = task.result()
         except Exception as exc:
+            self.errors += 1  # metrics
             node.method_raised(self, kind, sender, req, method, exc)
         except BaseException as exc:  # Cancelled: the actor is going away
             if kind == ASK:
                 node.fail(sender, req, F_DIED, "ActorDied", f"{self.ref!r}: {type(exc).__name__}")
         else:
             if kind == ASK:
+                self.asks += 1  # metrics
                 node.reply(sender, req, result, self, method)
+                self.out += 1
         if not self.reentrant:
             self.busy = False
             self.turn = 0

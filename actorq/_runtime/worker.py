@@ -245,6 +245,9 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
     handlers.update(
         create=h_create, peer_died=h_peer_died, stats=h_stats, ping=h_ping, shutdown=h_shutdown
     )
+    from .metrics import start_publisher
+
+    start_publisher(node)  # counters into the board, for stats/top/Prometheus (metrics.py)
     for entry in spec.recreate:
         try:
             node.host.create(
