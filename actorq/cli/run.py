@@ -54,6 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="private directory for the control socket (default: a fresh one)",
     )
     parser.add_argument(
+        "--name",
+        default=None,
+        metavar="NAME",
+        help="the runtime's name for actorq ps/top/stats (default: the app's, plus the pid)",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there, e.g. 127.0.0.1:9464 (default: no endpoint)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         default=None,
@@ -113,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             runtime_dir=args.runtime_dir,
             explain=args.explain,
+            name=args.name,
+            metrics_address=args.metrics,
         )
     except ConfigError as exc:
         return _fail(str(exc))

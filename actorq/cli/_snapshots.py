@@ -1,0 +1,166 @@
+"""What ``actorq stats --watch`` and ``actorq top`` share: finding the runtime,
+and turning two stats snapshots into rates.
+
+A snapshot is what the ``stats`` control op returns; its ``metrics`` part is
+what each worker last published in its board (``_runtime/metrics.py``), so
+counters are cumulative and rates are differences over the time between two
+snapshots. Latency quantiles come from the histograms' buckets, over the
+interval when there is a previous snapshot (what is happening now), else
+since the start.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .._runtime.admission import BUCKETS as SOJOURN_BUCKETS
+from .._runtime.metrics import SERVICE_BUCKETS, quantile
+
+
+def resolve(which: str | None, command: str) -> str | None:
+    """The address of the runtime ``which`` names (see ``rundir.find_runtime``);
+    None after saying on stderr why there is not exactly one."""
+    from .._runtime.rundir import find_runtime, running_runtimes
+    from ..errors import ConfigError
+
+    try:
+        return find_runtime(which)
+    except (LookupError, ConfigError) as exc:
+        print(f"actorq {command}: {exc.args[0]}", file=sys.stderr)
+        if which is None:
+            try:
+                live = running_runtimes()
+            except ConfigError:
+                live = []
+            if len(live) > 1:
+                print(render_ps(live), file=sys.stderr)
+        return None
+
+
+def render_ps(runtimes: list[dict[str, Any]], now: float | None = None) -> str:
+    """``actorq ps``'s table: name, pid, workers, uptime, directory."""
+    import time
+
+    now = time.time() if now is None else now
+    rows = [("NAME", "PID", "WORKERS", "UPTIME", "METRICS", "DIRECTORY")]
+    for r in runtimes:
+        rows.append(
+            (
+                str(r["name"]),
+                str(r["pid"]),
+                str(r.get("workers", "?")),
+                _uptime(now - float(r["started"])),
+                str(r.get("metrics") or "-"),
+                str(r["directory"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _uptime(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _rate(cur: float | None, prev: float | None, dt: float) -> float | None:
+    if cur is None or prev is None or dt <= 0:
+        return None
+    return max(0.0, (cur - prev) / dt)
+
+
+def _ms(q: float | None) -> float | None:
+    return None if q is None else q * 1000
+
+
+def summary(stats: dict[str, Any], prev: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One line's worth of a snapshot, with rates against ``prev`` (a summary
+    this function made before; None: no rates yet)."""
+    m = stats.get("metrics") or {"workers": [], "time": 0.0}
+    now = float(m["time"])
+    dt = now - prev["time"] if prev is not None else 0.0
+    pw = {w["worker"]: w for w in prev["workers"]} if prev else {}
+    pa = {a["id"]: a for a in prev["actors"]} if prev else {}
+    workers, actors = [], []
+    for w in m["workers"]:
+        p = pw.get(w["worker"], {})
+        cpu = _rate(w.get("cpu_seconds"), p.get("cpu_seconds"), dt)
+        busy = _rate(w.get("busy_ns"), p.get("busy_ns"), dt)
+        workers.append(
+            {
+                "worker": w["worker"],
+                "pid": w["pid"],
+                "cpu": w["cpu"],
+                "node": w["node"],
+                "stalled": w["stalled"],
+                "restarts": w["restarts"],
+                "actors": w["hosted"],
+                "pending_asks": w["pending_asks"],
+                "received": w["received"],
+                "sent": w["sent"],
+                "cpu_seconds": w.get("cpu_seconds"),
+                "busy_ns": w["busy_ns"],
+                "ring_bytes_in": w.get("ring_bytes_in"),
+                "wakeups": w.get("wakeups"),
+                "cpu_percent": None if cpu is None else cpu * 100,
+                "busy_percent": None if busy is None else busy / 1e7,
+                "received_per_s": _rate(w["received"], p.get("received"), dt),
+                "sent_per_s": _rate(w["sent"], p.get("sent"), dt),
+                "ring_bytes_in_per_s": _rate(w.get("ring_bytes_in"), p.get("ring_bytes_in"), dt),
+                "wakeups_per_s": _rate(w.get("wakeups"), p.get("wakeups"), dt),
+            }
+        )
+        for a in w["actors"]:
+            q = pa.get(a["id"])
+            service = a["service_buckets"]
+            sojourn = a["sojourn_buckets"]
+            if q is not None:  # the interval's own distribution
+                service = [x - y for x, y in zip(service, q["service_buckets"], strict=True)]
+                sojourn = [x - y for x, y in zip(sojourn, q["sojourn_buckets"], strict=True)]
+            samples = a["service_samples"] - (q["service_samples"] if q else 0)
+            timed_ns = a["service_sum_ns"] - (q["service_sum_ns"] if q else 0)
+            ran = a["messages"] - (q["messages"] if q else 0)
+            # the busy share: the sampled mean service time times the messages run
+            busy = timed_ns / samples * ran / 1e9 / dt if samples > 0 and dt > 0 else None
+            actors.append(
+                {
+                    "id": a["id"],
+                    "label": a["label"],
+                    "worker": a["worker"],
+                    "messages": a["messages"],
+                    "asks": a["asks"],
+                    "sent": a["sent"],
+                    "errors": a["errors"],
+                    "shed": a["shed"],
+                    "expired": a["expired"],
+                    "queued": a["queued"],
+                    "window": a["window"],
+                    "service_samples": a["service_samples"],
+                    "service_sum_ns": a["service_sum_ns"],
+                    "service_buckets": a["service_buckets"],
+                    "sojourn_buckets": a["sojourn_buckets"],
+                    "messages_per_s": _rate(a["messages"], q["messages"] if q else None, dt),
+                    "cpu_percent": None if busy is None else busy * 100,
+                    "service_p50_ms": _ms(quantile(service, SERVICE_BUCKETS, 0.5)),
+                    "service_p99_ms": _ms(quantile(service, SERVICE_BUCKETS, 0.99)),
+                    "sojourn_p99_ms": _ms(quantile(sojourn, SOJOURN_BUCKETS, 0.99)),
+                }
+            )
+    return {
+        "time": now,
+        "interval": dt if prev is not None else None,
+        "name": stats.get("name"),
+        "directory": stats.get("directory"),
+        "dead_letters": stats.get("dead_letters"),
+        "restarts": stats.get("restarts"),
+        "workers": workers,
+        "actors": actors,
+    }
