@@ -114,7 +114,7 @@ def parse_host_port(value: Any, where: str) -> str:
     """``"127.0.0.1:9464"`` (or ``"[::1]:9464"``, ``":9464"`` for every address),
     checked: a ConfigError naming what is wrong."""
     if isinstance(value, str):
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if sep and port.isdigit() and 0 <= int(port) <= 65535:
             return value
     raise ConfigError(

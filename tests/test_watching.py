@@ -77,18 +77,23 @@ def test_ps_lists_runtimes_by_name_and_stats_finds_them(xdg, tmp_path) -> None:
         assert by_name.returncode == 0, by_name.stderr
         assert json.loads(by_name.stdout)["name"] == "beta"
         by_dir = actorq_cli("stats", str(b.runtime_dir))
-        assert by_dir.returncode == 0 and "runtime beta" in by_dir.stdout
+        assert by_dir.returncode == 0
+        assert "runtime beta" in by_dir.stdout
         unknown = actorq_cli("stats", "gamma")
         assert unknown.returncode == 1
-        assert "no runtime named 'gamma'" in unknown.stderr and "alpha, beta" in unknown.stderr
+        assert "no runtime named 'gamma'" in unknown.stderr
+        assert "alpha, beta" in unknown.stderr
 
-        with pytest.raises(actorq.ConfigError, match="'alpha' is already running"):
-            with running(workers=1, name="alpha"):
-                pass
+        with (
+            pytest.raises(actorq.ConfigError, match="'alpha' is already running"),
+            running(workers=1, name="alpha"),
+        ):
+            pass
         assert a.running
     assert os.listdir(xdg / "actorq") == []  # both entries went with their runtimes
     none = actorq_cli("stats")
-    assert none.returncode == 1 and "no runtime of yours is running" in none.stderr
+    assert none.returncode == 1
+    assert "no runtime of yours is running" in none.stderr
 
 
 def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
@@ -98,8 +103,10 @@ def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
         for i in range(100):
             echo.f(i)
         wait_until(
-            lambda: client.stats()["metrics"]["workers"][0]["actors"]
-            or client.stats()["metrics"]["workers"][1]["actors"],
+            lambda: (
+                client.stats()["metrics"]["workers"][0]["actors"]
+                or client.stats()["metrics"]["workers"][1]["actors"]
+            ),
             what="the actor in the published metrics",
         )
         proc = subprocess.Popen(
@@ -123,7 +130,8 @@ def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
                 return a
 
             docs = [read()]
-            assert docs[0]["interval"] is None and docs[0]["name"] == "watched"
+            assert docs[0]["interval"] is None
+            assert docs[0]["name"] == "watched"
             assert actor(docs[0])["messages"] == 100
             assert actor(docs[0])["messages_per_s"] is None  # no rate from one snapshot
             for i in range(50):
@@ -148,7 +156,8 @@ def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
             if proc.stderr:
                 proc.stderr.close()
         assert rc == 0, err
-        assert "Traceback" not in err and "Broken" not in err, err
+        assert "Traceback" not in err, err
+        assert "Broken" not in err, err
 
 
 def _read_until(fd: int, want: bytes, count: int, deadline: float, got: bytearray) -> None:
@@ -178,7 +187,8 @@ def test_top_in_a_pseudo_terminal_refreshes_sorts_and_quits(xdg, tmp_path) -> No
     master, slave = os.openpty()
     top = None
     try:
-        assert app.stdout is not None and app.stdout.readline() == "UP\n"
+        assert app.stdout is not None
+        assert app.stdout.readline() == "UP\n"
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         top = subprocess.Popen(
             [sys.executable, "-m", "actorq", "top", "--interval", "0.3"],
@@ -257,7 +267,8 @@ def test_a_stale_link_is_swept_and_its_directory_kept(xdg, tmp_path) -> None:
     path, created = rundir.make_runtime_dir(None, "next")
     try:
         assert not (reg / "gone").is_symlink()
-        assert target.exists() and (target / rundir.OWNER_FILE).exists()  # not ours to remove
+        assert target.exists()
+        assert (target / rundir.OWNER_FILE).exists()
         assert [r["name"] for r in rundir.running_runtimes()] == ["next"]
     finally:
         rundir.release_runtime_dir(path, created)

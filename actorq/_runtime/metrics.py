@@ -7,10 +7,11 @@ endpoint read them there, so a busy or stalled worker is not disturbed, and
 its last numbers are still there).
 
 What a message costs (host.py's fast path): one increment of a Python int
-on the actor's cell, a bit test, and the difference of the node's send count
-around the method (the records it sent, its reply included); one message in
-``SAMPLE`` (16) is timed, and only that one touches shared memory (its
-service-time bucket and sum). Everything else is copied into the board by
+on the actor's cell and a bit test; one message in ``SAMPLE`` (64) is timed,
+and only that one touches shared memory (its service-time bucket and sum).
+Measured: about 4 % of a delivered tell's CPU time (bench/RESULTS.md,
+"Metrics"). Records sent are counted per worker, not per actor: attributing
+them to the actor cost another 8 %. Everything else is copied into the board by
 the worker itself every ``PUBLISH_S`` seconds, O(actors that ran) per tick
 and O(1) when nothing happened: mailbox depth, admission window,
 admitted/shed/expired counts and the sojourn histogram (admission.py keeps
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 PUBLISH_S = 0.5
-SAMPLE = 16  # one message in SAMPLE is timed (a power of two)
+SAMPLE = 64  # one message in SAMPLE is timed (a power of two)
 _ns = time.perf_counter_ns
 
 SERVICE_BUCKETS = (
@@ -76,8 +77,7 @@ WORKER_FIELDS = (
 _WORKER_WORDS = 32
 ACTOR_FIELDS = (
     "messages",  # messages run (tells and asks)
-    "asks",
-    "sent",  # records sent while its methods ran (replies included)
+    "asks",  # asks answered with a value
     "errors",  # methods that raised
     "admitted",
     "shed",
@@ -88,7 +88,8 @@ ACTOR_FIELDS = (
     "service_samples",
     "service_sum_ns",
 )
-_A = {name: i for i, name in enumerate(ACTOR_FIELDS)}
+_SAMPLES = ACTOR_FIELDS.index("service_samples")
+_SUM = ACTOR_FIELDS.index("service_sum_ns")
 _SERVICE_AT = len(ACTOR_FIELDS)
 _SOJOURN_AT = _SERVICE_AT + len(SERVICE_BUCKETS) + 1
 ACTOR_WORDS = 64
@@ -130,8 +131,8 @@ def timed(cell: Cell, t0: int) -> None:
     if base < 0:
         return
     w = board.words
-    w[base + _A["service_samples"]] += 1
-    w[base + _A["service_sum_ns"]] += ns
+    w[base + _SAMPLES] += 1
+    w[base + _SUM] += ns
     w[base + _SERVICE_AT + bisect.bisect_left(_SERVICE_NS, ns)] += 1
 
 
@@ -188,7 +189,7 @@ class Publisher:
             len(node.host.cells),
         )
         w[base : base + len(values)] = array.array("q", values)
-        activity = values[5:7] + (sum(len(c.mail) for c in node.host.cells.values()),)
+        activity = (*values[5:7], sum(len(c.mail) for c in node.host.cells.values()))
         if activity != self._last or len(self._seen) != len(node.host.cells):
             self._last = activity
             self._publish_actors()
@@ -205,7 +206,6 @@ class Publisher:
             row = (
                 cell.ran,
                 cell.asks,
-                cell.out,
                 cell.errors,
                 mail.admitted,
                 mail.shed,
@@ -258,22 +258,22 @@ def read_worker(board: Board) -> dict[str, Any]:
     actors = []
     for slot, aid in board.actor_slots():
         at = actor_words_at(base, slot)
-        row: dict[str, Any] = {"id": aid}
+        arow: dict[str, Any] = {"id": aid}
         for i, name in enumerate(ACTOR_FIELDS):
-            row[name] = w[at + i]
-        row["service_buckets"] = list(w[at + _SERVICE_AT : at + _SOJOURN_AT])
-        row["sojourn_buckets"] = list(
+            arow[name] = w[at + i]
+        arow["service_buckets"] = list(w[at + _SERVICE_AT : at + _SOJOURN_AT])
+        arow["sojourn_buckets"] = list(
             w[at + _SOJOURN_AT : at + _SOJOURN_AT + len(SOJOURN_BUCKETS) + 1]
         )
-        actors.append(row)
+        actors.append(arow)
     out["actors"] = actors
     servers = []
     for i in range(MAX_SERVERS):
         at = base + _WORKER_WORDS + i * _SERVER_WORDS
         if not w[at]:
             continue
-        name = bytes(w[at : at + _SERVER_NAME_WORDS]).split(b"\0", 1)[0]
-        row = {"name": name.decode("utf-8", "replace")}
+        raw = bytes(w[at : at + _SERVER_NAME_WORDS]).split(b"\0", 1)[0]
+        row: dict[str, Any] = {"name": raw.decode("utf-8", "replace")}
         for j, field in enumerate(SERVER_FIELDS):
             row[field] = w[at + _SERVER_NAME_WORDS + j]
         servers.append(row)

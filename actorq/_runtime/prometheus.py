@@ -50,7 +50,6 @@ _WORKER_COUNTERS = {  # published field -> (metric name, help)
 _ACTOR_COUNTERS = {
     "messages": ("actorq_actor_messages", "Messages the actor's methods ran for."),
     "asks": ("actorq_actor_asks_answered", "Asks the actor answered with a value."),
-    "sent": ("actorq_actor_sent_records", "Records sent while its methods ran, replies included."),
     "errors": ("actorq_actor_errors", "Methods of the actor that raised."),
     "admitted": ("actorq_actor_admitted", "Messages admitted to the mailbox to wait."),
     "shed": ("actorq_actor_shed", "Messages its mailbox refused (overload)."),
@@ -68,7 +67,8 @@ class RuntimeCollector(Collector):
         view = metrics.runtime_view(self.sup)
         wl = ["worker", "cpu"]
         counters = {
-            f: CounterMetricFamily(name, doc, labels=wl) for f, (name, doc) in _WORKER_COUNTERS.items()
+            f: CounterMetricFamily(name, doc, labels=wl)
+            for f, (name, doc) in _WORKER_COUNTERS.items()
         }
         busy = CounterMetricFamily(
             "actorq_worker_busy_seconds", "Loop time not spent waiting for events.", labels=wl
@@ -87,7 +87,8 @@ class RuntimeCollector(Collector):
         }
         al = ["actor", "worker", "cls"]
         actor_counters = {
-            f: CounterMetricFamily(name, doc, labels=al) for f, (name, doc) in _ACTOR_COUNTERS.items()
+            f: CounterMetricFamily(name, doc, labels=al)
+            for f, (name, doc) in _ACTOR_COUNTERS.items()
         }
         queued = GaugeMetricFamily(
             "actorq_actor_mailbox_depth", "Messages waiting in the mailbox.", labels=al
@@ -183,8 +184,10 @@ class Endpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RuntimeCollector(sup))
         self.server, self.thread = start_http_server(int(port), host, self.registry)
-        bound = self.server.server_address
-        self.address = f"{bound[0]}:{bound[1]}" if ":" not in bound[0] else f"[{bound[0]}]:{bound[1]}"
+        bound_host, bound_port = str(self.server.server_address[0]), self.server.server_port
+        self.address = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        )
         log.info("Prometheus metrics at http://%s/metrics", self.address)
 
     def close(self) -> None:

@@ -37,8 +37,8 @@ import atexit
 import errno
 import json
 import logging
-import re
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -151,10 +151,14 @@ def registry() -> Path:
         pass
     st = p.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        now = (
+            f"uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}"
+            if stat.S_ISDIR(st.st_mode)
+            else "not a directory"
+        )
         raise errors.ConfigError(
-            f"{p} must be a directory owned by uid {os.getuid()} with mode 0700 (it is "
-            f"{'not a directory' if not stat.S_ISDIR(st.st_mode) else 'uid %d, mode %s' % (st.st_uid, oct(st.st_mode & 0o777))}"
-            "); actorq keeps its runtimes' control sockets there: remove it, or set "
+            f"{p} must be a directory owned by uid {os.getuid()} with mode 0700 (it is {now}); "
+            "actorq keeps its runtimes' control sockets there: remove it, or set "
             "XDG_RUNTIME_DIR to a private directory"
         )
     return p

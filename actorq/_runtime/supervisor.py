@@ -129,9 +129,9 @@ class Supervisor:
     # --- start ---------------------------------------------------------------------------
     def start(self) -> None:
         """Make the mesh, fork every child, and start the loop (not yet running)."""
+        from . import metrics
         from .control import Trust, control_address, new_secret
         from .mesh import make_mesh
-        from . import metrics
         from .rundir import default_name, make_runtime_dir
 
         cfg = self.cfg

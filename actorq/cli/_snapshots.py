@@ -137,7 +137,6 @@ def summary(stats: dict[str, Any], prev: dict[str, Any] | None = None) -> dict[s
                     "worker": a["worker"],
                     "messages": a["messages"],
                     "asks": a["asks"],
-                    "sent": a["sent"],
                     "errors": a["errors"],
                     "shed": a["shed"],
                     "expired": a["expired"],

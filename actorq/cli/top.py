@@ -166,21 +166,23 @@ def run(args: argparse.Namespace) -> int:
     prev: dict[str, Any] | None = None
     console = Console()
     try:
-        with connect(address, timeout=args.timeout) as client, _Keys() as keys:
-            with Live(console=console, auto_refresh=False, transient=False) as live:
-                while True:
-                    doc = summary(client.stats(), prev)
-                    prev = doc
-                    live.update(view(doc, sort), refresh=True)
-                    deadline = time.monotonic() + args.interval
-                    while (left := deadline - time.monotonic()) > 0:
-                        pressed = keys.wait(left)
-                        for key in pressed.lower():
-                            if key == "q":
-                                return 0
-                            if key in SORTS:
-                                sort = SORTS[key][0]
-                                live.update(view(doc, sort), refresh=True)
+        with (
+            connect(address, timeout=args.timeout) as client,
+            _Keys() as keys,
+            Live(console=console, auto_refresh=False, transient=False) as live,
+        ):
+            while True:
+                doc = summary(client.stats(), prev)
+                prev = doc
+                live.update(view(doc, sort), refresh=True)
+                deadline = time.monotonic() + args.interval
+                while (left := deadline - time.monotonic()) > 0:
+                    for key in keys.wait(left).lower():
+                        if key == "q":
+                            return 0
+                        if key in SORTS:
+                            sort = SORTS[key][0]
+                            live.update(view(doc, sort), refresh=True)
     except KeyboardInterrupt:
         return 0
     except TimeoutError as exc:
