@@ -77,73 +77,73 @@ def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
 def test_counters_move_with_messages_and_stay_still_when_idle(xdg, tmp_path) -> None:
     with running(workers=2, runtime_dir=tmp_path / "rt", metrics_address="127.0.0.1:0") as rt:
         address = rundir.read_info(rt.runtime_dir)["metrics"]
-        client = rt.connect()
-        echo = client.spawn(Echo, name="echo")
-        who = {"actor": "Echo 'echo' #1"}
-        before = scrape(address)
-        assert not before.get("actorq_actor_messages_total") or (
-            value(before, "actorq_actor_messages_total", **who) == 0
-        )
-        for i in range(200):
-            assert echo.f(i) == i
-        with pytest.raises(RemoteError):
-            echo.boom()
+        with rt.connect() as client:
+            echo = client.spawn(Echo, name="echo")
+            who = {"actor": "Echo 'echo' #1"}
+            before = scrape(address)
+            assert not before.get("actorq_actor_messages_total") or (
+                value(before, "actorq_actor_messages_total", **who) == 0
+            )
+            for i in range(200):
+                assert echo.f(i) == i
+            with pytest.raises(RemoteError):
+                echo.boom()
 
-        def messages() -> float:
-            return value(scrape(address), "actorq_actor_messages_total", **who)
+            def messages() -> float:
+                return value(scrape(address), "actorq_actor_messages_total", **who)
 
-        wait_until(lambda: messages() == 201, what="the 201 messages to be published")
-        got = scrape(address)
-        assert value(got, "actorq_actor_asks_answered_total", **who) == 200
-        assert value(got, "actorq_actor_errors_total", **who) == 1
-        # one message in 64 is timed: the 64th, 128th and 192nd of the 200 that returned
-        assert value(got, "actorq_actor_service_seconds_count", **who) == 3
-        assert value(got, "actorq_actor_service_seconds_sum", **who) > 0
-        inf = value(got, "actorq_actor_service_seconds_bucket", le="+Inf", **who)
-        assert inf == 3
-        worker = next(s.labels["worker"] for s in got["actorq_actor_messages_total"])
-        received = value(got, "actorq_worker_received_records_total", worker=worker)
-        assert received == 201  # the asks (the spawn went over the control plane)
-        assert value(got, "actorq_worker_ring_in_bytes_total", worker=worker) > 0
-        assert value(got, "actorq_worker_cpu_seconds_total", worker=worker) > 0
-        assert value(got, "actorq_worker_actors", worker=worker) == 1
+            wait_until(lambda: messages() == 201, what="the 201 messages to be published")
+            got = scrape(address)
+            assert value(got, "actorq_actor_asks_answered_total", **who) == 200
+            assert value(got, "actorq_actor_errors_total", **who) == 1
+            # one message in 64 is timed: the 64th, 128th and 192nd of the 200 that returned
+            assert value(got, "actorq_actor_service_seconds_count", **who) == 3
+            assert value(got, "actorq_actor_service_seconds_sum", **who) > 0
+            inf = value(got, "actorq_actor_service_seconds_bucket", le="+Inf", **who)
+            assert inf == 3
+            worker = next(s.labels["worker"] for s in got["actorq_actor_messages_total"])
+            received = value(got, "actorq_worker_received_records_total", worker=worker)
+            assert received == 201  # the asks (the spawn went over the control plane)
+            assert value(got, "actorq_worker_ring_in_bytes_total", worker=worker) > 0
+            assert value(got, "actorq_worker_cpu_seconds_total", worker=worker) > 0
+            assert value(got, "actorq_worker_actors", worker=worker) == 1
 
-        time.sleep(metrics.PUBLISH_S * 2 + 0.2)  # idle: at least two publishes go by
-        idle = scrape(address)
-        still = [
-            ("actorq_actor_messages_total", who),
-            ("actorq_actor_service_seconds_count", who),
-            ("actorq_worker_received_records_total", {"worker": worker}),
-            ("actorq_worker_sent_records_total", {"worker": worker}),
-            ("actorq_worker_ring_in_bytes_total", {"worker": worker}),
-        ]
-        for name, labels in still:
-            assert value(idle, name, **labels) == value(got, name, **labels), name
+            time.sleep(metrics.PUBLISH_S * 2 + 0.2)  # idle: at least two publishes go by
+            idle = scrape(address)
+            still = [
+                ("actorq_actor_messages_total", who),
+                ("actorq_actor_service_seconds_count", who),
+                ("actorq_worker_received_records_total", {"worker": worker}),
+                ("actorq_worker_sent_records_total", {"worker": worker}),
+                ("actorq_worker_ring_in_bytes_total", {"worker": worker}),
+            ]
+            for name, labels in still:
+                assert value(idle, name, **labels) == value(got, name, **labels), name
 
 
 def test_connection_server_counters(xdg, tmp_path) -> None:
     with running(workers=1, runtime_dir=tmp_path / "rt", metrics_address="127.0.0.1:0") as rt:
         address = rundir.read_info(rt.runtime_dir)["metrics"]
-        client = rt.connect()
-        port = client.spawn(Listener).port()
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"hello\n")
-            assert s.recv(100) == b"hello\n"
-            wait_until(
-                lambda: scrape(address).get("actorq_server_bytes_in_total"),
-                what="the server's counters",
-            )
+        with rt.connect() as client:
+            port = client.spawn(Listener).port()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"hello\n")
+                assert s.recv(100) == b"hello\n"
+                wait_until(
+                    lambda: scrape(address).get("actorq_server_bytes_in_total"),
+                    what="the server's counters",
+                )
 
-            def published() -> bool:
+                def published() -> bool:
+                    got = scrape(address)
+                    return value(got, "actorq_server_bytes_in_total", server="echo-test") == 6
+
+                wait_until(published, what="6 bytes in")
                 got = scrape(address)
-                return value(got, "actorq_server_bytes_in_total", server="echo-test") == 6
-
-            wait_until(published, what="6 bytes in")
-            got = scrape(address)
-            assert value(got, "actorq_server_accepted_total", server="echo-test") == 1
-            assert value(got, "actorq_server_bytes_out_total", server="echo-test") == 6
-            assert value(got, "actorq_server_connections", server="echo-test") == 1
-            assert value(got, "actorq_server_refused_total", server="echo-test") == 0
+                assert value(got, "actorq_server_accepted_total", server="echo-test") == 1
+                assert value(got, "actorq_server_bytes_out_total", server="echo-test") == 6
+                assert value(got, "actorq_server_connections", server="echo-test") == 1
+                assert value(got, "actorq_server_refused_total", server="echo-test") == 0
 
 
 def test_the_endpoint_goes_with_the_runtime(xdg, tmp_path) -> None:

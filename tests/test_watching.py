@@ -97,8 +97,7 @@ def test_ps_lists_runtimes_by_name_and_stats_finds_them(xdg, tmp_path) -> None:
 
 
 def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
-    with running(workers=2, name="watched") as rt:
-        client = rt.connect()
+    with running(workers=2, name="watched") as rt, rt.connect() as client:
         echo = client.spawn(Echo, name="echo")
         for i in range(100):
             echo.f(i)
@@ -146,8 +145,9 @@ def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
             assert rates[-1] == 0
             for d in docs[1:]:
                 assert d["interval"] > 0
-                assert {"cpu_percent", "received_per_s", "wakeups_per_s"} <= d["workers"][0].keys()
-                assert "service_buckets" not in actor(d)  # internal: only the next rate needs it
+                worker = d["workers"][0]
+                assert {"cpu_percent", "received_per_s", "wakeups_per_s"} <= worker.keys()
+                assert "service_buckets" not in actor(d)  # only the next rate needs it
         finally:
             assert proc.stdout is not None
             proc.stdout.close()  # the reader goes away: the next line ends it quietly

@@ -13,9 +13,10 @@ Tidying happens at three moments, because no single one covers every exit:
   ``atexit`` safety net, run only in the process that made the directory: a
   forked child that exits normally must not take its parent's directory);
 - at the next start, for a runtime that could not clean up at all (SIGKILL,
-  power loss): ``sweep_stale`` removes ``actorq-*`` directories of ours in the
-  default base whose owner is gone. A directory without an owner file, or whose
-  owner lives, is never touched (many runtimes may share the base).
+  power loss): ``sweep_stale`` removes the directories of ours in the
+  registry (below) whose owner is gone, and the registry's links to
+  directories whose owner is gone. A directory without an owner file, or
+  whose owner lives, is never touched (many runtimes share the registry).
 
 Where runtimes are found: every runtime has a name (``--name``, ``name`` in
 the config; by default the app's and the supervisor's pid, ``hello-4242``)
@@ -126,15 +127,7 @@ def owner_alive(owner: tuple[int, float]) -> bool:
     return now is not None and abs(now - started) < _START_TOLERANCE_S
 
 
-# --- the default base and its stale directories ----------------------------------------
-
-
-def default_base() -> Path:
-    """``$XDG_RUNTIME_DIR`` if it is a writable directory, else the temp dir."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base) and os.access(base, os.W_OK):
-        return Path(base)
-    return Path(tempfile.gettempdir())
+# --- the registry and its stale entries -------------------------------------------------
 
 
 def registry() -> Path:
