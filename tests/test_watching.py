@@ -273,3 +273,9 @@ def test_a_stale_link_is_swept_and_its_directory_kept(xdg, tmp_path) -> None:
     finally:
         rundir.release_runtime_dir(path, created)
     assert not path.exists()
+
+
+def test_two_runtimes_of_one_process_get_names_of_their_own(xdg) -> None:
+    with running(workers=1) as a, running(workers=1) as b:
+        assert a.runtime_dir.name == f"actorq-{os.getpid()}"
+        assert b.runtime_dir.name == f"actorq-{os.getpid()}-2"

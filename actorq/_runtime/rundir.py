@@ -216,50 +216,57 @@ def sweep_stale(base: Path, prefix: str = PREFIX, links: bool = False) -> list[P
 # --- making, claiming and releasing ----------------------------------------------------
 
 
-def make_runtime_dir(path: str | None = None, name: str | None = None) -> tuple[Path, bool]:
+def make_runtime_dir(
+    path: str | None = None, name: str | None = None, app: str | None = None
+) -> tuple[Path, bool]:
     """A private directory for the control socket, claimed by this process:
-    (path, created_by_us), and registered under ``name`` (default: ``actorq-<pid>``).
+    (path, created_by_us), and registered under ``name``.
 
     Stale entries of the registry are swept first. Without ``path`` the
     directory is the registry entry ``name`` itself; a given ``path`` must be
     ours and not readable by others (it is created with 0700 if missing) and
-    is linked from the registry entry.
+    is linked from the registry entry. A ``name`` in use by a live runtime is
+    refused; without one, ``<app>-<pid>`` is used, with a suffix (``-2``,
+    ``-3``, ...) for the second runtime of one process (``name_of`` says which).
     """
-    name = check_name(name or default_name(None))
+    names = [check_name(name)] if name else [default_name(app)]
+    if not name:
+        names += [f"{names[0]}-{i}" for i in range(2, 100)]
     reg = registry()
     sweep_stale(reg, prefix="", links=True)
-    entry = reg / name
-    if path is None:
+    p, created = (None, True) if path is None else _claim_explicit(Path(path))
+    for n in names:
+        entry = reg / n
         try:
-            entry.mkdir(mode=0o700)
+            if p is None:
+                entry.mkdir(mode=0o700)
+                try:
+                    write_owner(entry)
+                except BaseException:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    raise
+                _remember(entry, created=True)
+                return entry, True
+            entry.symlink_to(p.resolve())
+            _links[p] = entry
+            return p, created
         except FileExistsError:
-            _taken(entry, name)
-        try:
-            write_owner(entry)
-        except FileExistsError:  # another starter of this name won between our steps
-            _taken(entry, name)
-        except BaseException:
-            shutil.rmtree(entry, ignore_errors=True)
-            raise
-        _remember(entry, created=True)
-        return entry, True
-    p, created = _claim_explicit(Path(path))
-    try:
-        entry.symlink_to(p.resolve())
-    except FileExistsError:
+            continue
+    if p is not None:
         release_runtime_dir(p, created)
-        _taken(entry, name)
-    _links[p] = entry
-    return p, created
-
-
-def _taken(entry: Path, name: str) -> None:
+    entry = reg / names[0]
     owner = read_owner(entry)
     who = f" (pid {owner[0]})" if owner is not None else ""
     raise errors.ConfigError(
-        f"a runtime named {name!r} is already running{who} ({entry}); "
+        f"a runtime named {names[0]!r} is already running{who} ({entry}); "
         "pick another name (--name, or name in the config)"
     )
+
+
+def name_of(directory: Path) -> str:
+    """The registry name of a directory ``make_runtime_dir`` gave this process."""
+    link = _links.get(directory)
+    return (link if link is not None else directory).name
 
 
 def _claim_explicit(p: Path) -> tuple[Path, bool]:

@@ -132,7 +132,7 @@ class Supervisor:
         from . import metrics
         from .control import Trust, control_address, new_secret
         from .mesh import make_mesh
-        from .rundir import default_name, make_runtime_dir
+        from .rundir import make_runtime_dir, name_of
 
         cfg = self.cfg
         metrics.settings.enabled = cfg.metrics  # the children inherit it
@@ -140,8 +140,10 @@ class Supervisor:
         placements = worker_cpus(cfg, machine)
         self.worker_cpus = [cpu for cpu, _ in placements]
         self.trust = Trust(new_secret())  # before any fork: the children inherit it
-        self.name = cfg.name or default_name(_app_name(self.main))
-        self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir, self.name)
+        self.runtime_dir, self.created_dir = make_runtime_dir(
+            cfg.runtime_dir, cfg.name, _app_name(self.main)
+        )
+        self.name = name_of(self.runtime_dir)
         self.address = control_address(self.runtime_dir)
         nodes = len(placements) + 1 + (1 if self.main is not None else 0)
         check_fd_limit(nodes)
