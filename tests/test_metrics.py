@@ -74,7 +74,7 @@ def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
     return float(found[0])
 
 
-def test_counters_move_with_messages_and_stay_still_when_idle(xdg, tmp_path) -> None:
+def test_counters_move_with_messages_and_stay_still_when_idle(xdg, tmp_path, no_leaks) -> None:
     with running(workers=2, runtime_dir=tmp_path / "rt", metrics_address="127.0.0.1:0") as rt:
         address = rundir.read_info(rt.runtime_dir)["metrics"]
         with rt.connect() as client:

@@ -96,7 +96,7 @@ def test_ps_lists_runtimes_by_name_and_stats_finds_them(xdg, tmp_path) -> None:
     assert "no runtime of yours is running" in none.stderr
 
 
-def test_stats_watch_json_one_document_per_line_with_rates(xdg) -> None:
+def test_stats_watch_json_one_document_per_line_with_rates(xdg, no_leaks) -> None:
     with running(workers=2, name="watched") as rt, rt.connect() as client:
         echo = client.spawn(Echo, name="echo")
         for i in range(100):
@@ -174,7 +174,7 @@ def _read_until(fd: int, want: bytes, count: int, deadline: float, got: bytearra
             got += chunk
 
 
-def test_top_in_a_pseudo_terminal_refreshes_sorts_and_quits(xdg, tmp_path) -> None:
+def test_top_in_a_pseudo_terminal_refreshes_sorts_and_quits(xdg, tmp_path, no_leaks) -> None:
     write_app(tmp_path, BUSY_APP)
     app = subprocess.Popen(
         [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "2", "--name", "busy"],
@@ -228,7 +228,7 @@ def test_top_without_a_runtime_says_so(xdg) -> None:
     assert "no runtime of yours is running" in proc.stderr
 
 
-def test_the_banner_names_the_runtime_and_its_directory(xdg, tmp_path) -> None:
+def test_the_banner_names_the_runtime_and_its_directory(xdg, tmp_path, no_leaks) -> None:
     write_app(tmp_path, "async def main(rt):\n    pass\n")
     proc = run_cmd(
         [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "1"], cwd=tmp_path

@@ -1,7 +1,8 @@
 """The Prometheus endpoint: ``actorq run --metrics 127.0.0.1:9464``.
 
 The supervisor serves ``/metrics`` in the text exposition format through
-``prometheus_client``, from that library's HTTP server thread. A scrape runs
+``prometheus_client`` (its WSGI app), from one HTTP server thread that
+answers one request at a time, each with a deadline. A scrape runs
 ``RuntimeCollector.collect`` in that thread: it reads the workers' boards
 (shared memory, metrics.py) and /proc, so it asks no worker and never waits
 on the supervisor's loop; supervision goes on whatever a scrape does.
@@ -16,9 +17,11 @@ rings themselves and do not.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,6 +34,7 @@ from . import metrics
 from .admission import BUCKETS as SOJOURN_BUCKETS
 
 log = logging.getLogger("actorq.metrics")
+_REQUEST_TIMEOUT = 5.0  # seconds a scraper may take to send its request or read the answer
 
 _WORKER_COUNTERS = {  # published field -> (metric name, help)
     "turns": ("actorq_worker_loop_turns", "Loop turns of the worker."),
@@ -173,17 +177,46 @@ def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str,
     return out
 
 
+class _Quiet(WSGIRequestHandler):
+    """No access log on stderr, and a deadline on every read and write: a
+    client that connects and says nothing holds the (single) server thread
+    for ``timeout`` seconds at most."""
+
+    timeout = _REQUEST_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(WSGIServer):
+    """One request at a time (scrapes are rare; a thread per request would be
+    a queue without a bound)."""
+
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class Endpoint:
     """The HTTP server of one runtime's metrics, on its own daemon thread."""
 
     def __init__(self, sup: Any, address: str) -> None:
-        from prometheus_client import start_http_server
+        from prometheus_client import make_wsgi_app
 
         host, _, port = address.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RuntimeCollector(sup))
-        self.server, self.thread = start_http_server(int(port), host, self.registry)
+        server_class = _Server6 if ":" in host else _Server
+        self.server = make_server(
+            host, int(port), make_wsgi_app(self.registry), server_class, _Quiet
+        )
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="actorq-metrics", daemon=True
+        )
+        self.thread.start()
         bound_host, bound_port = str(self.server.server_address[0]), self.server.server_port
         self.address = (
             f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
@@ -191,9 +224,9 @@ class Endpoint:
         log.info("Prometheus metrics at http://%s/metrics", self.address)
 
     def close(self) -> None:
-        """Stop serving (from the supervisor's cleanup; waits for the thread, bounded)."""
+        """Stop serving (from the supervisor's cleanup; bounded by the request timeout)."""
         stopper = threading.Thread(target=self.server.shutdown, daemon=True)
         stopper.start()
-        stopper.join(2.0)
+        stopper.join(_REQUEST_TIMEOUT + 1.0)
         self.server.server_close()
-        self.thread.join(2.0)
+        self.thread.join(1.0)
