@@ -101,13 +101,12 @@ def test_stats_watch_json_one_document_per_line_with_rates(xdg, no_leaks) -> Non
         echo = client.spawn(Echo, name="echo")
         for i in range(100):
             echo.f(i)
-        wait_until(
-            lambda: (
-                client.stats()["metrics"]["workers"][0]["actors"]
-                or client.stats()["metrics"]["workers"][1]["actors"]
-            ),
-            what="the actor in the published metrics",
-        )
+
+        def published() -> bool:
+            rows = [a for w in client.stats()["metrics"]["workers"] for a in w["actors"]]
+            return [a["messages"] for a in rows] == [100]
+
+        wait_until(published, what="the 100 messages in the published metrics")
         proc = subprocess.Popen(
             [sys.executable, "-m", "actorq", "stats", "--watch", "0.3", "--json"],
             env=env(),
