@@ -278,3 +278,32 @@ def test_two_runtimes_of_one_process_get_names_of_their_own(xdg) -> None:
     with running(workers=1) as a, running(workers=1) as b:
         assert a.runtime_dir.name == f"actorq-{os.getpid()}"
         assert b.runtime_dir.name == f"actorq-{os.getpid()}-2"
+
+
+def test_stats_watch_ends_quietly_on_ctrl_c(xdg) -> None:
+    import signal
+
+    with running(workers=1, name="interrupted") as rt, rt.connect() as client:
+        client.spawn(Echo, name="echo").f(1)
+        wait_until(
+            lambda: (
+                [a["messages"] for a in client.stats()["metrics"]["workers"][0]["actors"]] == [1]
+            ),
+            what="the message in the published metrics",
+        )
+        text = actorq_cli("stats")
+        assert text.returncode == 0, text.stderr
+        assert "1 messages (1 asks answered), 0 errors, queued 0, shed 0" in text.stdout
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "actorq", "stats", "--watch", "0.2"],
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert "interrupted" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert err == ""

@@ -99,6 +99,7 @@ def render(stats: dict[str, Any]) -> str:
         )
     if stats["actors"]:
         lines.append("  actors:")
+    counted = {c["id"]: c for c in summary(stats)["actors"]}
     for a in stats["actors"]:
         label = a["name"] or a["cls"].rpartition(":")[2]
         trouble = ""
@@ -108,6 +109,13 @@ def render(stats: dict[str, Any]) -> str:
             f"    {label:<20} #{a['id'] & 0xFFFFFFFF:<6} worker {a['worker']} "
             f"(CPU {a['cpu']})  {a['reason']}{trouble}"
         )
+        c = counted.get(a["id"])
+        if c is not None:  # what its worker last published (metrics.py)
+            lines.append(
+                f"{'':<32}{c['messages']} messages ({c['asks']} asks answered), "
+                f"{c['errors']} errors, queued {c['queued']}, shed {c['shed']}, service p50/p99 "
+                f"{_num(c['service_p50_ms'], '{:.3g}')}/{_num(c['service_p99_ms'], '{:.3g}')} ms"
+            )
     log = stats.get("dead_letter_log") or []
     if log:
         lines.append("  messages not redelivered after a crash (most recent last):")
