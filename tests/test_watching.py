@@ -252,6 +252,8 @@ def test_names_are_checked(xdg) -> None:
         with pytest.raises(actorq.ConfigError, match="runtime name"):
             rundir.check_name(bad)
     assert rundir.default_name("examples.hello") == f"hello-{os.getpid()}"
+    assert rundir.default_name("examples.hello.app") == f"hello-{os.getpid()}"
+    assert rundir.default_name("app") == f"app-{os.getpid()}"
     assert rundir.default_name(None) == f"actorq-{os.getpid()}"
 
 

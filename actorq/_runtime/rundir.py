@@ -168,8 +168,12 @@ def check_name(name: str) -> str:
 
 
 def default_name(app: str | None) -> str:
-    """``<app>-<pid>``: the app's last dotted part (or ``actorq``), made a valid name."""
-    stem = (app or "actorq").rpartition(".")[2]
+    """``<app>-<pid>``: the app's last telling dotted part (``examples.hello.app``
+    gives ``hello``; ``actorq`` without an app), made a valid name."""
+    parts = [p for p in (app or "").split(".") if p]
+    while len(parts) > 1 and parts[-1] in ("app", "main", "__main__"):
+        parts.pop()
+    stem = parts[-1] if parts else "actorq"
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-")[:40] or "actorq"
     return f"{stem}-{os.getpid()}"
 

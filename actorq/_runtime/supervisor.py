@@ -722,7 +722,10 @@ class Supervisor:
 def _app_name(main: Any) -> str | None:
     """What names the app by default: main's module (the script for __main__)."""
     module = getattr(main, "__module__", None) if main is not None else None
-    if module == "__main__":
+    if module == "__main__":  # python -m pkg.app (its spec), or python app.py (the file)
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return str(spec.name).removesuffix(".__main__")
         return os.path.splitext(os.path.basename(sys.argv[0] or "main"))[0] or None
     return module
 
