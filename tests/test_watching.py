@@ -203,7 +203,7 @@ def test_top_in_a_pseudo_terminal_refreshes_sorts_and_quits(xdg, tmp_path, no_le
         deadline = time.monotonic() + 60
         _read_until(master, b"actorq top: busy", 3, deadline, got)  # three refreshes
         assert b"sorted by cpu" in got
-        assert b"Echo 'echo' #1" in got  # the busy actor has a line
+        _read_until(master, b"Echo 'echo' #1", 1, deadline, got)  # the busy actor has a line
         os.write(master, b"m")
         _read_until(master, b"sorted by mailbox", 1, deadline, got)
         os.write(master, b"l")
