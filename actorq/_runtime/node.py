@@ -70,6 +70,10 @@ _NEVER = float("inf")
 # A sweep looks at every pending ask, so sweeps are spaced by at least this
 # much, plus this much per pending ask: with many asks outstanding the sweeps
 # stay a small share of the loop's time (deadlines are then met a little late).
+# A tell from async code parks once this many bytes wait in backlogs (besides
+# ``backlog_limit // 4`` messages): a full ring plus this much is enough to
+# keep the reader busy, and more only costs the sender memory and cache.
+_SOFT_BYTES = 8 << 20
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
 
@@ -200,7 +204,7 @@ class Node:
         if dest == self.index:
             if self.local_queued >= self.backlog_hard:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
-        elif self.port.backlog_total >= self.backlog_soft:
+        elif self.port.backlog_total >= self.backlog_soft or self.port.backlog_bytes >= _SOFT_BYTES:
             self._check_room(self.port.queued(dest), ref, method, f"the channel to worker {dest}")
         fut = self.loop.create_future()
         self._send(dest, data, True)  # may raise PayloadTooLarge: nothing to undo
@@ -277,7 +281,7 @@ class Node:
             self.loop.call_soon(self._deliver_local, data)
             return self._held_back(rid) if self._slow else _SENT
         port = self.port
-        if port.backlog_total >= self.backlog_soft:
+        if port.backlog_total >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
             fut = self._room_futs.get(dest)
             if fut is not None and not fut.done():  # congested already: the short way
                 if port.queued(dest) >= self.backlog_hard:
@@ -293,7 +297,9 @@ class Node:
             queued = port.queued(dest)
             self._check_room(queued, ref, method, f"the channel to worker {dest}")
             self._send(dest, data)
-            return self._throttle(dest) if queued + 1 >= self.backlog_soft else _SENT
+            if queued + 1 >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
+                return self._throttle(dest)
+            return _SENT
         self.sent += 1
         port.send(dest, data)
         if self._flush_handle is None and not port.draining:
@@ -343,7 +349,7 @@ class Node:
             waiting, self._local_room = self._local_room, []
             for room in waiting:
                 room()
-        self.deliver(self.index, data)
+        self.deliver(self.index, [_unpack(data)])
 
     def stop_actor(self, ref: ActorRef) -> Any:
         self._req += 1
@@ -490,18 +496,33 @@ class Node:
         """The port took ``n`` records off the rings; they are ours to lose now."""
         self.board[TAKEN] += n
 
-    def deliver(self, sender: int, data: bytes) -> None:
-        self.received += 1
-        try:
-            self._route(sender, data)
-        finally:  # after routing: a crash before this counts the record as lost (board.py)
-            self.board[HANDLED] += 1
+    def deliver(self, sender: int, msgs: list[Any]) -> None:
+        """Route a batch of decoded messages from node ``sender``, in order.
 
-    def _route(self, sender: int, data: bytes) -> None:
+        The common case is inlined: a tell to an idle actor with an empty
+        mailbox runs its method at once (``Cell.call``) from the record as it
+        was decoded. Everything else takes ``_route``."""
+        self.received += len(msgs)
+        board, cells = self.board, self.actors
+        for msg in msgs:
+            try:
+                if msg[0] == TELL:
+                    cell = cells.get(msg[1])
+                    if cell is not None and not cell.busy and not cell.mail.size:
+                        cell.call(TELL, sender, 0, msg[2], msg[3], msg[4], None)
+                    else:
+                        self._route(sender, msg)
+                else:
+                    self._route(sender, msg)
+            except Exception:  # a bad record must not cost the rest of the batch
+                log.exception("node %d: a record from node %d failed", self.index, sender)
+            # after routing: a crash before this counts the message as lost (board.py)
+            board[HANDLED] += 1
+
+    def _route(self, sender: int, msg: Any) -> None:
         try:
-            msg = _unpack(data)
             kind = msg[0]
-        except Exception as exc:  # a record we cannot read must not stop the worker
+        except Exception as exc:
             log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
             return
         if kind == REPLY:
