@@ -74,6 +74,7 @@ _NEVER = float("inf")
 # ``backlog_limit // 4`` messages): a full ring plus this much is enough to
 # keep the reader busy, and more only costs the sender memory and cache.
 _SOFT_BYTES = 8 << 20
+_HARD_BYTES = 8 * _SOFT_BYTES  # and a tell past this many is refused (Overloaded), like backlog_limit
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
 
@@ -270,6 +271,17 @@ class Node:
                 f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
             ) from None
         dest = rid >> _NODE_SHIFT
+        port = self.port
+        if (
+            dest != self.index
+            and port.backlog_total < self.backlog_soft
+            and port.backlog_bytes < _SOFT_BYTES
+        ):  # the common case first: another node, and the way there has room
+            self.sent += 1
+            port.send(dest, data)
+            if self._flush_handle is None and not port.draining:
+                self._flush_handle = self.loop.call_soon(self._flush)
+            return self._held_back(rid) if self._slow else _SENT
         if dest == self.index:
             if self.local_queued >= self.backlog_soft:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
@@ -280,32 +292,31 @@ class Node:
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
             return self._held_back(rid) if self._slow else _SENT
-        port = self.port
-        if port.backlog_total >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
-            fut = self._room_futs.get(dest)
-            if fut is not None and not fut.done():  # congested already: the short way
-                if port.queued(dest) >= self.backlog_hard:
-                    self._check_room(
-                        port.queued(dest), ref, method, f"the channel to worker {dest}"
-                    )
-                self.sent += 1
-                port.send(dest, data)  # joins the backlog, which drains on its own
-                actor = _ctx.actor
-                if actor is not None and actor is not self._hold_actor:
-                    self._throttle(dest)  # holds this actor too
-                return fut
-            queued = port.queued(dest)
-            self._check_room(queued, ref, method, f"the channel to worker {dest}")
-            self._send(dest, data)
-            if queued + 1 >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
-                return self._throttle(dest)
-            return _SENT
-        self.sent += 1
-        port.send(dest, data)
-        if self._flush_handle is None and not port.draining:
-            self._flush_handle = self.loop.call_soon(self._flush)
-        if self._slow:
-            return self._held_back(rid)
+        # the way to another node is congested
+        fut = self._room_futs.get(dest)
+        if fut is not None and not fut.done():  # congested already: the short way
+            if port.queued(dest) >= self.backlog_hard:
+                self._check_room(
+                    port.queued(dest), ref, method, f"the channel to worker {dest}"
+                )
+            self.sent += 1
+            port.send(dest, data)  # joins the backlog, which drains on its own
+            actor = _ctx.actor
+            if actor is not None and actor is not self._hold_actor:
+                self._throttle(dest)  # holds this actor too
+            return fut
+        queued = port.queued(dest)
+        self._check_room(queued, ref, method, f"the channel to worker {dest}")
+        if port.backlog_bytes >= _HARD_BYTES:
+            self.refused_sends += 1
+            raise Overloaded(
+                f"{ref!r}.{method}: {port.backlog_bytes} bytes of messages wait for full "
+                f"channels already (at most {_HARD_BYTES}); from async code await the tell "
+                f"(await ref.{method}.tell(...)) to wait for room, or send less"
+            )
+        self._send(dest, data)
+        if queued + 1 >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
+            return self._throttle(dest)
         return _SENT
 
     # --- backpressure ------------------------------------------------------------
@@ -546,6 +557,10 @@ class Node:
                 _, req, target, method, args, kwargs, src, deadline, chain = msg
             if deadline is not None and deadline <= self._clock():
                 self.expired += 1  # its asker has given up: abort early, not late
+                return
+            cell = self.actors.get(target)
+            if cell is not None and not cell.busy and not cell.mail.size:
+                cell.call(ASK, sender, req, method, args, kwargs, chain)  # no Item built
                 return
             item: Item = (ASK, sender, req, method, args, kwargs, chain, deadline)
         elif kind == TELL:
