@@ -40,6 +40,9 @@ class Sink:
     def take(self, blob: bytes) -> None:
         self.n += 1
 
+    def echo(self, blob: bytes) -> bytes:
+        return blob
+
 
 def measure(count: int, payload: int) -> dict[str, float]:
     from actorq._runtime.mesh import RingMesh
@@ -69,8 +72,7 @@ def measure(count: int, payload: int) -> dict[str, float]:
                 tell(blob)
             t1 = clock()
             port_s.flush()  # cut the batch, copy it into the ring, publish
-            taken: list[tuple[int, list[Any]]] = []
-            port_r.inbox.drain(lambda s, rec: taken.append((s, port_r_decode(rec))), None)
+            taken = _take_all(port_r.inbox)
             t2 = clock()
             for s, msgs in taken:
                 receiver.deliver(s, msgs)
@@ -91,29 +93,101 @@ def measure(count: int, payload: int) -> dict[str, float]:
     return {k: v / done * 1e6 for k, v in out.items()}
 
 
-def port_r_decode(record: Any) -> list[Any]:
+def measure_ask(count: int, payload: int) -> dict[str, float]:
+    """One ask's round trip, step by step, on one CPU: the asker's side (make
+    the record, publish it), the ring both ways, the answerer's side (route,
+    run, reply), and the asker taking the reply (route it to its future)."""
+    from actorq._runtime.mesh import RingMesh
+    from actorq._runtime.node import Node
+    from actorq.loop import Loop
+
+    loop = Loop()
+    mesh = RingMesh(3, 1 << 20)
+    asker = Node(1, loop, mesh.port(1), worker_cpus=[0], address="")
+    answerer = Node(2, loop, mesh.port(2), worker_cpus=[0], address="")
+    sink_id = (2 << 32) | 1
+    path = f"{Sink.__module__}:{Sink.__qualname__}"
+    answerer.host.create(sink_id, path, [], None, None)
+    ref = actorq.ActorRef(sink_id, path)
+    blob = os.urandom(payload)
+    out = {"asker": 0.0, "ring": 0.0, "answerer": 0.0, "reply": 0.0}
+    clock = time.perf_counter
+    prev = _actor.ctx.node
+    _actor.ctx.node = asker
+    pa, pb = asker.port, answerer.port
+    try:
+        echo = ref.echo
+        for _ in range(count):
+            t0 = clock()
+            fut = echo(blob)
+            t1 = clock()
+            got = _take_all(pb.inbox)
+            t2 = clock()
+            for s, msgs in got:
+                answerer.deliver(s, msgs)
+            pb.flush()
+            t3 = clock()
+            got = _take_all(pa.inbox)
+            t4 = clock()
+            for s, msgs in got:
+                asker.deliver(s, msgs)
+            t5 = clock()
+            assert fut.result() == blob
+            out["asker"] += t1 - t0
+            out["ring"] += (t2 - t1) + (t4 - t3)
+            out["answerer"] += t3 - t2
+            out["reply"] += t5 - t4
+    finally:
+        _actor.ctx.node = prev
+        pa.close()
+        pb.close()
+        mesh.close()
+        loop.close()
+    return {k: v / count * 1e6 for k, v in out.items()}
+
+
+def _take_all(inbox: Any) -> list[tuple[int, list[Any]]]:
+    """Drain ``inbox`` as RingPort does: decode each batch from the ring's memory."""
     from actorq._codec import unpack
 
-    return unpack(record)  # type: ignore[no-any-return]
+    taken: list[tuple[int, list[Any]]] = []
+    inbox.drain(lambda s, rec: taken.append((s, unpack(rec))), None)
+    return taken
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench breakdown", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench breakdown", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--count", type=int, default=200_000)
     ap.add_argument("--payload", type=int, action="append", default=None)
     ap.add_argument("--reps", type=int, default=5, help="repetitions; the best is kept")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    rows = {}
+    rows: dict[int, dict[str, float]] = {}
+    asks: dict[int, dict[str, float]] = {}
     for size in args.payload or [64, 4096]:
         runs = [measure(args.count, size) for _ in range(args.reps)]
         rows[size] = {k: min(r[k] for r in runs) for k in runs[0]}
+        runs = [measure_ask(max(1000, args.count // 20), size) for _ in range(args.reps)]
+        asks[size] = {k: min(r[k] for r in runs) for k in runs[0]}
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"tell": rows, "ask": asks}))
         return 0
-    print(f"{'payload':>8} {'sender':>8} {'ring':>8} {'receiver':>9} {'total':>8}   (µs per message, best of {args.reps})")
+    print(f"tell: µs per message, best of {args.reps}, one CPU")
+    print(f"{'payload':>8} {'sender':>8} {'ring':>8} {'receiver':>9} {'total':>8}")
     for size, r in rows.items():
-        print(f"{size:>8} {r['sender']:>8.2f} {r['ring']:>8.2f} {r['receiver']:>9.2f} {sum(r.values()):>8.2f}")
+        print(
+            f"{size:>8} {r['sender']:>8.2f} {r['ring']:>8.2f} {r['receiver']:>9.2f} "
+            f"{sum(r.values()):>8.2f}"
+        )
+    print(f"ask: µs per round trip, best of {args.reps}, one CPU (no loop turns, no spinning)")
+    print(f"{'payload':>8} {'asker':>8} {'ring':>8} {'answerer':>9} {'reply':>8} {'total':>8}")
+    for size, r in asks.items():
+        print(
+            f"{size:>8} {r['asker']:>8.2f} {r['ring']:>8.2f} {r['answerer']:>9.2f} "
+            f"{r['reply']:>8.2f} {sum(r.values()):>8.2f}"
+        )
     return 0
 
 

@@ -15,10 +15,11 @@ Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
   their bytes joined behind an array header, no second encode), cut at
   ``_BATCH_BYTES`` and at every flush. When the channel to ``dest`` is full
   the batch joins a local backlog for ``dest`` (and so does every later one,
-  keeping FIFO), and the loop is asked to call us when there is room. The sender's loop keeps draining its own inbound
-  channels meanwhile, so two workers asking each other with both directions
-  full cannot deadlock: a fixed queue depth is never the backpressure policy
-  (Seastar learned this with nested submit_to; see anchors.md section 2).
+  keeping FIFO), and the loop is asked to call us when there is room. The
+  sender's loop keeps draining its own inbound channels meanwhile, so two
+  workers asking each other with both directions full cannot deadlock: a
+  fixed queue depth is never the backpressure policy (Seastar learned this
+  with nested submit_to; see anchors.md section 2).
 - ``flush()``: make written records visible to their readers (one doorbell
   per destination per loop turn at most; batching is where throughput comes
   from). ``publish(dest)`` does it for one destination now (an ask).
@@ -29,16 +30,7 @@ Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
   its successor again, so a poison message runs at most once and the
   supervisor can count what was lost.
 
-What a message costs (the tell path, see bench/RESULTS.md for the figures):
-the sender packs it once (msgpack, at the call site, so an unsendable
-argument is named there) and appends the bytes to its destination's batch;
-once per loop turn the batch is joined and copied into the ring, and the
-head published (a doorbell only if the reader sleeps). The reader decodes a
-whole batch in one msgpack call straight from the ring's memory (zero copy:
-the only copy of a payload on this side is the one msgpack makes into the
-Python object the method receives), releases the ring space, and then hands
-the list of messages to the node, which dispatches each to its actor without
-rebuilding it.
+The whole way of a message, sender to actor, is told at the top of node.py.
 """
 
 from __future__ import annotations

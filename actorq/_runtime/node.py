@@ -1,18 +1,47 @@
 """A node of the runtime: its loop, its actors, its ends of the mesh.
 
 Every process of a runtime is a ``Node``: the supervisor is node 0 (it hosts
-no actors but runs ``main`` and proxies outside clients), workers are nodes
-1..N, each pinned to one CPU. An actor id is ``(node << 32) | serial``, so the
-node that hosts an actor is read off its id with a shift: no directory lookup
-on the message path.
+no actors; it proxies outside clients), workers are nodes 1..N, each pinned to
+one CPU, and the process running ``main`` is node N+1. An actor id is
+``(node << 32) | serial``, so the node that hosts an actor is read off its id
+with a shift: no directory lookup on the message path.
 
-Message handling in a node
---------------------------
-``ask`` packs the call, remembers the request (id -> future, target) and
-sends the record (to itself through ``call_soon`` when the target lives on
-the same node: the mesh is skipped but the arguments are still copied, so an
-actor's behaviour never depends on where placement put it). Records for
-actors go to their ``Cell`` in the ``Host`` (see host.py).
+A message's way
+---------------
+``ref.take.tell(blob)`` in an actor method on worker A, for an actor on B:
+
+1. *Sender, at the call site* (``Node.tell``): the message is packed once
+   with msgpack, ``[TELL, target, method, args, kwargs, src]``. Packing here
+   is what lets an unsendable argument be named where the mistake was made;
+   an oversized one is refused here too (``PayloadTooLarge``). The bytes are
+   appended to B's *batch* in the port (mesh.py); nothing touches shared
+   memory yet. A tell costs about 1 µs of the sender's CPU (64 B payload;
+   ``python -m bench breakdown``).
+2. *Once per loop turn* (a ``call_soon`` armed by the first tell of the
+   turn, or at the end of an inbox drain, for replies), each destination's
+   batch becomes ONE ring record: a msgpack array whose elements are the
+   packed messages, made by joining their bytes behind an array header (no
+   second encode), cut at 64 messages or 8 KiB. The record is copied into
+   the ring and the head published; the reader's doorbell is rung only if it
+   announced sleep. An ask publishes its batch at once (someone waits).
+3. *Receiver* (``RingPort._drain``): the inbox finds the flagged rings in
+   O(flagged), and each batch is decoded with one msgpack call straight from
+   the ring's memory (zero copy: the payload's only copy on this side is the
+   ``bytes`` object the method receives). All taken records leave the ring
+   before any is delivered: a crash in a method never redelivers it (at most
+   once), and the board counts what was taken and handled, so every loss is
+   counted.
+4. *Dispatch* (``Node.deliver``): the decoded list is routed in order. A
+   tell or ask to an idle actor with an empty mailbox runs its method at
+   once from the decoded record (``Cell.call``: no tuple rebuilt); others go
+   to the actor's mailbox (admission.py) as an ``Item``. A reply resolves the
+   asker's future, and the task awaiting it resumes in the same loop turn.
+
+FIFO holds per (sender, receiver) pair: one ring per ordered pair, batches
+written in order, messages in a batch in order, the backlog of a full ring
+drained before new batches. Same-node messages skip the ring (``call_soon``)
+but are still packed and unpacked, so an actor's behaviour never depends on
+where placement put it.
 
 Request ids start at ``incarnation << 40``: when a worker is restarted its
 successor never reuses an id whose stale reply may still sit in a channel.
@@ -74,7 +103,7 @@ _NEVER = float("inf")
 # ``backlog_limit // 4`` messages): a full ring plus this much is enough to
 # keep the reader busy, and more only costs the sender memory and cache.
 _SOFT_BYTES = 8 << 20
-_HARD_BYTES = 8 * _SOFT_BYTES  # and a tell past this many is refused (Overloaded), like backlog_limit
+_HARD_BYTES = 8 * _SOFT_BYTES  # past this, a tell is refused (Overloaded), like backlog_limit
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
 
