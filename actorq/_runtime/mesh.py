@@ -88,34 +88,34 @@ class Port:
     index: int
     backlog_total: int = 0  # messages waiting in backlogs (their channel was full)
     backlog_bytes: int = 0  # and their bytes
+    max_message: int = MAX_MESSAGE  # the largest packed message a record can carry
     draining: bool = False  # True while inbound records are delivered: a flush follows
     # destination -> [header slot, this turn's messages...], not yet a record
     _out: dict[int, list[bytes]]
     _outsize: dict[int, int]  # their bytes
 
     def send(self, dest: int, data: bytes) -> None:
-        """Add one packed message to ``dest``'s batch (see the module docstring)."""
+        """Add one packed message to ``dest``'s batch (see the module docstring).
+
+        Raises PayloadTooLarge here, at the sender, for a message no record can
+        hold; a batch is cut before a message that would take it past
+        ``_BATCH_BYTES``, so only a lone message is ever larger."""
         n = len(data)
-        out = self._out.get(dest)
-        if out is None:
-            if n > MAX_MESSAGE:
-                raise PayloadTooLarge(
-                    f"a {n}-byte message is too large for the channel to node {dest} "
-                    f"(at most {MAX_MESSAGE} bytes, the rings' largest slab class)"
-                )
-            self._out[dest] = [b"", data]  # [0]: the array header, filled in by _cut
-            self._outsize[dest] = n
-            return
-        if n > MAX_MESSAGE:
+        if n > self.max_message:
             raise PayloadTooLarge(
                 f"a {n}-byte message is too large for the channel to node {dest} "
-                f"(at most {MAX_MESSAGE} bytes, the rings' largest slab class)"
+                f"(at most {self.max_message} bytes, the rings' largest record)"
             )
-        out.append(data)
-        size = self._outsize[dest] + n
-        self._outsize[dest] = size
-        if size >= _BATCH_BYTES or len(out) > _BATCH_MSGS:
+        out = self._out.get(dest)
+        if out is not None:
+            size = self._outsize[dest] + n
+            if size <= _BATCH_BYTES and len(out) <= _BATCH_MSGS:
+                out.append(data)
+                self._outsize[dest] = size
+                return
             self._cut(dest)
+        self._out[dest] = [b"", data]  # [0]: the array header, filled in by _cut
+        self._outsize[dest] = n
 
     def _cut(self, dest: int) -> None:
         """Make ``dest``'s batch one record and hand it to the channel."""
