@@ -274,7 +274,7 @@ class Ring:
             raise ValueError(f"sender_id must be in 0..{senders - 1} for this inbox, not {sender_id}")
         return cls(
             inbox_seg,
-            base=slots + sender_id * stride + stride - HDR - capacity,
+            base=slots + sender_id * stride,  # control block and first records share a page
             capacity=capacity,
             max_record=max_record,
             slab_threshold=threshold,
