@@ -55,6 +55,7 @@ def _no_count(n: int) -> None:
 
 
 _BUDGET = 256  # records per channel per wake before giving others a turn
+_CAPACITY = 1 << 18  # bytes per channel unless configured (the inbox's DEFAULT_SLOT_CAPACITY)
 
 
 class Port:
@@ -258,11 +259,13 @@ class SocketPort(Port):
         self.socks.clear()
 
 
-def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -> Any:
+def make_mesh(nodes: int, capacity: int | None, numa: list[int | None] | None = None) -> Any:
     """The best channels this build has: shared-memory rings, else socketpairs.
 
+    ``capacity``: bytes per ring (None: 256 KiB, whatever the number of nodes).
     ``$ACTORQ_MESH`` = ``ring`` or ``socket`` forces one (benchmarks compare them).
     """
+    capacity = capacity or _CAPACITY
     kind = os.environ.get("ACTORQ_MESH", "auto")
     if kind in ("auto", "ring"):
         try:
