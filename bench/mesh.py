@@ -130,7 +130,7 @@ class SlotsLayout:
 
 def _one(layout: str, nodes: int) -> dict[str, Any]:
     """Build one layout in this (fresh) process and measure it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out: dict[str, Any] = {"layout": layout, "nodes": nodes, "fd_limit": hard}
     if layout == "pairs":
@@ -217,7 +217,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench mesh", description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", default="3,17,65,257")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--runtime", type=int, default=64, help="workers for the runtime start (0: skip)")
+    ap.add_argument("--runtime", type=int, default=64, help="workers for a runtime start (0: no)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--one", nargs=2, metavar=("LAYOUT", "NODES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -233,10 +233,13 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps({"mesh": rows, "runtime": rt}, indent=1))
         return 0
-    print(f"{'nodes':>6} {'layout':<7}{'fds':>9}{'touched KiB':>13}{'used KiB':>10}"
-          f"{'ring KiB':>9}{'build s':>9}{'close s':>9}")
+    print(
+        f"{'nodes':>6} {'layout':<7}{'fds':>9}{'touched KiB':>13}{'used KiB':>10}"
+        f"{'ring KiB':>9}{'build s':>9}{'close s':>9}"
+    )
     for r in rows:
-        def f(key: str, spec: str) -> str:
+
+        def f(key: str, spec: str, r: dict[str, Any] = r) -> str:
             v = r.get(key)
             return "-" if v is None else format(v, spec)
 

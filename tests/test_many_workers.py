@@ -54,9 +54,7 @@ def test_64_workers_on_2_cpus_start_serve_restart_and_stop(tmp_path, no_leaks, c
         assert max(k.num_fds() for k in kids) < 6 * nodes + 100
 
         client = rt.connect(timeout=60)
-        refs = [
-            client.spawn(Neighbour, name=f"n{i}", cpu=cpus[i]) for i in range(WORKERS)
-        ]
+        refs = [client.spawn(Neighbour, name=f"n{i}", cpu=cpus[i]) for i in range(WORKERS)]
         pids = [r.pid() for r in refs]
         assert len(set(pids)) == WORKERS  # one actor per worker
         # every worker asks its neighbour over the mesh

@@ -155,7 +155,7 @@ def test_a_new_slab_writer_recovers_who_holds_which_buffer() -> None:
     slab = Slab.create(((4096, 3),), readers=3)
     try:
         old = SlabWriter(slab)
-        h0, v0 = old.alloc(100, reader=0)
+        _h0, v0 = old.alloc(100, reader=0)
         h1, v1 = old.alloc(100, reader=2)
         h2, v2 = old.alloc(100, reader=2)
         for v in (v0, v1, v2):
@@ -180,7 +180,7 @@ def test_a_new_slab_writer_recovers_who_holds_which_buffer() -> None:
 def test_slab_reader_ids_are_checked() -> None:
     slab = Slab.create(((4096, 1),), readers=2)
     try:
-        with pytest.raises(ValueError, match="readers 0..1"):
+        with pytest.raises(ValueError, match=r"readers 0\.\.1"):
             slab.reader(2)
     finally:
         slab.close()

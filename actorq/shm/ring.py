@@ -55,18 +55,26 @@ refuses to run on anything but x86-64 (``RingError`` at create/attach).
 Layout
 ======
 
-The segment starts with a 256-byte control block of 8-byte words in 64-byte
+A ring is a 256-byte control block followed by ``capacity`` bytes of
+records. It lives either alone in a memfd of its own (``Ring.create``, at
+offset 0) or as a *slot* of an inbox segment (``Ring.slot``, at the slot's
+offset; see ``readyflags.py``): the runtime's mesh uses slots only, so a
+reader's N inbound rings are one memfd, and a slot's pages are allocated when
+its writer first writes. The control block's 8-byte words sit in 64-byte
 cache lines grouped by who writes them and how often (head and tail never
 share a line):
 
-* line 0, constant: magic, version, capacity, max record, slab threshold.
+* line 0, constant: magic, version, capacity, max record, slab threshold
+  (a standalone ring only: a slot's geometry is in its inbox's header, so an
+  all-zero slot is a valid empty ring and nothing needs initialising).
 * line 1, written by the writer: ``head``, ``want_tail``/``want_seq`` (space
   doorbell request), doorbells rung, the CPU the writer is pinned to (a
   reader pinned to the same CPU never spins: it would only delay the writer).
 * line 2, written by the reader on every drain: ``tail``.
 * line 3, written by the reader only when it goes to sleep: ``sleeping``
   (read by the writer on every publish, so it must not share a line with
-  ``tail``, which changes all the time).
+  ``tail``, which changes all the time). A slot's reader sleeps on its
+  inbox's word instead (``inbox.py``).
 
 Records follow at offset 256, each 8-byte aligned: one 8-byte header word
 ``tag << 32 | length`` then the payload padded to 8 bytes. Tags carry a magic
@@ -90,10 +98,20 @@ while the woken reader waits for a CPU would make one syscall per record
 ``wait_for_space(n)``: it arms a request (the tail position the writer needs)
 and returns True if there is room already; otherwise watch ``space_fd``,
 which the reader rings, once per request, when a drain (or a slab release)
-has satisfied it. The reader never blocks on the writer. A worker whose
+has satisfied it. A large record that finds its slab size class exhausted
+arms the slab's request instead, which any of the slab's readers answers
+(``slab.py``). The reader never blocks on the writer. A worker whose
 outbound ring is full must keep draining its own inbound rings while it
 waits (Seastar's nested-call deadlock), so waiting is the caller's choice of
 loop, never a blocking call inside the ring.
+
+In a mesh a writer has ONE space eventfd and ONE slab for all of its rings
+(and a reader one doorbell for all of its slots), so fds grow with the
+nodes, not their pairs. A space ring therefore says "some ring of yours has
+room", not which: ``wait_for_space`` does not reset ``space_fd``, and the
+one loop that watches it resets it once and retries every parked
+destination (``RingPort._on_space``). Resetting it per ring would let one
+ring's retry swallow the edge another ring's reader raised.
 """
 
 from __future__ import annotations
@@ -271,7 +289,9 @@ class Ring:
         _require_tso()
         senders, capacity, max_record, threshold, stride, slots = readyflags.geometry(inbox_seg)
         if not 0 <= sender_id < senders:
-            raise ValueError(f"sender_id must be in 0..{senders - 1} for this inbox, not {sender_id}")
+            raise ValueError(
+                f"sender_id must be in 0..{senders - 1} for this inbox, not {sender_id}"
+            )
         return cls(
             inbox_seg,
             base=slots + sender_id * stride,  # control block and first records share a page
@@ -440,7 +460,6 @@ def _make_slab(
     if isinstance(slab, Slab):
         return slab
     return Slab.create(None if slab == "default" else slab, node=node, name=name)
-
 
 
 class _End:
