@@ -39,6 +39,30 @@ def test_a_mesh_costs_fds_and_memory_per_node_not_per_pair(no_leaks: None) -> No
     assert _open_fds() == before
 
 
+def _build_257_within_4096_fds() -> bool:
+    import resource
+
+    from actorq._runtime.placing import check_fd_limit
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))  # in this child only
+    check_fd_limit(257)  # the runtime's own up-front check agrees
+    mesh = RingMesh(257, 1 << 18)
+    try:
+        ok = _touched_kib(mesh) < 64 << 10 and mesh.inboxes[256].capacity == 1 << 18
+        # every ring of one node in use at once still fits
+        port = mesh.port(5)
+        for dest in range(257):
+            if dest != 5:
+                port.writers[dest].send_nowait(b"x" * 64)
+        return ok and _open_fds() < 4096
+    finally:
+        mesh.close()
+
+
+def test_a_257_node_mesh_builds_inside_4096_fds_with_full_size_rings(no_leaks: None) -> None:
+    assert reap(fork_call(_build_257_within_4096_fds), timeout=120) == 0
+
+
 def test_a_pair_touches_its_ring_only_when_it_first_writes(no_leaks: None) -> None:
     mesh = RingMesh(17, 1 << 18)
     try:

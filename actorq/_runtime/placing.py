@@ -102,7 +102,8 @@ def check_fd_limit(nodes: int) -> None:
         while need(most + 3) <= soft:  # workers + supervisor + main
             most += 1
         raise ConfigError(
-            f"{nodes - 1} workers need about {need(nodes)} file descriptors, but "
+            f"a runtime of {nodes} processes (supervisor, workers, main) needs about "
+            f"{need(nodes)} file descriptors, but "
             f"RLIMIT_NOFILE allows {soft}; raise the limit (ulimit -n / LimitNOFILE=) "
             f"or run at most {most} workers (--workers)"
         )
