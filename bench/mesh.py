@@ -151,6 +151,9 @@ def _one(layout: str, nodes: int) -> dict[str, Any]:
         if why is not None:
             out.update(skipped=why, fds=need, capacity=_old_capacity(nodes))
             return out
+    import actorq._runtime.mesh
+    import actorq.shm  # noqa: F401  (imports are not part of the build time)
+
     fds0, kib0 = _fds(), _memfd_kib()
     t0 = time.perf_counter()
     mesh: Any = PairsLayout(nodes) if layout == "pairs" else SlotsLayout(nodes)
@@ -184,6 +187,7 @@ def _measure(layout: str, nodes: int, reps: int) -> dict[str, Any]:
     row = runs[0]
     for key in ("build_s", "close_s"):
         row[key] = statistics.median(r[key] for r in runs)
+        row[key[:-2] + "_ms"] = row[key] * 1000
     return row
 
 
@@ -235,7 +239,7 @@ def main(argv: list[str]) -> int:
         return 0
     print(
         f"{'nodes':>6} {'layout':<7}{'fds':>9}{'touched KiB':>13}{'used KiB':>10}"
-        f"{'ring KiB':>9}{'build s':>9}{'close s':>9}"
+        f"{'ring KiB':>9}{'build ms':>10}{'close ms':>10}"
     )
     for r in rows:
 
@@ -247,7 +251,7 @@ def main(argv: list[str]) -> int:
         print(
             f"{r['nodes']:>6} {r['layout']:<7}{f('fds', ',d'):>9}{f('touched_kib', ',d'):>13}"
             f"{f('used_kib', ',d'):>10}{(r.get('capacity') or 0) >> 10:>9}"
-            f"{f('build_s', '.3f'):>9}{f('close_s', '.3f'):>9}  {note}"
+            f"{f('build_ms', '.1f'):>10}{f('close_ms', '.1f'):>10}  {note}"
         )
     if rt:
         print(
