@@ -126,6 +126,21 @@ class Cell:
 
     def run(self, item: Item) -> None:
         kind, sender, req, method, args, kwargs, chain, _ = item
+        self.call(kind, sender, req, method, args, kwargs, chain)
+
+    def call(
+        self,
+        kind: int,
+        sender: int,
+        req: int,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        chain: list[Any] | None,
+    ) -> None:
+        """Run one message now (the actor is idle and its mailbox empty, or this
+        is the mailbox's next): the fields of an ``Item``, passed as they were
+        decoded, so the common path builds no tuple."""
         node = self.node
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
@@ -153,7 +168,7 @@ class Cell:
                 return
             self._start(result, kind, sender, req, method, chain, tag)
             return
-        self._run_slow(item)
+        self._run_slow((kind, sender, req, method, args, kwargs, chain, None))
 
     def _closes_cycle(self, item: Item) -> bool:
         """If the ask ``item`` waits on the turn we are inside, fail it with Deadlock."""

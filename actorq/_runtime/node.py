@@ -70,6 +70,11 @@ _NEVER = float("inf")
 # A sweep looks at every pending ask, so sweeps are spaced by at least this
 # much, plus this much per pending ask: with many asks outstanding the sweeps
 # stay a small share of the loop's time (deadlines are then met a little late).
+# A tell from async code parks once this many bytes wait in backlogs (besides
+# ``backlog_limit // 4`` messages): a full ring plus this much is enough to
+# keep the reader busy, and more only costs the sender memory and cache.
+_SOFT_BYTES = 8 << 20
+_HARD_BYTES = 8 * _SOFT_BYTES  # and a tell past this many is refused (Overloaded), like backlog_limit
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
 
@@ -200,7 +205,7 @@ class Node:
         if dest == self.index:
             if self.local_queued >= self.backlog_hard:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
-        elif self.port.backlog_total >= self.backlog_soft:
+        elif self.port.backlog_total >= self.backlog_soft or self.port.backlog_bytes >= _SOFT_BYTES:
             self._check_room(self.port.queued(dest), ref, method, f"the channel to worker {dest}")
         fut = self.loop.create_future()
         self._send(dest, data, True)  # may raise PayloadTooLarge: nothing to undo
@@ -266,6 +271,17 @@ class Node:
                 f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
             ) from None
         dest = rid >> _NODE_SHIFT
+        port = self.port
+        if (
+            dest != self.index
+            and port.backlog_total < self.backlog_soft
+            and port.backlog_bytes < _SOFT_BYTES
+        ):  # the common case first: another node, and the way there has room
+            self.sent += 1
+            port.send(dest, data)
+            if self._flush_handle is None and not port.draining:
+                self._flush_handle = self.loop.call_soon(self._flush)
+            return self._held_back(rid) if self._slow else _SENT
         if dest == self.index:
             if self.local_queued >= self.backlog_soft:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
@@ -276,30 +292,31 @@ class Node:
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
             return self._held_back(rid) if self._slow else _SENT
-        port = self.port
-        if port.backlog_total >= self.backlog_soft:
-            fut = self._room_futs.get(dest)
-            if fut is not None and not fut.done():  # congested already: the short way
-                if port.queued(dest) >= self.backlog_hard:
-                    self._check_room(
-                        port.queued(dest), ref, method, f"the channel to worker {dest}"
-                    )
-                self.sent += 1
-                port.send(dest, data)  # joins the backlog, which drains on its own
-                actor = _ctx.actor
-                if actor is not None and actor is not self._hold_actor:
-                    self._throttle(dest)  # holds this actor too
-                return fut
-            queued = port.queued(dest)
-            self._check_room(queued, ref, method, f"the channel to worker {dest}")
-            self._send(dest, data)
-            return self._throttle(dest) if queued + 1 >= self.backlog_soft else _SENT
-        self.sent += 1
-        port.send(dest, data)
-        if self._flush_handle is None and not port.draining:
-            self._flush_handle = self.loop.call_soon(self._flush)
-        if self._slow:
-            return self._held_back(rid)
+        # the way to another node is congested
+        fut = self._room_futs.get(dest)
+        if fut is not None and not fut.done():  # congested already: the short way
+            if port.queued(dest) >= self.backlog_hard:
+                self._check_room(
+                    port.queued(dest), ref, method, f"the channel to worker {dest}"
+                )
+            self.sent += 1
+            port.send(dest, data)  # joins the backlog, which drains on its own
+            actor = _ctx.actor
+            if actor is not None and actor is not self._hold_actor:
+                self._throttle(dest)  # holds this actor too
+            return fut
+        queued = port.queued(dest)
+        self._check_room(queued, ref, method, f"the channel to worker {dest}")
+        if port.backlog_bytes >= _HARD_BYTES:
+            self.refused_sends += 1
+            raise Overloaded(
+                f"{ref!r}.{method}: {port.backlog_bytes} bytes of messages wait for full "
+                f"channels already (at most {_HARD_BYTES}); from async code await the tell "
+                f"(await ref.{method}.tell(...)) to wait for room, or send less"
+            )
+        self._send(dest, data)
+        if queued + 1 >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
+            return self._throttle(dest)
         return _SENT
 
     # --- backpressure ------------------------------------------------------------
@@ -343,7 +360,7 @@ class Node:
             waiting, self._local_room = self._local_room, []
             for room in waiting:
                 room()
-        self.deliver(self.index, data)
+        self.deliver(self.index, [_unpack(data)])
 
     def stop_actor(self, ref: ActorRef) -> Any:
         self._req += 1
@@ -490,18 +507,33 @@ class Node:
         """The port took ``n`` records off the rings; they are ours to lose now."""
         self.board[TAKEN] += n
 
-    def deliver(self, sender: int, data: bytes) -> None:
-        self.received += 1
-        try:
-            self._route(sender, data)
-        finally:  # after routing: a crash before this counts the record as lost (board.py)
-            self.board[HANDLED] += 1
+    def deliver(self, sender: int, msgs: list[Any]) -> None:
+        """Route a batch of decoded messages from node ``sender``, in order.
 
-    def _route(self, sender: int, data: bytes) -> None:
+        The common case is inlined: a tell to an idle actor with an empty
+        mailbox runs its method at once (``Cell.call``) from the record as it
+        was decoded. Everything else takes ``_route``."""
+        self.received += len(msgs)
+        board, cells = self.board, self.actors
+        for msg in msgs:
+            try:
+                if msg[0] == TELL:
+                    cell = cells.get(msg[1])
+                    if cell is not None and not cell.busy and not cell.mail.size:
+                        cell.call(TELL, sender, 0, msg[2], msg[3], msg[4], None)
+                    else:
+                        self._route(sender, msg)
+                else:
+                    self._route(sender, msg)
+            except Exception:  # a bad record must not cost the rest of the batch
+                log.exception("node %d: a record from node %d failed", self.index, sender)
+            # after routing: a crash before this counts the message as lost (board.py)
+            board[HANDLED] += 1
+
+    def _route(self, sender: int, msg: Any) -> None:
         try:
-            msg = _unpack(data)
             kind = msg[0]
-        except Exception as exc:  # a record we cannot read must not stop the worker
+        except Exception as exc:
             log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
             return
         if kind == REPLY:
@@ -525,6 +557,10 @@ class Node:
                 _, req, target, method, args, kwargs, src, deadline, chain = msg
             if deadline is not None and deadline <= self._clock():
                 self.expired += 1  # its asker has given up: abort early, not late
+                return
+            cell = self.actors.get(target)
+            if cell is not None and not cell.busy and not cell.mail.size:
+                cell.call(ASK, sender, req, method, args, kwargs, chain)  # no Item built
                 return
             item: Item = (ASK, sender, req, method, args, kwargs, chain, deadline)
         elif kind == TELL:
