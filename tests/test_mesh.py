@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import select
+import time
 
 import pytest
-from _procs import fork_call, reap, rec
+from _procs import fork_call, kill_if_running, reap, rec
 
 from actorq._runtime.mesh import RingMesh
 from actorq.errors import RingFull
@@ -208,3 +209,65 @@ def test_slab_reader_ids_are_checked() -> None:
             slab.reader(2)
     finally:
         slab.close()
+
+
+# -- a port parked on several destinations at once ----------------------------------
+def _slow_node(mesh: RingMesh, index: int, n: int) -> bool:
+    from actorq._codec import unpack
+
+    port = mesh.port(index)
+    got = [0]
+
+    def count(s: int, record: memoryview) -> None:
+        got[0] += len(unpack(record))
+
+    deadline = time.monotonic() + 60
+    while got[0] < n and time.monotonic() < deadline:
+        port.inbox.wait(timeout=1)
+        port.inbox.drain(count, 1)  # slower than the sender: it must park
+        time.sleep(0.001)
+    return got[0] == n
+
+
+def test_one_space_doorbell_resumes_every_parked_destination(no_leaks: None) -> None:
+    import msgpack
+
+    from actorq.loop import Loop
+
+    n = 3000
+    mesh = RingMesh(3, 4096)
+    pids = []
+    loop = Loop()
+    try:
+        pids = [fork_call(_slow_node, mesh, d, n) for d in (1, 2)]
+        port = mesh.port(0)
+        port.start(loop, lambda s, msgs: None)
+        message = msgpack.packb(b"m" * 100)
+        parked = set()
+
+        async def flood() -> None:
+            from actorq.loop import sleep
+
+            for i in range(n):
+                for d in (1, 2):
+                    port.send(d, message)
+                    if port.queued(d):
+                        parked.add(d)
+                if i % 20 == 0:
+                    port.flush()
+                    await sleep(0)
+            port.flush()
+            deadline = time.monotonic() + 60
+            while port.backlog_total and time.monotonic() < deadline:
+                await sleep(0.005)
+
+        loop.run_until_complete(flood())
+        assert parked == {1, 2}  # both rings filled: both waited on the one space fd
+        assert port.backlog_total == 0
+        assert [reap(p, timeout=60) for p in pids] == [0, 0]
+        port.close()
+    finally:
+        loop.close()
+        for p in pids:
+            kill_if_running(p)
+        mesh.close()
