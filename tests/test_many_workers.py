@@ -15,8 +15,6 @@ import pytest
 import actorq
 from actorq.testing import running, wait_until
 
-pytestmark = pytest.mark.slow
-
 WORKERS = 64
 
 
@@ -36,6 +34,22 @@ def _try(fn):  # type: ignore[no-untyped-def]
         return None
 
 
+def test_more_workers_than_cpus_share_them_round_robin_with_one_warning(caplog) -> None:
+    from actorq._runtime.placing import worker_cpus
+    from actorq.config import Config
+
+    cpus = sorted(os.sched_getaffinity(0))
+    caplog.set_level(logging.WARNING, logger="actorq")
+    chosen = worker_cpus(Config(workers=3 * len(cpus), cpus=tuple(cpus)), None)
+    assert [c for c, _ in chosen] == cpus * 3
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{3 * len(cpus)} workers on {len(cpus)} CPU" in warning.getMessage()
+    caplog.clear()
+    worker_cpus(Config(workers=len(cpus), cpus=tuple(cpus)), None)
+    assert not caplog.records  # one worker per CPU: nothing to say
+
+
+@pytest.mark.slow
 def test_64_workers_on_2_cpus_start_serve_restart_and_stop(tmp_path, no_leaks, caplog):
     rt_dir = tmp_path / "rt"
     caplog.set_level(logging.WARNING, logger="actorq")
