@@ -1,9 +1,12 @@
 """The data plane between processes: one channel per ordered pair of nodes.
 
-Node 0 is the supervisor, nodes 1..N the workers. The supervisor makes every
-channel before it forks, so workers inherit them (and a restarted worker,
-forked again, inherits the same ones: messages sent to a dead worker wait in
-its inbound channels for its successor).
+Node 0 is the supervisor, nodes 1..N the workers. The supervisor makes the
+mesh before it forks, so workers inherit it (and a restarted worker, forked
+again, inherits the same one: messages sent to a dead worker wait in its
+inbound channels for its successor). ``RingMesh`` makes O(N) things up front
+(per node: one memfd of ring slots, one slab, two eventfds) and a pair's ring
+comes into being when its first record is written; ``SocketMesh`` makes a
+socketpair per pair of nodes (O(N²) fds: the fallback for small meshes).
 
 Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
 ``SocketMesh``, the fallback where rings cannot run), a
@@ -68,6 +71,7 @@ _BATCH_MSGS = 64
 _BATCH_BYTES = 8 << 10
 _BUDGET = 4  # batch records per wake (at most 256 messages) before other sources get a turn
 MAX_MESSAGE = 8 << 20  # the largest message: the rings' largest slab class
+_CAPACITY = 1 << 18  # bytes per channel unless configured (the inbox's DEFAULT_SLOT_CAPACITY)
 
 
 def _array_header(n: int) -> bytes:
@@ -334,11 +338,13 @@ class SocketPort(Port):
         self.socks.clear()
 
 
-def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -> Any:
+def make_mesh(nodes: int, capacity: int | None, numa: list[int | None] | None = None) -> Any:
     """The best channels this build has: shared-memory rings, else socketpairs.
 
+    ``capacity``: bytes per ring (None: 256 KiB, whatever the number of nodes).
     ``$ACTORQ_MESH`` = ``ring`` or ``socket`` forces one (benchmarks compare them).
     """
+    capacity = capacity or _CAPACITY
     kind = os.environ.get("ACTORQ_MESH", "auto")
     if kind in ("auto", "ring"):
         try:
@@ -357,32 +363,52 @@ def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -
 
 
 class RingMesh:
-    """Channels as SPSC rings (actorq.shm): node j's ``Inbox`` holds one ring
-    per sender, all behind one doorbell, memory bound to j's NUMA node.
+    """Channels as SPSC rings (actorq.shm), O(N) in fds and memory.
 
-    Everything is made in the supervisor before forking. A child keeps its own
-    inbox and the rings it writes, and closes the rest. Readers and writers
-    are made fresh in the child from the positions stored in shared memory:
-    the objects it inherited were built in the supervisor and cache stale
-    positions, which matters when a worker is restarted after records flowed.
+    For each node j the supervisor makes, before forking: an ``Inbox`` (one
+    sparse memfd holding j's ready flags and one ring slot per possible
+    sender, plus j's doorbell eventfd), a ``Slab`` (one sparse memfd for the
+    large records j sends to anyone) and j's space eventfd (rung by any
+    reader that frees room j is waiting for). Both memfds are bound to j's
+    NUMA node. That is 4 fds per node and about two touched pages, however
+    many peers there are; a ring's pages are allocated when its sender first
+    writes, so rings are made on demand and each keeps its full capacity.
+
+    A child keeps the mappings and the eventfds (it writes to every inbox and
+    rings every writer's space doorbell) and closes its copies of the memfd
+    descriptors. Readers and writers are made in the child, on first use,
+    from the positions stored in shared memory: a restarted worker finds the
+    records waiting in its slots, and its inbox looks once at every slot a
+    sender ever opened (``Inbox.resume``).
     """
 
     kind = "ring"
 
     def __init__(self, nodes: int, capacity: int, numa: list[int | None] | None = None) -> None:
-        from ..shm import Inbox
+        from ..shm import Inbox, Slab
+        from ..shm.doorbell import new_eventfd
 
         cap = 1 << max(12, (capacity - 1).bit_length())  # a power of two
         self.nodes = nodes
-        self.inboxes: list[Any] = []
+        self.space_fds: list[int] = []
+        self.slabs: list[Slab | None] = []
+        self.inboxes: list[Inbox] = []
         try:
+            self.space_fds.extend(new_eventfd() for _ in range(nodes))
             for j in range(nodes):
                 node = numa[j] if numa is not None and j < len(numa) else None
-                inbox = Inbox.create(nodes, node=node, name=f"actorq-inbox-{j}")
-                self.inboxes.append(inbox)
-                for i in range(nodes):
-                    if i != j:
-                        inbox.ring(i, cap, name=f"actorq-ring-{i}-{j}")
+                self.slabs.append(Slab.create(readers=nodes, node=node, name=f"actorq-slab-{j}"))
+                self.inboxes.append(
+                    Inbox(
+                        nodes,
+                        cap,
+                        node=node,
+                        name=f"actorq-inbox-{j}",
+                        space_fds=self.space_fds,
+                        slabs=self.slabs,
+                        slab_reader=j,
+                    )
+                )
         except BaseException:
             self.close()
             raise
@@ -390,29 +416,55 @@ class RingMesh:
     def port(self, index: int) -> RingPort:
         inbox = self.inboxes[index]
         inbox.zero_copy = True  # RingPort decodes batches straight from the ring
-        for s in inbox.senders():  # fresh readers at the shared tails
-            inbox.add(s, inbox.remove(s))
-        rings = {j: self.inboxes[j].rings[index] for j in range(self.nodes) if j != index}
-        return RingPort(index, inbox, rings)
+        inbox.resume()
+        return RingPort(index, inbox, _Writers(self, index), self.space_fds[index])
 
     def close_others(self, index: int) -> None:
-        """In a child: close every inbox but ours, keeping the rings we write."""
-        for j, inbox in enumerate(self.inboxes):
-            if j != index:
-                inbox.close(keep=[index])  # still in inbox.rings for port(); no reader here
+        """In a child: close our copies of the memfd descriptors (the mappings
+        stay: we write into every inbox and slab). Nothing is passed on from a
+        child, so the fds are not needed; the eventfds are."""
+        for inbox in self.inboxes:
+            inbox.segment.close_fd()
+        for slab in self.slabs:
+            if slab is not None:
+                slab.segment.close_fd()
 
     def close(self) -> None:
         for inbox in self.inboxes:
             inbox.close()
         self.inboxes = []
+        for slab in self.slabs:
+            if slab is not None:
+                slab.close()
+        self.slabs = []
+        for fd in self.space_fds:
+            os.close(fd)
+        self.space_fds = []
+
+
+class _Writers(dict[int, Any]):
+    """Node ``index``'s writer to each peer, made on first use (that is when
+    the ring's slot is first touched)."""
+
+    def __init__(self, mesh: RingMesh, index: int) -> None:
+        super().__init__()
+        self.mesh = mesh
+        self.index = index
+
+    def __missing__(self, dest: int) -> Any:
+        if dest == self.index or not 0 <= dest < self.mesh.nodes:
+            raise KeyError(dest)
+        writer = self[dest] = self.mesh.inboxes[dest].ring(self.index).writer()
+        return writer
 
 
 class RingPort(Port):
-    def __init__(self, index: int, inbox: Inbox, rings: dict[int, Any]) -> None:
+    def __init__(self, index: int, inbox: Inbox, writers: dict[int, Any], space_fd: int) -> None:
         self.index = index
         self.inbox = inbox
-        self.rings = rings
-        self.writers = {j: r.writer() for j, r in rings.items()}
+        self.writers = writers  # made on first use (RingMesh)
+        self.space_fd = space_fd  # one for all of our writers: see _on_space
+        self._space_watched = False
         self._dirty: set[int] = set()
         self._out = {}
         self._outsize = {}
@@ -551,10 +603,21 @@ class RingPort(Port):
         w = self.writers[dest]
         w.publish()
         self._dirty.discard(dest)
-        self._loop.add_reader(w.space_fd, self._space, dest)
+        if not self._space_watched:  # the first parked destination: watch our space doorbell
+            self._space_watched = True
+            self._loop.add_reader(self.space_fd, self._on_space)
         q = self._backlog[dest]
         if w.wait_for_space(len(q[0][0])):
             self._loop.call_soon(self._space, dest)
+
+    def _on_space(self) -> None:
+        """Our space doorbell rang: some reader freed room. It is shared by all
+        of our writers, so reset it once here and retry every parked one."""
+        from ..shm.doorbell import clear
+
+        clear(self.space_fd)
+        for dest in list(self._backlog):
+            self._space(dest)
 
     def _space(self, dest: int) -> None:
         q = self._backlog.get(dest)
@@ -575,9 +638,11 @@ class RingPort(Port):
             self.backlog_bytes -= len(record)
             self._queued[dest] -= count
         w.publish()
-        self._loop.remove_reader(w.space_fd)
         self._backlog.pop(dest, None)
         self._queued.pop(dest, None)
+        if not self._backlog and self._space_watched:
+            self._space_watched = False
+            self._loop.remove_reader(self.space_fd)
         self._roomy(dest)
 
     def backlog(self) -> dict[int, int]:
@@ -590,8 +655,7 @@ class RingPort(Port):
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.inbox.doorbell_fd)
-            for w in self.writers.values():
-                loop.remove_reader(w.space_fd)
+            loop.remove_reader(self.space_fd)
             if self._remove_hook is not None:
                 self._remove_hook()
         self.flush()  # the writers themselves are closed with their rings
