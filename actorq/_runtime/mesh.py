@@ -92,7 +92,9 @@ class Port:
     index: int
     backlog_total: int = 0  # messages waiting in backlogs (their channel was full)
     backlog_bytes: int = 0  # and their bytes
-    max_message: int = MAX_MESSAGE  # the largest packed message a record can carry
+    # the largest packed message a record can carry (less the 5 bytes of a
+    # batch's array header)
+    max_message: int = MAX_MESSAGE
     draining: bool = False  # True while inbound records are delivered: a flush follows
     # destination -> [header slot, this turn's messages...], not yet a record
     _out: dict[int, list[bytes]]
@@ -417,7 +419,11 @@ class RingMesh:
         inbox = self.inboxes[index]
         inbox.zero_copy = True  # RingPort decodes batches straight from the ring
         inbox.resume()
-        return RingPort(index, inbox, _Writers(self, index), self.space_fds[index])
+        port = RingPort(index, inbox, _Writers(self, index), self.space_fds[index])
+        slab = self.slabs[index]  # our large records go through our own slab
+        largest = slab.largest if slab is not None else inbox.capacity // 2 - 8  # inline only
+        port.max_message = largest - 5
+        return port
 
     def close_others(self, index: int) -> None:
         """In a child: close our copies of the memfd descriptors (the mappings
