@@ -68,7 +68,7 @@ def _no_count(n: int) -> None:
 # drain's budget (below) bounds how long the loop's other sources wait, even
 # when each message takes its actor a while.
 _BATCH_MSGS = 64
-_BATCH_BYTES = 8 << 10
+_BATCH_BYTES = 15 << 10  # below the rings' slab threshold (16 KiB): an inline record
 _BUDGET = 4  # batch records per wake (at most 256 messages) before other sources get a turn
 MAX_MESSAGE = 8 << 20  # the largest message: the rings' largest slab class
 _CAPACITY = 1 << 18  # bytes per channel unless configured (the inbox's DEFAULT_SLOT_CAPACITY)

@@ -21,7 +21,7 @@ A message's way
    turn, or at the end of an inbox drain, for replies), each destination's
    batch becomes ONE ring record: a msgpack array whose elements are the
    packed messages, made by joining their bytes behind an array header (no
-   second encode), cut at 64 messages or 8 KiB. The record is copied into
+   second encode), cut at 64 messages or 15 KiB. The record is copied into
    the ring and the head published; the reader's doorbell is rung only if it
    announced sleep. An ask publishes its batch at once (someone waits).
 3. *Receiver* (``RingPort._drain``): the inbox finds the flagged rings in
