@@ -219,7 +219,7 @@ class BoundCoroutine:
         while True:
             prev, prev_chain, prev_tag = ctx.actor, ctx.chain, board[0]
             ctx.actor, ctx.chain = self.ref, self.chain
-            board[0] = tag
+            board[0] = board[5] = tag  # RUNNING and LAST (_runtime/board.py)
             try:
                 yielded = coro.send(send_value) if error is None else coro.throw(error)
             except StopIteration as stop:
