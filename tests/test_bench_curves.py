@@ -81,3 +81,34 @@ def test_missing_curves_say_what_would_draw_them(tmp_path: Path) -> None:
     assert "no scaling curve: no results at two or more worker counts" in proc.stderr
     assert not (tmp_path / "overload.png").exists()
     assert not (tmp_path / "scaling.png").exists()
+
+
+def test_the_matrix_prints_a_line_per_cell_with_what_is_left(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "matrix", "--all", "--benchmark", "nosuch",
+         "--payload", "64,4096", "--workers", "2", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1  # every cell failed: no bench/nosuch.py
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("bench matrix [")]
+    assert [ln.split("]")[0] for ln in lines] == [f"bench matrix [{i}/4" for i in range(1, 5)]
+    assert "nosuch-p64-w2-compact: 0m0" in lines[0]
+    assert "estimate after the first measured cell" in lines[0]
+    assert "left, done ~" in lines[1]
+    assert "4 cells in" in proc.stderr
+    assert len(list(tmp_path.glob("nosuch-*.json"))) == 4
+
+
+def test_the_estimate_uses_each_benchmarks_own_pace() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.matrix import Cell, Progress
+
+    cells = [Cell(b, p, "2", "compact") for b in ("ring", "kv") for p in (64, 4096)]
+    progress = Progress(cells, will_skip={cells[3]})
+    assert progress.estimate(cells) is None  # nothing measured yet
+    progress.done(cells[0], 10.0, "ok")
+    assert progress.estimate(cells[1:]) == 20.0  # ring 10 s; kv unknown: the overall mean
+    progress.done(cells[1], 20.0, "ok")
+    progress.done(cells[2], 100.0, "ok")
+    progress.done(cells[3], 999.0, "skipped")  # skipped cells do not count
+    assert progress.estimate(cells) == 15.0 + 15.0 + 100.0  # the skipped cell is free
