@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
-from .board import ASYNC, RUNNING, running_tag
+from .board import ASYNC, LAST, RUNNING, running_tag
 
 if TYPE_CHECKING:
     from .node import Node
@@ -151,7 +151,7 @@ class Cell:
             prev = _ctx.actor
             _ctx.actor = self.ref
             board = self.board
-            board[RUNNING] = tag
+            board[RUNNING] = board[LAST] = tag
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             except Exception as exc:
