@@ -37,7 +37,7 @@ class Config:
     restart: str = "on-crash"  # workers: "on-crash" (restart within 1 s) or "never"
     explain: bool = False  # log every placement decision and its reason
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
-    ring_capacity: int | None = None  # bytes per ring; None: 256 KiB, less with many workers
+    ring_capacity: int | None = None  # bytes per ring; None: 256 KiB however many workers
     stall_timeout: float = 10.0  # a worker whose loop is held this long is reported
     stall_action: str = "restart"  # then: "restart" (kill it, like a crash) or "report" only
     restart_intensity: int = 3  # an actor that crashes its worker more than this often ...

@@ -96,11 +96,12 @@ def test_counters_move_with_messages_and_stay_still_when_idle(xdg, tmp_path, no_
             got = scrape(address)
             assert value(got, "actorq_actor_asks_answered_total", **who) == 200
             assert value(got, "actorq_actor_errors_total", **who) == 1
-            # one message in 64 is timed: the 64th, 128th and 192nd of the 200 that returned
-            assert value(got, "actorq_actor_service_seconds_count", **who) == 3
+            # sampled by the loop (every 16th sleep: one ask at a time sleeps between)
+            timed = value(got, "actorq_actor_service_seconds_count", **who)
+            assert 1 <= timed <= 200
             assert value(got, "actorq_actor_service_seconds_sum", **who) > 0
             inf = value(got, "actorq_actor_service_seconds_bucket", le="+Inf", **who)
-            assert inf == 3
+            assert inf == timed
             worker = next(s.labels["worker"] for s in got["actorq_actor_messages_total"])
             received = value(got, "actorq_worker_received_records_total", worker=worker)
             assert received == 201  # the asks (the spawn went over the control plane)

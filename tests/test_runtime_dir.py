@@ -195,7 +195,7 @@ def test_a_run_that_fails_to_start_leaves_no_directory(tmp_path, no_leaks) -> No
 
     write_app(tmp_path, APP)
     proc = run_cmd(
-        [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "8"],
+        [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "40"],
         cwd=tmp_path,
         extra_env={"XDG_RUNTIME_DIR": str(tmp_path)},
         preexec_fn=low_limit,

@@ -27,6 +27,10 @@ copied out is published as read, hands that batch to its successor again;
 one killed between that publication and counting the batch loses it
 uncounted. No user code runs in either.)
 - ``DEAD_LETTERS``: the worker's dead-letter count, so it survives the worker.
+- ``LAST``: the RUNNING word of the last method that started, left in place
+  when it returns (cleared when the loop goes to sleep), so the worker's own
+  slow-callback warning can name the method after it let go of the loop
+  (``Board.take_last``).
 
 After these words comes the worker's metrics block (metrics.py): counters
 it publishes for ``actorq stats``, ``actorq top`` and Prometheus, one block
@@ -45,7 +49,7 @@ from dataclasses import dataclass, field
 
 from . import metrics
 
-RUNNING, TAKEN, HANDLED, DEAD_LETTERS, SCRATCH = range(5)
+RUNNING, TAKEN, HANDLED, DEAD_LETTERS, SCRATCH, LAST = range(6)
 _HEADER_WORDS = 8
 ASYNC = 1 << 62  # RUNNING: set while an async method's step runs (it is counted in IN_HAND)
 _SEQ_MASK = 0xFFFF_FFFF
@@ -146,6 +150,26 @@ class Board:
         self.words[word] = 0
         self._free.append(slot)
 
+    def method_name(self, code: int) -> str | None:
+        """The name ``method_code`` gave ``code`` (None for 0 or unknown)."""
+        if not 0 < code <= MAX_METHODS:
+            return None
+        at = _NAMES_AT + code * _NAME_BYTES
+        raw = bytes(self._mm[at : at + _NAME_BYTES]).split(b"\0", 1)[0]
+        return raw.decode("utf-8", "replace") or None
+
+    def take_last(self) -> tuple[int, str | None] | None:
+        """(actor seq, method) of the method that started last, and clear it; None if none."""
+        word = self.words[LAST]
+        if not word:
+            return None
+        self.words[LAST] = 0
+        return word & _SEQ_MASK, self.method_name((word >> 32) & _CODE_MASK)
+
+    def forget_last(self) -> None:
+        """Clear LAST (the worker, as its loop goes to sleep: nothing since is slow)."""
+        self.words[LAST] = 0
+
     # -- the supervisor's side -----------------------------------------------------------
     def read(self) -> Snapshot:
         w = self.words
@@ -157,11 +181,8 @@ class Board:
             handled=w[HANDLED],
             dead_letters=w[DEAD_LETTERS],
         )
-        code = (running >> 32) & _CODE_MASK
-        if snap.running_seq and 0 < code <= MAX_METHODS:
-            at = _NAMES_AT + code * _NAME_BYTES
-            raw = bytes(self._mm[at : at + _NAME_BYTES]).split(b"\0", 1)[0]
-            snap.running_method = raw.decode("utf-8", "replace") or None
+        if snap.running_seq:
+            snap.running_method = self.method_name((running >> 32) & _CODE_MASK)
         ids, hands = _IDS_AT // 8, _IN_HAND_AT // 8
         for slot in range(MAX_ACTORS):
             aid = w[ids + slot]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 import traceback
 import types
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
 from . import metrics
-from .board import ASYNC, RUNNING, running_tag
+from .board import ASYNC, LAST, RUNNING, running_tag
 
 if TYPE_CHECKING:
     from .node import Node
@@ -42,7 +41,6 @@ log = logging.getLogger("actorq.worker")
 
 _CoroutineType = types.CoroutineType
 _ctx = ctx
-_ns = time.perf_counter_ns
 
 # A mailbox item: (kind, sender, req, method, args, kwargs, chain, deadline).
 # ``args`` is a list when it came through msgpack (a STOP carries ``()``);
@@ -74,7 +72,6 @@ class Cell:
         "ran",
         "reentrant",
         "ref",
-        "sample",
         "spec",
         "stopped",
         "turn",
@@ -96,10 +93,7 @@ class Cell:
         # set when a method told into a congested way out: the actor takes no next
         # message until that has drained (Node._throttle)
         self.hold: Any = None
-        # metrics.py: messages run, asks answered, methods that raised;
-        # ``ran & sample`` is 0 for the messages that are timed
-        self.ran = self.asks = self.errors = 0
-        self.sample = metrics.settings.sample_mask
+        self.ran = self.asks = self.errors = 0  # metrics.py: run, asks answered, raised
 
     def post(self, item: Item, key: int) -> None:
         """Run ``item`` now, or queue it behind the others from sender ``key``."""
@@ -137,19 +131,33 @@ class Cell:
 
     def run(self, item: Item) -> None:
         kind, sender, req, method, args, kwargs, chain, _ = item
+        self.call(kind, sender, req, method, args, kwargs, chain)
+
+    def call(
+        self,
+        kind: int,
+        sender: int,
+        req: int,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        chain: list[Any] | None,
+    ) -> None:
+        """Run one message now (the actor is idle and its mailbox empty, or this
+        is the mailbox's next): the fields of an ``Item``, passed as they were
+        decoded, so the common path builds no tuple."""
         node = self.node
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
             return
         entry = self.fns.get(method)
-        if entry is not None:  # the common case, kept short: a known method of a live actor
+        if entry is not None and not node.timing:  # the common case: a known method, untimed
             fn, tag = entry
             prev = _ctx.actor
             _ctx.actor = self.ref
             board = self.board
-            board[RUNNING] = tag
-            self.ran = ran = self.ran + 1  # metrics: counted, and one in 64 timed
-            t0 = 0 if ran & self.sample else _ns()
+            board[RUNNING] = board[LAST] = tag
+            self.ran += 1  # metrics
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             except Exception as exc:
@@ -163,14 +171,15 @@ class Cell:
                 if kind == ASK:
                     self.asks += 1  # metrics
                     node.reply(sender, req, result, self, method)
-                if t0:
-                    metrics.timed(self, t0)
                 if self.hold is not None:
                     self._park()
                 return
             self._start(result, kind, sender, req, method, chain, tag)
             return
-        self._run_slow(item)
+        if entry is not None:  # the node was asked to time one message (metrics.py)
+            metrics.timed_call(self, entry[0], kind, sender, req, method, args, kwargs, chain)
+            return
+        self._run_slow((kind, sender, req, method, args, kwargs, chain, None))
 
     def _closes_cycle(self, item: Item) -> bool:
         """If the ask ``item`` waits on the turn we are inside, fail it with Deadlock."""

@@ -7,31 +7,36 @@ endpoint read them there, so a busy or stalled worker is not disturbed, and
 its last numbers are still there).
 
 What a message costs (host.py's fast path): one increment of a Python int
-on the actor's cell and a bit test; one message in ``SAMPLE`` (64) is timed,
-and only that one touches shared memory (its service-time bucket and sum).
-Measured: about 4 % of a delivered tell's CPU time (bench/RESULTS.md,
-"Metrics"). Records sent are counted per worker, not per actor: attributing
-them to the actor cost another 8 %. Everything else is copied into the board by
-the worker itself every ``PUBLISH_S`` seconds, O(actors that ran) per tick
-and O(1) when nothing happened: mailbox depth, admission window,
+on the actor's cell, and a look at the node's ``timing`` flag. Timing is
+sampled by the loop, not per message: every 64 busy loop turns, and after
+every 16th time the loop goes to sleep, the flag is raised and the next sync
+method to run takes ``timed_call`` instead of the fast path; only that one
+touches shared memory (its service-time bucket and sum). Measured in
+bench/RESULTS.md ("Metrics"). Records sent are counted per worker, not per
+actor: attributing them to the actor cost another 8 % of a delivered tell.
+
+Everything else is copied into the board by the worker itself every
+``PUBLISH_S`` seconds, O(actors that ran) per tick and O(1) when nothing
+happened: mailbox depth, admission window,
 admitted/shed/expired counts and the sojourn histogram (admission.py keeps
 those already), the loop's turns and busy time, the node's counters, and the
 connection servers' (net/server.py). So the supervisor's numbers trail the
 worker's by at most ``PUBLISH_S``.
 
 Histograms have fixed buckets: service time ``SERVICE_BUCKETS`` (1 µs to
-10 s, sync methods, sampled), sojourn time admission.py's ``BUCKETS`` (time
-messages that had to queue waited in the mailbox; ones run at once are not
-in it).
+10 s, sync methods with their reply, sampled as above), sojourn time
+admission.py's ``BUCKETS`` (time messages that had to queue waited in the
+mailbox; ones run at once are not in it).
 
 ``metrics = false`` in the config stops the timing and the publishing (the
-counting increments stay: they are a few nanoseconds).
+counting increments stay: they cost about 3 % of a delivered tell).
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import inspect
 import time
 import weakref
 from dataclasses import dataclass
@@ -45,7 +50,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 PUBLISH_S = 0.5
-SAMPLE = 64  # one message in SAMPLE is timed (a power of two)
+ARM_SLEEPS = 16  # the next method after every 16th sleep of the loop is timed
 _ns = time.perf_counter_ns
 
 SERVICE_BUCKETS = (
@@ -111,11 +116,6 @@ class Settings:
 
     enabled: bool = True
 
-    @property
-    def sample_mask(self) -> int:
-        # ``ran & mask`` is 0 once in SAMPLE messages; -1 never lets it be 0
-        return SAMPLE - 1 if self.enabled else -1
-
 
 settings = Settings()
 
@@ -123,10 +123,21 @@ settings = Settings()
 # --- the worker's side ---------------------------------------------------------------
 
 
-def timed(cell: Cell, t0: int) -> None:
-    """A sampled message of ``cell`` ran from ``t0`` (perf_counter_ns) until now."""
+def timed_call(cell: Cell, fn: Any, *msg: Any) -> None:
+    """Run one message of ``cell`` through its fast path, timed (the node's
+    ``timing`` flag sent it here; the flag is lowered first, so the inner call
+    takes the fast path and counts it). Async methods are not timed: the
+    next message is."""
+    node = cell.node
+    node.timing = False
+    if inspect.iscoroutinefunction(fn):
+        cell.call(*msg)
+        node.timing = True
+        return
+    t0 = _ns()
+    cell.call(*msg)
     ns = _ns() - t0
-    board = cell.node.board_slots
+    board = node.board_slots
     base = board.metrics_slot(cell.hand)
     if base < 0:
         return
@@ -134,6 +145,24 @@ def timed(cell: Cell, t0: int) -> None:
     w[base + _SAMPLES] += 1
     w[base + _SUM] += ns
     w[base + _SERVICE_AT + bisect.bisect_left(_SERVICE_NS, ns)] += 1
+
+
+class _Arm:
+    """Raises the node's ``timing`` flag: every 64 busy turns (``every_turns``)
+    and at every ARM_SLEEPS-th sleep (``before_sleep``) of the loop."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.sleeps = 0
+
+    def busy(self) -> None:
+        self.node.timing = True
+
+    def sleep(self) -> None:
+        self.sleeps += 1
+        if self.sleeps >= ARM_SLEEPS:
+            self.sleeps = 0
+            self.node.timing = True
 
 
 _servers: weakref.WeakSet[Any] = weakref.WeakSet()  # net.Server objects of this process
@@ -160,7 +189,11 @@ class Publisher:
 
     def start(self) -> None:
         if settings.enabled:
-            self._handle = self.node.loop.call_later(PUBLISH_S, self._tick)
+            loop = self.node.loop
+            self._handle = loop.call_later(PUBLISH_S, self._tick)
+            arm = _Arm(self.node)
+            loop.every_turns(arm.busy)
+            loop.before_sleep(arm.sleep)
 
     def _tick(self) -> None:
         self._handle = self.node.loop.call_later(PUBLISH_S, self._tick)
@@ -300,19 +333,23 @@ def quantile(buckets: list[int], bounds: tuple[float, ...], q: float) -> float |
     return bounds[-1]
 
 
-def _ring_counts(mesh: Any, index: int) -> dict[str, int]:
-    """Bytes through the rings into and out of mesh node ``index``, and the
-    doorbells rung to wake it: read from the rings' shared headers."""
+def _ring_counts(mesh: Any) -> dict[int, dict[str, int]]:
+    """Per mesh node: bytes through the rings into and out of it, and the
+    doorbells rung to wake it, read from the rings' shared headers. Only
+    slots a sender opened are looked at (reading an untouched slot would
+    allocate its pages)."""
     inboxes = getattr(mesh, "inboxes", None)
-    if not inboxes or index >= len(inboxes):
+    if not inboxes:
         return {}
-    into = [ring.stats() for ring in inboxes[index].rings.values()]
-    out_of = [ib.rings[index].stats() for j, ib in enumerate(inboxes) if j != index]
-    return {
-        "ring_bytes_in": sum(s["head"] for s in into),
-        "ring_bytes_out": sum(s["head"] for s in out_of),
-        "wakeups": sum(s["doorbells"] for s in into),
-    }
+    out = {j: {"ring_bytes_in": 0, "ring_bytes_out": 0, "wakeups": 0} for j in range(len(inboxes))}
+    for j, inbox in enumerate(inboxes):
+        for sender in inbox.senders():
+            st = inbox.ring(sender).stats()
+            out[j]["ring_bytes_in"] += st["head"]
+            out[j]["wakeups"] += st["doorbells"]
+            if sender in out:
+                out[sender]["ring_bytes_out"] += st["head"]
+    return out
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -333,6 +370,7 @@ def runtime_view(sup: Any) -> dict[str, Any]:
     /proc only: asks no worker, and is safe from another thread (copies of
     the supervisor's tables are taken first)."""
     entries = dict(sup.directory.entries)  # a copy: the loop thread changes it
+    rings = _ring_counts(sup.mesh)
     workers = []
     for proc in list(sup.workers):
         w = read_worker(proc.board)
@@ -351,7 +389,7 @@ def runtime_view(sup: Any) -> dict[str, Any]:
             stalled=proc.stalled,
             stalls=sup_stalls(sup).get(proc.index, 0),
             cpu_seconds=_cpu_seconds(proc.pid if not proc.exited else None),
-            **_ring_counts(sup.mesh, proc.index),
+            **rings.get(proc.index, {}),
         )
         workers.append(w)
     return {"time": time.time(), "publish_interval": PUBLISH_S, "workers": workers}

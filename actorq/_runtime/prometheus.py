@@ -102,7 +102,7 @@ class RuntimeCollector(Collector):
         )
         service = HistogramMetricFamily(
             "actorq_actor_service_seconds",
-            f"Time a sync method ran; one message in {metrics.SAMPLE} is timed.",
+            "Time a sync method and its reply took (sampled: see metrics.py).",
             labels=al,
         )
         sojourn = HistogramMetricFamily(

@@ -72,7 +72,7 @@ from ..topology.cpulist import format_cpulist
 from . import logs
 from .board import Board, Snapshot
 from .directory import Directory
-from .placing import WorkerPlacer, auto_ring_capacity, check_fd_limit, discover_machine, worker_cpus
+from .placing import WorkerPlacer, check_fd_limit, discover_machine, worker_cpus
 from .procs import Proc, describe_exit
 from .worker import ChildSpec, child_main
 
@@ -147,9 +147,8 @@ class Supervisor:
         self.address = control_address(self.runtime_dir)
         nodes = len(placements) + 1 + (1 if self.main is not None else 0)
         check_fd_limit(nodes)
-        capacity = cfg.ring_capacity or auto_ring_capacity(nodes)
         numa = [None] + [node for _, node in placements] + [None]
-        self.mesh = make_mesh(nodes, capacity, numa[:nodes])
+        self.mesh = make_mesh(nodes, cfg.ring_capacity, numa[:nodes])
         self.workers = [
             Proc("worker", i + 1, self.trust.identity(f"w{i + 1}"), Board(), cpu, node)
             for i, (cpu, node) in enumerate(placements)

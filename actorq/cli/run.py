@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="MODULE:ATTR",
-        help="the app's main coroutine function, e.g. examples.hello:main",
+        help="the app's main coroutine function, e.g. actorq.examples.hello:main",
     )
     parser.add_argument(
         "--workers",
@@ -83,7 +83,7 @@ def load_target(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     attr = attr or "main"
     if not module_name:
-        raise LookupError(f"{target!r}: write MODULE:ATTR, e.g. examples.hello:main")
+        raise LookupError(f"{target!r}: write MODULE:ATTR, e.g. actorq.examples.hello:main")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
