@@ -162,3 +162,17 @@ def test_a_bad_metrics_address_is_a_config_error(xdg, tmp_path) -> None:
         running(workers=1, runtime_dir=tmp_path / "rt", metrics_address="nowhere"),
     ):
         pass
+
+
+def test_metrics_false_publishes_nothing(xdg, tmp_path) -> None:
+    with (
+        running(workers=1, runtime_dir=tmp_path / "rt", metrics=False) as rt,
+        rt.connect() as client,
+    ):
+        echo = client.spawn(Echo)
+        for i in range(20):
+            echo.f(i)
+        time.sleep(metrics.PUBLISH_S * 2 + 0.2)
+        (worker,) = client.stats()["metrics"]["workers"]
+        assert worker["published_ns"] == 0
+        assert [a["messages"] for a in worker["actors"]] == [0]  # counted, never published
