@@ -167,8 +167,10 @@ class Supervisor:
         self._start_metrics_endpoint()
 
     def _start_metrics_endpoint(self) -> None:
-        """Serve Prometheus metrics if asked (after the forks: children do not
-        inherit the listener), and say in runtime.json where (actorq ps)."""
+        """Serve Prometheus metrics if asked, and say in runtime.json where
+        (actorq ps). After the first forks, so those children do not inherit
+        the listener (a worker restarted later holds a copy of its fd, never
+        accepting on it, until it exits)."""
         from .rundir import write_info
 
         if self.cfg.metrics_address:
