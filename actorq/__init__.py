@@ -16,6 +16,8 @@ from .errors import ActorqTopologyError as ActorqTopologyError
 from .errors import Cancelled as Cancelled
 from .errors import ConfigError as ConfigError
 from .errors import Deadlock as Deadlock
+from .errors import ForkedClient as ForkedClient
+from .errors import NoRuntime as NoRuntime
 from .errors import Overloaded as Overloaded
 from .errors import PayloadTooLarge as PayloadTooLarge
 from .errors import PlacementError as PlacementError
@@ -38,6 +40,7 @@ _LAZY: dict[str, str] = {
     "self_ref": "._api",
     "sleep": "._api",
     "connect": ".client",
+    "connect_async": ".client",
     "start": "._hosting",
     "HostedRuntime": "._hosting",
 }
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from ._hosting import HostedRuntime as HostedRuntime
     from ._hosting import start as start
     from .client import connect as connect
+    from .client import connect_async as connect_async
 
 
 def __getattr__(name: str) -> Any:
@@ -75,7 +79,9 @@ __all__ = [
     "Cancelled",
     "ConfigError",
     "Deadlock",
+    "ForkedClient",
     "HostedRuntime",
+    "NoRuntime",
     "Overloaded",
     "PayloadTooLarge",
     "PlacementError",
@@ -86,6 +92,7 @@ __all__ = [
     "ShutdownTimeout",
     "actor",
     "connect",
+    "connect_async",
     "current_loop",
     "run",
     "runtime",

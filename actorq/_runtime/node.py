@@ -55,6 +55,7 @@ from . import logs
 from .admission import Admission
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host, Item
+from .outside import OUTSIDE_BASE
 
 log = logging.getLogger("actorq.worker")
 
@@ -147,6 +148,9 @@ class Node:
         self.expired = 0  # asks dropped unrun because their deadline had passed
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
+        # outside.Listener where outside clients have direct channels: records
+        # addressed to a sender >= OUTSIDE_BASE go to it, not to the mesh
+        self.outside: Any = None
         port.start(loop, self.deliver, self._taken)
 
     # --- sending ----------------------------------------------------------------
@@ -159,6 +163,9 @@ class Node:
             self.board[TAKEN] += 1
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
+            return
+        if dest >= OUTSIDE_BASE:
+            self.outside.send(dest, data)
             return
         port = self.port
         port.send(dest, data)
