@@ -281,7 +281,10 @@ class Client(_Base):
         direct: bool = True,
     ) -> None:
         super().__init__(address, timeout, direct)
-        self._connect(zmq.Context())
+        # one context per process (pyzmq makes a fresh one after fork), never
+        # terminated: terminating waits for every socket, and a client that was
+        # dropped without close() would make that wait forever
+        self._connect(zmq.Context.instance())
         self._channels: dict[int, BlockingChannel] = {}
 
     def _call(self, op: str, body: Any, deadline: float | EllipsisType | None = ...) -> Any:
@@ -454,7 +457,6 @@ class Client(_Base):
             channel.close()
         self._channels.clear()
         self._sock.close(linger=0)
-        self._ctx.term()
 
     def __enter__(self) -> Client:
         return self
@@ -478,7 +480,7 @@ class AsyncClient(_Base):
         import zmq.asyncio
 
         super().__init__(address, timeout, direct)
-        self._connect(zmq.asyncio.Context())
+        self._connect(zmq.asyncio.Context.instance())
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Future[None] | None = None
         self._window: asyncio.Semaphore | None = None
@@ -733,7 +735,6 @@ class AsyncClient(_Base):
         if self._reader is not None:
             self._reader.cancel()
         self._sock.close(linger=0)
-        self._ctx.term()
 
     async def __aenter__(self) -> AsyncClient:
         return self
