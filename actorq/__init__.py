@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "run": "._api",
     "runtime": "._api",
     "self_ref": "._api",
+    "serve_forever": "._api",
     "sleep": "._api",
     "connect": ".client",
     "connect_async": ".client",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from ._api import run as run
     from ._api import runtime as runtime
     from ._api import self_ref as self_ref
+    from ._api import serve_forever as serve_forever
     from ._api import sleep as sleep
     from ._hosting import HostedRuntime as HostedRuntime
     from ._hosting import start as start
@@ -97,6 +99,7 @@ __all__ = [
     "run",
     "runtime",
     "self_ref",
+    "serve_forever",
     "sleep",
     "start",
 ]

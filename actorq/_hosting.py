@@ -67,6 +67,11 @@ class HostedRuntime:
         """A client of this runtime (blocking, or asyncio with ``asyncio=True``)."""
         return AsyncClient(self.address, timeout) if asyncio else Client(self.address, timeout)
 
+    def request_stop(self) -> None:
+        """Begin an orderly stop without waiting for it (from any thread)."""
+        if self._thread.is_alive():
+            self._sup.request_stop()
+
     def stop(self, timeout: float | None = None) -> Any:
         """Stop in order (like SIGTERM) and wait; returns ``main``'s value if there was one."""
         if self._thread.is_alive():

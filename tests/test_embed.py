@@ -288,3 +288,40 @@ def test_connect_forms_typecheck(tmp_path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_run_in_a_thread_ends_with_the_program(tmp_path) -> None:
+    """``actorq.run`` in a non-daemon thread whose main serves forever: when the
+    program's main thread ends, the runtime stops and the process exits."""
+    script = tmp_path / "prog.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import threading, actorq
+
+            async def main(rt):
+                print("serving", flush=True)
+                await actorq.serve_forever()
+
+            t = threading.Thread(
+                target=actorq.run, args=(main,),
+                kwargs={{"workers": 1, "runtime_dir": {str(tmp_path / "rt")!r}}},
+            )
+            t.start()
+            import time
+            deadline = time.monotonic() + 30
+            while not __import__("os").path.exists({str(tmp_path / "rt" / "w1.chan")!r}):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            c = actorq.connect({str(tmp_path / "rt")!r})
+            print("ping", c.ping()["workers"], flush=True)
+            c.close()
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "serving" in proc.stdout
+    assert "ping 1" in proc.stdout
