@@ -1,0 +1,164 @@
+"""Start the web example for real and stop it in order (the tests and
+``python -m bench embed`` use these): uvicorn beside an ``actorq run``
+runtime, or gunicorn hosting the runtime in its master."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import actorq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def wait_http(port: int, path: str = "/noop", timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def wait_actors(runtime_dir: str, timeout: float = 60.0) -> None:
+    """Until the runtime at ``runtime_dir`` answers and has the example's actors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with actorq.connect(runtime_dir, timeout=5) as client:
+                client.lookup("hits")
+                client.lookup("limiter")
+                return
+        except (actorq.NoRuntime, actorq.ActorNotFound, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM, wait, SIGKILL if it must; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@contextlib.contextmanager
+def uvicorn_beside_runtime(
+    runtime_dir: str,
+    port: int,
+    web_workers: int = 2,
+    runtime_workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``actorq run examples.webapp.actors:main`` + ``uvicorn --workers N``."""
+    env = _env({"ACTORQ_RUNTIME_DIR": runtime_dir, **(extra_env or {})})
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "actorq",
+                    "run",
+                    "examples.webapp.actors:main",
+                    "--workers",
+                    str(runtime_workers),
+                    "--runtime-dir",
+                    runtime_dir,
+                ],
+                cwd=ROOT,
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_actors(runtime_dir)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "examples.webapp.app:app",
+                    "--workers",
+                    str(web_workers),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                cwd=ROOT,
+                env=env,
+            )
+        )
+        wait_http(port)
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+@contextlib.contextmanager
+def gunicorn_hosting_runtime(
+    runtime_dir: str,
+    port: int,
+    web_workers: int = 2,
+    runtime_workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """gunicorn with uvicorn workers; its master hosts the runtime (gunicorn_conf.py)."""
+    env = _env(
+        {
+            "ACTORQ_RUNTIME_DIR": runtime_dir,
+            "ACTORQ_WORKERS": str(runtime_workers),
+            "WEB_WORKERS": str(web_workers),
+            **(extra_env or {}),
+        }
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "examples.webapp.app:app",
+            "-c",
+            str(ROOT / "examples" / "webapp" / "gunicorn_conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        wait_http(port)
+        yield [proc]
+    finally:
+        stop(proc)
