@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
 import select
 import socket
@@ -27,6 +28,7 @@ from .errors import ActorDied, ActorNotFound, Deadlock, Overloaded, RemoteError,
 from .shm.ring import Ring
 
 _HANDSHAKE_TIMEOUT = 5.0
+_SWEEP_GAP = 0.005  # seconds at least between two deadline sweeps
 _FAILURES: dict[int, type[Exception]] = {
     F_DIED: ActorDied,
     F_NOT_FOUND: ActorNotFound,
@@ -194,6 +196,10 @@ class AsyncChannel(ChannelEnd):
         self.loop = loop
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.backlog: collections.deque[bytes] = collections.deque()
+        self._flush_queued = False
+        self.deadlines: dict[int, tuple[float, asyncio.Future[Any]]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
 
     async def open(self) -> None:
         try:
@@ -211,11 +217,42 @@ class AsyncChannel(ChannelEnd):
         self.loop.add_reader(self.sock, self._sock_readable)
         self._drain()
 
+    def expire_at(self, req: int, fut: asyncio.Future[Any], seconds: float) -> None:
+        """Fail ``fut`` with a bare TimeoutError after ``seconds`` unless answered.
+
+        One sweep timer for all of them (a timer per ask would keep asyncio's
+        timer heap as large as the number in flight)."""
+        when = self.loop.time() + seconds
+        self.deadlines[req] = (when, fut)
+        if when < self._sweep_at:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep_at = when
+            self._sweep = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        now = self.loop.time()
+        self._sweep, self._sweep_at = None, math.inf
+        upcoming = math.inf
+        for req, (when, fut) in list(self.deadlines.items()):
+            if fut.done():
+                del self.deadlines[req]
+            elif when <= now:
+                del self.deadlines[req]
+                fut.set_exception(TimeoutError())
+            elif when < upcoming:
+                upcoming = when
+        if upcoming < math.inf:
+            self._sweep_at = max(upcoming, now + _SWEEP_GAP)
+            self._sweep = self.loop.call_at(self._sweep_at, self._expire)
+
     def _take(self, record: bytes) -> None:
         msg = _codec.unpack(record, self.ext)
         if msg[0] not in (REPLY, FAIL):
             return  # a SLOW notice: the worker's mailbox fairness already holds us back
         fut = self.waiting.pop(msg[1], None)
+        if self.deadlines:
+            self.deadlines.pop(msg[1], None)
         if fut is None or fut.done():
             return  # its asker gave up
         ok, value = outcome(msg)
@@ -258,12 +295,24 @@ class AsyncChannel(ChannelEnd):
             self.backlog.append(record)
             return
         try:
-            self.writer.send_nowait(record)
+            self.writer.write(record)
         except RingFull:
             self.backlog.append(record)
             self.loop.add_reader(self.writer.space_fd, self._space)
             if self.writer.wait_for_space(len(record)):
                 self._space()
+            return
+        # Published once per loop turn: every ask the turn's coroutines make
+        # goes out with one store and at most one doorbell (a doorbell is a
+        # syscall and a wake-up: one per ask cost more than the ask).
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_queued = False
+        if not self.closed:
+            self.writer.publish()
 
     def _space(self) -> None:
         writer, q = self.writer, self.backlog
@@ -287,4 +336,7 @@ class AsyncChannel(ChannelEnd):
             self.loop.remove_reader(self.sock)
             self.loop.remove_reader(self.writer.space_fd)
         self.backlog.clear()
+        self.deadlines.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
         super().close()

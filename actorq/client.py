@@ -70,6 +70,12 @@ _WINDOW = 512
 _NEVER_ASKED = 5.0  # the runtime's ask_timeout until a channel ticket tells us
 
 
+# Forks of this process so far, as the child sees them: a client compares it
+# with the count at its making (cheaper than os.getpid(), a syscall, per call).
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 def _socket_path(address: str) -> str | None:
     return address[len("ipc://") :] if address.startswith("ipc://") else None
 
@@ -130,6 +136,7 @@ class _Base:
         self.timeout = timeout
         self.direct = direct
         self._pid = os.getpid()
+        self._fork_count = _forks[0]
         self._ids = itertools.count(1)
         self._session = _Session(self, None)
         self._ask_timeout: float | None = _NEVER_ASKED
@@ -157,7 +164,7 @@ class _Base:
         return _codec.decode_ext(code, data)
 
     def _check(self, session: _Session | None = None) -> None:
-        if os.getpid() != self._pid:
+        if _forks[0] != self._fork_count:
             raise ForkedClient(
                 f"this actorq client was made in process {self._pid}, before a fork; "
                 f"process {os.getpid()} must call actorq.connect itself (e.g. in a gunicorn "
@@ -322,6 +329,8 @@ class Client(_Base):
         except FileNotFoundError:  # this worker serves no direct channels (socket mesh)
             self._no_channel.add(worker)
             return None
+        except (ConnectionError, TimeoutError) as exc:  # it died, or is being restarted
+            raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
         self._channels[worker] = channel
         return channel
 
@@ -451,7 +460,7 @@ class Client(_Base):
         if self.closed:
             return
         self.closed = True
-        if os.getpid() != self._pid:
+        if _forks[0] != self._fork_count:
             return  # the parent's: leave them to it
         for channel in self._channels.values():
             channel.close()
@@ -564,27 +573,32 @@ class AsyncClient(_Base):
         except FileNotFoundError:
             self._no_channel.add(worker)
             return None
+        except (ConnectionError, TimeoutError) as exc:
+            raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
         self._channels[worker] = channel
         return channel
 
     async def _direct_call(
         self, session: _Session, ref: ActorRef, record: bytes, req: int, seconds: float | None
     ) -> Any:
-        channel = await self._channel(ref.id >> 32)
+        """Send over the worker's channel and await the answer; ``...`` when there
+        is no channel. TimeoutError (bare) when ``seconds`` pass first."""
+        channel = self._channels.get(ref.id >> 32)
+        if channel is None or channel.closed:
+            if channel is not None:
+                self._channels.pop(channel.worker, None)
+            channel = await self._channel(ref.id >> 32)
         if channel is None or len(record) > channel.max_record:
             return ...
         if session is not self._session or channel.rt != session.rt:
             raise self._restarted()
-        if channel.closed:
-            self._channels.pop(channel.worker, None)
-            channel = await self._channel(ref.id >> 32)
-            if channel is None or channel.rt != session.rt:
-                raise self._restarted()
         fut = channel.loop.create_future()
         channel.waiting[req] = fut
+        if seconds is not None:
+            channel.expire_at(req, fut, seconds)
         try:
             channel.send(record)
-            return await asyncio.wait_for(fut, seconds)
+            return await fut
         except ChannelGone:
             self._channels.pop(channel.worker, None)
             raise ActorDied(
@@ -727,7 +741,7 @@ class AsyncClient(_Base):
         if self.closed:
             return
         self.closed = True
-        if os.getpid() != self._pid:
+        if _forks[0] != self._fork_count:
             return
         for channel in self._channels.values():
             channel.fail_all(RuntimeError(f"the client of {self.address} was closed"))

@@ -15,4 +15,6 @@ def test_pool_pushes_work_to_actors() -> None:
     assert result["summary"] == {"docs": 120, "words": 120 * 200}
     assert result["top"] == result["expected_top"]
     assert result["merges_seen"] == 120
-    assert result["channels_opened"] == 3
+    # each pool process that did work had a channel of its own (a process the
+    # pool started but never gave a task may have opened one too)
+    assert 1 <= result["task_processes"] <= result["channels_opened"] <= 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import random
 from typing import Any
 
@@ -51,10 +52,11 @@ def connect(address: str) -> None:
     totals.summary()  # opens this process's channel to the actor's worker now
 
 
-def count(seed: int) -> int:
-    """The pool's task: count a document's words, merge them into the shared totals."""
+def count(seed: int) -> tuple[int, int]:
+    """The pool's task: count a document's words, merge them into the shared
+    totals; (this process's pid, documents merged so far by everyone)."""
     counts = collections.Counter(document(seed))
-    return int(_client["totals"].merge(dict(counts)))
+    return os.getpid(), int(_client["totals"].merge(dict(counts)))
 
 
 def run(docs: int = 200, processes: int = 4, workers: int = 1) -> dict[str, Any]:
@@ -72,7 +74,8 @@ def run(docs: int = 200, processes: int = 4, workers: int = 1) -> dict[str, Any]
             "summary": totals.summary(),
             "top": totals.top(3),
             "expected_top": [[w, c] for w, c in expected.most_common(3)],
-            "merges_seen": sorted(merged)[-1],
+            "merges_seen": max(n for _, n in merged),
+            "task_processes": len({pid for pid, _ in merged}),
             # one direct channel per pool process (the parent has asked nothing yet)
             "channels_opened": worker["outside"]["opened"],
         }

@@ -19,7 +19,7 @@ import actorq
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def env_with(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env.update(extra)
@@ -66,6 +66,27 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 
 
 @contextlib.contextmanager
+def runtime(
+    runtime_dir: str, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``actorq run examples.webapp.actors:main``, up once its actors are."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "actorq", "run", "examples.webapp.actors:main"),
+            *("--workers", str(workers), "--runtime-dir", runtime_dir),
+        ],
+        cwd=ROOT,
+        env=env_with(extra_env or {}),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_actors(runtime_dir)
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
 def uvicorn_beside_runtime(
     runtime_dir: str,
     port: int,
@@ -74,54 +95,22 @@ def uvicorn_beside_runtime(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``actorq run examples.webapp.actors:main`` + ``uvicorn --workers N``."""
-    env = _env({"ACTORQ_RUNTIME_DIR": runtime_dir, **(extra_env or {})})
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "actorq",
-                    "run",
-                    "examples.webapp.actors:main",
-                    "--workers",
-                    str(runtime_workers),
-                    "--runtime-dir",
-                    runtime_dir,
-                ],
-                cwd=ROOT,
-                env=env,
-                stderr=subprocess.DEVNULL,
-            )
+    env = env_with({"ACTORQ_RUNTIME_DIR": runtime_dir, **(extra_env or {})})
+    with runtime(runtime_dir, runtime_workers, extra_env) as rt:
+        web = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "examples.webapp.app:app"),
+                *("--workers", str(web_workers), "--host", "127.0.0.1", "--port", str(port)),
+                *("--log-level", "warning", "--no-access-log"),
+            ],
+            cwd=ROOT,
+            env=env,
         )
-        wait_actors(runtime_dir)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "examples.webapp.app:app",
-                    "--workers",
-                    str(web_workers),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-        )
-        wait_http(port)
-        yield procs
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
+        try:
+            wait_http(port)
+            yield [rt, web]
+        finally:
+            stop(web)
 
 
 @contextlib.contextmanager
@@ -133,7 +122,7 @@ def gunicorn_hosting_runtime(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """gunicorn with uvicorn workers; its master hosts the runtime (gunicorn_conf.py)."""
-    env = _env(
+    env = env_with(
         {
             "ACTORQ_RUNTIME_DIR": runtime_dir,
             "ACTORQ_WORKERS": str(runtime_workers),

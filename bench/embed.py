@@ -1,0 +1,293 @@
+"""The embed benchmark: calling actors from outside processes, against the peers.
+
+    python -m bench embed [--calls 20000] [--seconds 3] [--connections 32]
+                          [--repeat 3] [--json]
+
+One run, side by side, from this (outside) process:
+
+- **asks**: p50/p99 latency and calls/s of one small call (a counter's
+  ``add(1)``), blocking with 1 in flight and asyncio with 1 and 64 in
+  flight, through
+  - ``actorq-direct``: ``actorq.connect`` on its direct channel (the default),
+  - ``actorq-zmq``: ``actorq.connect(..., direct=False)``, through the supervisor,
+  - ``redis-py``: ``INCR`` against a ``redis-server`` started on a free
+    loopback port (``/usr/bin/redis-server``), redis-py and redis.asyncio,
+  - ``mp-manager``: a ``multiprocessing.Manager`` proxy of a counter object,
+  - ``ray``: an actor handle, where Ray is installed (the row says when not);
+- **web**: requests/s of ``examples/webapp`` (one uvicorn worker beside an
+  ``actorq run`` runtime of one worker) under ``bench/httpload.py``, for
+  handlers doing nothing (``/noop``), one actor ask (``/ask``) and one Redis
+  ``INCR`` (``/redis``).
+
+Medians of ``--repeat`` runs. Targets (issue 13): outside ask p50 <= 30 us
+and >= 3x redis-py's calls/s; a handler with one ask >= 0.9x the no-op
+handler's req/s and ahead of the Redis handler. ``--json`` prints the rows
+and the ratios as one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+from examples.webapp.serve import runtime, uvicorn_beside_runtime
+
+from ._common import machine_info, median_spread, percentile
+from .httpload import load
+from .kv import free_port, wait_connectable
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+# --- one contender's figures -------------------------------------------------------
+
+
+def blocking(call: Callable[[int], Any], n: int) -> dict[str, float]:
+    """``call(1)`` n times, one at a time."""
+    for _ in range(min(1000, n // 10)):  # warm up (channels, caches)
+        call(1)
+    lat = []
+    clock = time.perf_counter
+    began = clock()
+    for _ in range(n):
+        t = clock()
+        call(1)
+        lat.append(clock() - t)
+    return _figures(lat, clock() - began)
+
+
+async def in_flight(call: Callable[[], Awaitable[Any]], n: int, width: int) -> dict[str, float]:
+    for _ in range(min(500, n // 10)):
+        await call()
+    lat: list[float] = []
+    clock = time.perf_counter
+
+    async def lane(k: int) -> None:
+        for _ in range(k):
+            t = clock()
+            await call()
+            lat.append(clock() - t)
+
+    began = clock()
+    await asyncio.gather(*(lane(n // width) for _ in range(width)))
+    return _figures(lat, clock() - began)
+
+
+def _figures(lat: list[float], wall: float) -> dict[str, float]:
+    lat.sort()
+    return {
+        "p50_us": percentile(lat, 50) * 1e6,
+        "p99_us": percentile(lat, 99) * 1e6,
+        "calls_s": len(lat) / wall,
+    }
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        out[key], spread = median_spread([r[key] for r in runs])
+        if key == "calls_s":
+            out["spread"] = spread
+    return out
+
+
+# --- peers ------------------------------------------------------------------------------
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def add(self, n: int) -> int:
+        self.value += n
+        return self.value
+
+
+class _Manager(BaseManager):
+    pass
+
+
+_Manager.register("Count", _Count)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int | None]:
+    if not os.path.exists(REDIS_SERVER):
+        yield None
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_connectable(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+
+def ask_rows(runtime_dir: str, redis_port: int | None, calls: int, repeat: int) -> list[dict]:
+    import actorq
+
+    rows: list[dict[str, Any]] = []
+
+    def add(contender: str, mode: str, width: int, runs: list[dict[str, float]]) -> None:
+        rows.append({"contender": contender, "mode": mode, "in_flight": width, **_median(runs)})
+
+    for direct, name in ((True, "actorq-direct"), (False, "actorq-zmq")):
+        n = calls if direct else calls // 4
+        with actorq.connect(runtime_dir, direct=direct) as client:
+            add_one = client.lookup("hits").add
+            add(name, "blocking", 1, [blocking(add_one, n) for _ in range(repeat)])
+
+        async def go(direct: bool = direct, n: int = n) -> list[list[dict[str, float]]]:
+            async with actorq.connect_async(runtime_dir, direct=direct) as client:
+                hits = await client.lookup("hits")
+                return [
+                    [await in_flight(lambda: hits.add(1), n, w) for _ in range(repeat)]
+                    for w in (1, 64)
+                ]
+
+        one, many = asyncio.run(go())
+        add(name, "asyncio", 1, one)
+        add(name, "asyncio", 64, many)
+
+    if redis_port is not None:
+        import redis
+        import redis.asyncio
+
+        r = redis.Redis(port=redis_port)
+        add("redis-py", "blocking", 1, [blocking(r.incr, calls) for _ in range(repeat)])
+        r.close()
+
+        async def go_redis() -> list[list[dict[str, float]]]:
+            ar = redis.asyncio.Redis(port=redis_port, max_connections=64)
+            try:
+                return [
+                    [await in_flight(lambda: ar.incr("k"), calls, w) for _ in range(repeat)]
+                    for w in (1, 64)
+                ]
+            finally:
+                await ar.aclose()
+
+        one, many = asyncio.run(go_redis())
+        add("redis-py", "asyncio", 1, one)
+        add("redis-py", "asyncio", 64, many)
+    else:
+        rows.append({"contender": "redis-py", "mode": f"skipped: no {REDIS_SERVER}"})
+
+    with _Manager() as manager:
+        count = manager.Count()  # type: ignore[attr-defined]
+        n = calls // 4
+        add("mp-manager", "blocking", 1, [blocking(count.add, n) for _ in range(repeat)])
+
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        rows.append({"contender": "ray", "mode": "skipped: Ray is not installed"})
+    else:
+        rows.append({"contender": "ray", "mode": "skipped: installed, but not measured yet"})
+    return rows
+
+
+def web_rows(
+    runtime_dir: str, redis_port: int | None, seconds: float, connections: int, repeat: int
+) -> list[dict]:
+    extra = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"} if redis_port else {}
+    port = free_port()
+    rows = []
+    with uvicorn_beside_runtime(runtime_dir, port, web_workers=1, extra_env=extra):
+        paths = ["/noop", "/ask"] + (["/redis"] if redis_port else [])
+        runs: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(repeat):
+            for path in paths:  # interleaved, so a slow phase of the VM hits all alike
+                runs[path].append(asyncio.run(load(port, path, seconds, connections)))
+        for path in paths:
+            med, spread = median_spread(runs[path])
+            rows.append({"handler": path, "req_s": med, "spread": spread})
+    return rows
+
+
+def ratios(asks: list[dict], web: list[dict]) -> dict[str, float | None]:
+    def find(contender: str, mode: str, width: int) -> dict | None:
+        for r in asks:
+            if (r["contender"], r["mode"], r.get("in_flight")) == (contender, mode, width):
+                return r
+        return None
+
+    direct = find("actorq-direct", "blocking", 1)
+    redis_b = find("redis-py", "blocking", 1)
+    zmq_b = find("actorq-zmq", "blocking", 1)
+    req = {r["handler"]: r["req_s"] for r in web}
+    return {
+        "outside_ask_p50_us": direct["p50_us"] if direct else None,
+        "direct_vs_redis_calls": direct["calls_s"] / redis_b["calls_s"]
+        if direct and redis_b
+        else None,
+        "direct_vs_zmq_calls": direct["calls_s"] / zmq_b["calls_s"] if direct and zmq_b else None,
+        "ask_vs_noop_handler": req["/ask"] / req["/noop"] if "/ask" in req else None,
+        "ask_vs_redis_handler": req["/ask"] / req["/redis"] if "/redis" in req else None,
+    }
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench embed", description=__doc__)
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp, redis_server() as rport:
+        rtdir = os.path.join(tmp, "rt")
+        web = web_rows(rtdir, rport, args.seconds, args.connections, args.repeat)
+        rtdir2 = os.path.join(tmp, "rt2")
+        with runtime(rtdir2):
+            asks = ask_rows(rtdir2, rport, args.calls, args.repeat)
+    doc = {
+        "machine": machine_info(),
+        "asks": asks,
+        "web": web,
+        "ratios": ratios(asks, web),
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render(doc))
+    return 0
+
+
+def render(doc: dict[str, Any]) -> str:
+    lines = [
+        "| contender | form | in flight | p50 µs | p99 µs | calls/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in doc["asks"]:
+        if "calls_s" not in r:
+            lines.append(f"| {r['contender']} | {r['mode']} | | | | |")
+            continue
+        lines.append(
+            f"| {r['contender']} | {r['mode']} | {r['in_flight']} | {r['p50_us']:.1f} "
+            f"| {r['p99_us']:.1f} | {r['calls_s']:,.0f} (±{r['spread'] * 50:.0f}%) |"
+        )
+    lines += ["", "| handler | req/s |", "|---|---|"]
+    for r in doc["web"]:
+        lines.append(f"| `{r['handler']}` | {r['req_s']:,.0f} (±{r['spread'] * 50:.0f}%) |")
+    lines += [""] + [
+        f"- {k}: {'n/a' if v is None else f'{v:.2f}'}" for k, v in doc["ratios"].items()
+    ]
+    return "\n".join(lines)
