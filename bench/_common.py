@@ -79,10 +79,8 @@ def emit(results: Sequence[Result], as_json: bool, title: str = "") -> None:
         print(title)
     print(f"{'contender':<22}{'payload':>8}{'msgs/s':>14}{'p50 µs':>10}{'p99 µs':>10}{'spread':>8}")
     for r in results:
-
         def fmt(v: float | None, spec: str) -> str:
             return "-" if v is None else format(v, spec)
-
         print(
             f"{r.contender:<22}{fmt(r.payload, 'd'):>8}{fmt(r.msgs_per_s, ',.0f'):>14}"
             f"{fmt(r.rtt_p50_us, '.1f'):>10}{fmt(r.rtt_p99_us, '.1f'):>10}{fmt(r.spread, '.2f'):>8}"

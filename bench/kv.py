@@ -91,27 +91,13 @@ def server(contender: str, workers: str) -> Iterator[tuple[int, psutil.Process]]
         argv = [py, "-m", "bench", "resp_asyncio", "--port", "0", "--uvloop"]
     elif contender == "redis-server":
         port = free_port()
-        argv = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-        ]
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
         stdout = subprocess.DEVNULL
     else:
         raise ValueError(f"unknown contender {contender!r}")
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         if contender == "redis-server":
             wait_connectable(port)
@@ -141,28 +127,12 @@ def tree_cpu(p: psutil.Process) -> float:
     return total
 
 
-def run_client(
-    port: int, requests: int, clients: int, pipeline: int, payload: int, keyspace: int = 0
-) -> tuple[dict[str, dict[str, float]], float, float]:
+def run_client(port: int, requests: int, clients: int, pipeline: int,
+               payload: int, keyspace: int = 0) -> tuple[dict[str, dict[str, float]], float, float]:
     """One redis-benchmark run: per-test CSV figures, client CPU seconds, wall seconds."""
-    argv = [
-        "redis-benchmark",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-t",
-        "set,get",
-        "-n",
-        str(requests),
-        "-c",
-        str(clients),
-        "-P",
-        str(pipeline),
-        "-d",
-        str(payload),
-        "--csv",
-    ]
+    argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
+            "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "-d", str(payload),
+            "--csv"]
     if keyspace:
         argv += ["-r", str(keyspace)]
     t0 = time.monotonic()
@@ -201,9 +171,8 @@ def measure(contender: str, args: argparse.Namespace) -> list[dict[str, object]]
             for _ in range(args.repeat):
                 _child_cpu()
                 s0 = tree_cpu(proc)
-                figures, client_cpu, wall = run_client(
-                    port, args.requests, args.clients, pipeline, args.payload, args.keyspace
-                )
+                figures, client_cpu, wall = run_client(port, args.requests, args.clients,
+                                                       pipeline, args.payload, args.keyspace)
                 server_cpu = tree_cpu(proc) - s0
                 for test in runs:
                     f = dict(figures[test])
@@ -214,22 +183,11 @@ def measure(contender: str, args: argparse.Namespace) -> list[dict[str, object]]
             for test, rs in runs.items():
                 rps, spread = median_spread([r["rps"] for r in rs])
                 mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
-                res = Result(
-                    contender,
-                    args.payload,
-                    rps,
-                    mid["p50_latency_ms"] * 1000,
-                    mid["p99_latency_ms"] * 1000,
-                    spread,
-                )
-                rows.append(
-                    {
-                        **asdict(res),
-                        "case": f"{test} -P {pipeline}",
-                        "server_cores": round(mid["server_cores"], 2),
-                        "client_cores": round(mid["client_cores"], 2),
-                    }
-                )
+                res = Result(contender, args.payload, rps, mid["p50_latency_ms"] * 1000,
+                             mid["p99_latency_ms"] * 1000, spread)
+                rows.append({**asdict(res), "case": f"{test} -P {pipeline}",
+                             "server_cores": round(mid["server_cores"], 2),
+                             "client_cores": round(mid["client_cores"], 2)})
     return rows
 
 
@@ -241,13 +199,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--clients", type=int, default=50, help="connections (-c)")
     ap.add_argument("--pipelines", default="1,16", help="pipeline depths (-P), comma-separated")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument(
-        "--keyspace",
-        type=int,
-        default=0,
-        help="random keys out of this many (-r); default 0: redis-benchmark's one "
-        "fixed key, which lives on one shard, so half the connections hop workers",
-    )
+    ap.add_argument("--keyspace", type=int, default=0,
+                    help="random keys out of this many (-r); default 0: redis-benchmark's one "
+                    "fixed key, which lives on one shard, so half the connections hop workers")
     ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server")
     ap.add_argument("--json", action="store_true", help="print the JSON list of results")
     args = ap.parse_args(argv)
@@ -256,11 +210,8 @@ def main(argv: list[str]) -> int:
     # the server under test is stopped by server()'s finally, not left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("redis-benchmark") is None:
-        print(
-            "bench kv: redis-benchmark not found; install Debian's redis-tools "
-            "(apt-get install redis-tools)",
-            file=sys.stderr,
-        )
+        print("bench kv: redis-benchmark not found; install Debian's redis-tools "
+              "(apt-get install redis-tools)", file=sys.stderr)
         return 2
     contenders = []
     for c in args.contenders.split(","):
@@ -278,23 +229,17 @@ def main(argv: list[str]) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     keys = f" -r {args.keyspace}" if args.keyspace else ""
-    print(
-        f"kv: redis-benchmark -t set,get -n {args.requests} -c {args.clients} -d {args.payload}"
-        f"{keys};"
-        f" actorq-kv workers={args.workers}; {machine_info()}"
-    )
-    print(
-        f"{'contender':<14}{'case':<11}{'req/s':>11}{'vs actorq':>10}{'p50 µs':>9}"
-        f"{'p99 µs':>9}{'spread':>8}{'srv cores':>10}{'cli cores':>10}"
-    )
+    print(f"kv: redis-benchmark -t set,get -n {args.requests} -c {args.clients} -d {args.payload}"
+          f"{keys};"
+          f" actorq-kv workers={args.workers}; {machine_info()}")
+    print(f"{'contender':<14}{'case':<11}{'req/s':>11}{'vs actorq':>10}{'p50 µs':>9}"
+          f"{'p99 µs':>9}{'spread':>8}{'srv cores':>10}{'cli cores':>10}")
     base = {r["case"]: r["msgs_per_s"] for r in rows if r["contender"] == "actorq-kv"}
     for r in rows:
         ratio = (r["msgs_per_s"] / base[r["case"]]) if r["case"] in base else float("nan")
-        print(
-            f"{r['contender']:<14}{r['case']:<11}{r['msgs_per_s']:>11,.0f}{ratio:>10.2f}"
-            f"{r['rtt_p50_us']:>9.0f}{r['rtt_p99_us']:>9.0f}{r['spread']:>8.2f}"
-            f"{r['server_cores']:>10.2f}{r['client_cores']:>10.2f}"
-        )
+        print(f"{r['contender']:<14}{r['case']:<11}{r['msgs_per_s']:>11,.0f}{ratio:>10.2f}"
+              f"{r['rtt_p50_us']:>9.0f}{r['rtt_p99_us']:>9.0f}{r['spread']:>8.2f}"
+              f"{r['server_cores']:>10.2f}{r['client_cores']:>10.2f}")
     return 0
 
 

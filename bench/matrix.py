@@ -42,13 +42,8 @@ BASE_PLACEMENT = "compact"
 
 def supported_flags(name: str) -> set[str]:
     """Which factor flags ``python -m bench NAME --help`` mentions."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = subprocess.run([sys.executable, "-m", "bench", name, "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     text = proc.stdout + proc.stderr
     return {flag for flag in ("--payload", "--workers", "--placement") if flag in text}
 
@@ -74,12 +69,8 @@ def main(argv: list[str]) -> int:
     workers = len(os.sched_getaffinity(0)) if args.workers == "all" else int(args.workers)
     record: dict[str, object] = {
         "benchmark": args.benchmark,
-        "factors": {
-            "payload": args.payload,
-            "workers": workers,
-            "workers_asked": args.workers,
-            "placement": args.placement,
-        },
+        "factors": {"payload": args.payload, "workers": workers,
+                    "workers_asked": args.workers, "placement": args.placement},
         "machine": machine_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": [],
@@ -87,22 +78,16 @@ def main(argv: list[str]) -> int:
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / (
-        cell_name(args.benchmark, args.payload, args.workers, args.placement) + ".json"
-    )
+    path = out_dir / (cell_name(args.benchmark, args.payload, args.workers, args.placement)
+                      + ".json")
 
     script = ROOT / "bench" / f"{args.benchmark}.py"
     rc = 0
     flags = supported_flags(args.benchmark) if script.is_file() else set()
-    unused = [
-        f
-        for f, v, base in (
-            ("payload", str(args.payload), "64"),
-            ("workers", args.workers, "2"),
-            ("placement", args.placement, BASE_PLACEMENT),
-        )
-        if v is not None and v != base and f"--{f}" not in flags
-    ]
+    unused = [f for f, v, base in (("payload", str(args.payload), "64"),
+                                   ("workers", args.workers, "2"),
+                                   ("placement", args.placement, BASE_PLACEMENT))
+              if v is not None and v != base and f"--{f}" not in flags]
     if script.is_file() and unused:
         # This benchmark ignores the factor: the base cell already measured it.
         record["skipped"] = f"bench/{args.benchmark}.py takes no --{unused[0]}; see the base cell"
@@ -128,9 +113,8 @@ def main(argv: list[str]) -> int:
         record["applied"] = applied
         record["command"] = ["python", *cmd[1:]]
         print(f"bench matrix: {' '.join(record['command'])}", file=sys.stderr, flush=True)
-        child = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
         try:
             out, err = child.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:
@@ -160,10 +144,8 @@ def main(argv: list[str]) -> int:
                         results = results.get("results", [])
                     record["results"] = results
     path.write_text(json.dumps(record, indent=1) + "\n")
-    print(
-        f"bench matrix: wrote {path}" + (f" (error: {record['error']})" if rc else ""),
-        file=sys.stderr,
-    )
+    print(f"bench matrix: wrote {path}" + (f" (error: {record['error']})" if rc else ""),
+          file=sys.stderr)
     return rc
 
 

@@ -240,16 +240,8 @@ class _OpenConn:
         self.written = 0  # whole requests written, known once the step is over
 
 
-def open_loop(
-    port: int,
-    conns: int,
-    rate: float,
-    start: float,
-    duration: float,
-    warm: float,
-    grace: float,
-    seed: int,
-) -> dict[str, Any]:
+def open_loop(port: int, conns: int, rate: float, start: float, duration: float,
+              warm: float, grace: float, seed: int) -> dict[str, Any]:
     """Offer ``rate`` requests/s over ``conns`` connections from ``start`` for ``duration``."""
     blob, offs = request_blob(seed)
     m, size = BLOB_REQUESTS, offs[BLOB_REQUESTS]
@@ -420,17 +412,8 @@ def open_loop(
 # ---------------------------------------------------------- closed loop
 
 
-def closed_loop(
-    port: int,
-    conns: int,
-    depth: int,
-    start: float,
-    duration: float,
-    warm: float,
-    grace: float,
-    seed: int,
-    gap: float = 0.0,
-) -> dict[str, Any]:
+def closed_loop(port: int, conns: int, depth: int, start: float, duration: float,
+                warm: float, grace: float, seed: int, gap: float = 0.0) -> dict[str, Any]:
     """Each connection keeps ``depth`` requests in flight (``gap``: with depth 1, wait
     this long after each reply before the next request). Latency from the send."""
     blob, offs = request_blob(seed)
@@ -441,15 +424,8 @@ def closed_loop(
     state: dict[int, dict[str, Any]] = {}
     for i, s in enumerate(socks):
         # each connection starts at its own place in the blob
-        state[s.fileno()] = {
-            "sock": s,
-            "parser": Replies(),
-            "next": (i * 517) % m,
-            "inflight": deque(),
-            "n": 0,
-            "due": 0.0,
-            "pending": b"",
-        }
+        state[s.fileno()] = {"sock": s, "parser": Replies(), "next": (i * 517) % m,
+                             "inflight": deque(), "n": 0, "due": 0.0, "pending": b""}
         ep.register(s.fileno(), select.EPOLLIN)
     end = start + duration
     w0 = start + warm
@@ -478,7 +454,8 @@ def closed_loop(
             st["dead"] = True
             return
         st["pending"] = data[w:]
-        ep.modify(st["sock"].fileno(), select.EPOLLIN | (select.EPOLLOUT if st["pending"] else 0))
+        ep.modify(st["sock"].fileno(),
+                  select.EPOLLIN | (select.EPOLLOUT if st["pending"] else 0))
 
     _sleep_until(start)
     now = clock()
@@ -551,15 +528,9 @@ def closed_loop(
     for s in socks:
         s.close()
     ep.close()
-    return {
-        "answered": answered,
-        "errors": errors,
-        "in_window": counted,
-        "window_s": duration - warm,
-        "conn_errors": conn_errors,
-        "hist": hist.counts,
-        "cpu_s": _own_cpu(),
-    }
+    return {"answered": answered, "errors": errors, "in_window": counted,
+            "window_s": duration - warm, "conn_errors": conn_errors, "hist": hist.counts,
+            "cpu_s": _own_cpu()}
 
 
 # -------------------------------------------------- processes and memory
@@ -685,9 +656,8 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def kv_contender(
-    name: str, args: argparse.Namespace
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def kv_contender(name: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]],
+                                                              list[dict[str, Any]]]:
     from .kv import server, tree_cpu
 
     steps: list[dict[str, Any]] = []
@@ -702,123 +672,63 @@ def kv_contender(
             with watch.phase("capacity"):
                 t = time.monotonic() + 0.3
                 cpu0 = tree_cpu(proc)
-                res = _merge(
-                    run_procs(
-                        [
-                            (
-                                closed_loop,
-                                (
-                                    port,
-                                    args.conns,
-                                    args.depth,
-                                    t,
-                                    args.capacity_s,
-                                    min(warm, args.capacity_s / 4),
-                                    grace,
-                                    100 + i,
-                                ),
-                            )
-                            for i in range(args.senders)
-                        ],
-                        timeout,
-                    )
-                )
+                res = _merge(run_procs(
+                    [(closed_loop, (port, args.conns, args.depth, t, args.capacity_s,
+                                    min(warm, args.capacity_s / 4), grace, 100 + i))
+                     for i in range(args.senders)], timeout))
                 wall = time.monotonic() - t
             capacity = res["in_window"] / res["window_s"]
             cap_cores = f"{(tree_cpu(proc) - cpu0) / wall:.2f}+{res['cpu_s'] / wall:.2f}"
-            print(
-                f"{name}: capacity {capacity:,.0f} req/s (closed loop, "
-                f"{args.senders}x{args.conns} connections x {args.depth} deep; "
-                f"srv+cli cores {cap_cores})",
-                file=sys.stderr,
-            )
+            print(f"{name}: capacity {capacity:,.0f} req/s (closed loop, "
+                  f"{args.senders}x{args.conns} connections x {args.depth} deep; "
+                  f"srv+cli cores {cap_cores})", file=sys.stderr)
             for mult in args.steps:
                 rate = capacity * mult
                 label = f"{mult:g}x"
                 with watch.phase(label):
                     t = time.monotonic() + 0.3
                     cpu0 = tree_cpu(proc)
-                    res = _merge(
-                        run_procs(
-                            [
-                                (
-                                    open_loop,
-                                    (
-                                        port,
-                                        args.conns,
-                                        rate / args.senders,
-                                        t,
-                                        d,
-                                        warm,
-                                        grace,
-                                        200 + i,
-                                    ),
-                                )
-                                for i in range(args.senders)
-                            ],
-                            timeout,
-                        )
-                    )
+                    res = _merge(run_procs(
+                        [(open_loop, (port, args.conns, rate / args.senders, t, d, warm, grace,
+                                      200 + i)) for i in range(args.senders)], timeout))
                     wall = time.monotonic() - t
                     srv_cores = (tree_cpu(proc) - cpu0) / wall
                 hist = res["hist"]
                 goodput = res["in_window"] / res["window_s"]
                 row = Result(name, PAYLOAD, goodput, hist.pct(50), hist.pct(99), None)
-                steps.append(
-                    {
-                        **asdict(row),
-                        "case": label,
-                        "offered_x": mult,
-                        "offered_per_s": round(res["scheduled"] / d),
-                        "goodput_per_s": round(goodput),
-                        "capacity_per_s": round(capacity),
-                        "capacity_cores": cap_cores,
-                        "errors": res["errors"],
-                        "conn_errors": res["conn_errors"],
-                        "unanswered": res["unanswered"],
-                        "unsent": res["unsent"],
-                        "server_cores": round(srv_cores, 2),
-                        "client_cores": round(res["cpu_s"] / wall, 2),
-                        "peak_rss_mib": _mib(watch.peaks.get(label)),
-                    }
-                )
-                print(
-                    f"{name} {label}: offered {res['scheduled'] / d:,.0f}/s goodput "
-                    f"{goodput:,.0f}/s p99 {hist.pct(99) or 0:,.0f} µs",
-                    file=sys.stderr,
-                )
+                steps.append({**asdict(row), "case": label, "offered_x": mult,
+                              "offered_per_s": round(res["scheduled"] / d),
+                              "goodput_per_s": round(goodput), "capacity_per_s": round(capacity),
+                              "capacity_cores": cap_cores,
+                              "errors": res["errors"], "conn_errors": res["conn_errors"],
+                              "unanswered": res["unanswered"], "unsent": res["unsent"],
+                              "server_cores": round(srv_cores, 2),
+                              "client_cores": round(res["cpu_s"] / wall, 2),
+                              "peak_rss_mib": _mib(watch.peaks.get(label))})
+                print(f"{name} {label}: offered {res['scheduled'] / d:,.0f}/s goodput "
+                      f"{goodput:,.0f}/s p99 {hist.pct(99) or 0:,.0f} µs", file=sys.stderr)
             # greedy neighbours, on the same server
             for case in ("quiet", "greedy"):
                 with watch.phase(case):
                     t = time.monotonic() + 0.3
                     jobs: list[tuple[Any, tuple[Any, ...]]] = [
-                        (closed_loop, (port, args.polite, 1, t, d, warm, grace, 300, args.gap))
-                    ]
+                        (closed_loop, (port, args.polite, 1, t, d, warm, grace, 300, args.gap))]
                     if case == "greedy":
-                        jobs.append(
-                            (
-                                closed_loop,
-                                (port, args.greedy, args.greedy_depth, t, d, warm, grace, 400),
-                            )
-                        )
+                        jobs.append((closed_loop, (port, args.greedy, args.greedy_depth, t, d,
+                                                   warm, grace, 400)))
                     out = run_procs(jobs, timeout)
                 polite = out[0]
                 hist = Hist(polite["hist"])
                 rate = polite["in_window"] / polite["window_s"]
                 row = Result(name, PAYLOAD, rate, hist.pct(50), hist.pct(99), None)
                 g = out[1] if len(out) > 1 else None
-                greedy.append(
-                    {
-                        **asdict(row),
-                        "case": case,
-                        "polite_errors": polite["errors"] + polite["conn_errors"],
-                        "greedy_per_s": None
-                        if g is None
-                        else round(g["in_window"] / g["window_s"]),
-                        "greedy_errors": None if g is None else g["errors"] + g["conn_errors"],
-                        "peak_rss_mib": _mib(watch.peaks.get(case)),
-                    }
-                )
+                greedy.append({**asdict(row), "case": case,
+                               "polite_errors": polite["errors"] + polite["conn_errors"],
+                               "greedy_per_s": None if g is None
+                               else round(g["in_window"] / g["window_s"]),
+                               "greedy_errors": None if g is None
+                               else g["errors"] + g["conn_errors"],
+                               "peak_rss_mib": _mib(watch.peaks.get(case))})
             hwm = watch.hwm_kib()
         finally:
             watch.close()
@@ -897,7 +807,8 @@ async def _asks(ref: actorq.ActorRef, seconds: float) -> dict[str, Any]:
             continue
         hist.add(clock() - t0)
         n += 1
-    return {"hist": hist.counts, "n": n, "errors": errors, "rate": n / (time.monotonic() - t_start)}
+    return {"hist": hist.counts, "n": n, "errors": errors,
+            "rate": n / (time.monotonic() - t_start)}
 
 
 async def _flood(flooder: actorq.ActorRef, slow: actorq.ActorRef, seconds: float) -> list[int]:
@@ -928,10 +839,8 @@ def _actor_main(seconds: float) -> Any:
             for a in w.get("actors", []):
                 if a.get("id") == slow.id:
                     row = dict(a)
-        worker = next(
-            (w for w in st["workers"] if any(a.get("id") == slow.id for a in w.get("actors", []))),
-            {},
-        )
+        worker = next((w for w in st["workers"] if any(
+            a.get("id") == slow.id for a in w.get("actors", []))), {})
         sent, refused = await flood
         t4 = time.monotonic()
         for _ in range(200):  # the flood's leftovers may still fill a window of 1
@@ -940,18 +849,11 @@ def _actor_main(seconds: float) -> Any:
                 break
             except actorq.Overloaded:
                 await actorq.sleep(0.05)
-        return {
-            "quiet": quiet,
-            "loaded": loaded,
-            "phases": [t0, t1, t2, t3],
-            "slow": row,
-            "shed_tells": worker.get("shed_tells"),
-            "ran_per_s": (sum(after) - sum(before)) / (t4 - t1),
-            "work_ran": after[0] - before[0],
-            "flood_s": t4 - t1,
-            "flood_sent": sent,
-            "flood_refused": refused,
-        }
+        return {"quiet": quiet, "loaded": loaded, "phases": [t0, t1, t2, t3], "slow": row,
+                "shed_tells": worker.get("shed_tells"),
+                "ran_per_s": (sum(after) - sum(before)) / (t4 - t1),
+                "work_ran": after[0] - before[0], "flood_s": t4 - t1,
+                "flood_sent": sent, "flood_refused": refused}
 
     return main
 
@@ -1004,35 +906,18 @@ def actor_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         q, f = Hist(res["quiet"]["hist"]), Hist(res["loaded"]["hist"])
         s = res["slow"]
         label = f"fair_queueing={'on' if fq else 'off'}"
-        for case, h, part, rss in (
-            ("quiet", q, res["quiet"], res["rss_quiet_kib"]),
-            ("flood", f, res["loaded"], res["rss_flood_kib"]),
-        ):
+        for case, h, part, rss in (("quiet", q, res["quiet"], res["rss_quiet_kib"]),
+                                   ("flood", f, res["loaded"], res["rss_flood_kib"])):
             row = Result("actorq-actor", None, part["rate"], h.pct(50), h.pct(99), None)
-            rows.append(
-                {
-                    **asdict(row),
-                    "case": f"{case}, {label}",
-                    "fair_queueing": fq,
-                    "flood": case == "flood",
-                    "errors": part["errors"],
-                    "peak_rss_mib": _mib(rss),
-                }
-            )
+            rows.append({**asdict(row), "case": f"{case}, {label}", "fair_queueing": fq,
+                         "flood": case == "flood", "errors": part["errors"],
+                         "peak_rss_mib": _mib(rss)})
         fl = rows[-1]
         fl["p50_x_quiet"] = _ratio(fl["rtt_p50_us"], rows[-2]["rtt_p50_us"])
         fl["p99_x_quiet"] = _ratio(fl["rtt_p99_us"], rows[-2]["rtt_p99_us"])
         fl["rate_x_quiet"] = _ratio(fl["msgs_per_s"], rows[-2]["msgs_per_s"])
-        for key in (
-            "queued",
-            "window",
-            "admitted",
-            "shed",
-            "expired",
-            "congested",
-            "sojourn_p50_ms",
-            "sojourn_p99_ms",
-        ):
+        for key in ("queued", "window", "admitted", "shed", "expired", "congested",
+                    "sojourn_p50_ms", "sojourn_p99_ms"):
             fl[key] = s.get(key)
         fl["shed_tells"] = res["shed_tells"]
         fl["ran_per_s"] = round(res["ran_per_s"])  # the slow actor's goodput in the flood
@@ -1040,70 +925,47 @@ def actor_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows[-2]["ran_per_s"] = round(rows[-2]["msgs_per_s"])  # quiet: only the pings ran
         fl["flood_sent"] = res["flood_sent"]
         fl["flood_refused"] = res["flood_refused"]
-        print(
-            f"actor {label}: quiet p99 {rows[-2]['rtt_p99_us'] or 0:,.0f} µs, flood p99 "
-            f"{fl['rtt_p99_us'] or 0:,.0f} µs, shed {fl['shed']}, window {fl['window']}",
-            file=sys.stderr,
-        )
+        print(f"actor {label}: quiet p99 {rows[-2]['rtt_p99_us'] or 0:,.0f} µs, flood p99 "
+              f"{fl['rtt_p99_us'] or 0:,.0f} µs, shed {fl['shed']}, window {fl['window']}",
+              file=sys.stderr)
     return rows
 
 
 # --------------------------------------------------------------- targets
 
 
-def targets(
-    kv: list[dict[str, Any]], greedy: list[dict[str, Any]], actor: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def targets(kv: list[dict[str, Any]], greedy: list[dict[str, Any]],
+            actor: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in dict.fromkeys(r["contender"] for r in kv):
         steps = [r for r in kv if r["contender"] == name]
         best = max(r["goodput_per_s"] for r in steps)
         top = max(steps, key=lambda r: r["offered_x"])
         share = top["goodput_per_s"] / best if best else 0.0
-        out.append(
-            {
-                "target": f"goodput at {top['offered_x']:g}x >= {COLLAPSE:.0%} of peak",
-                "where": name,
-                "measured": round(share, 3),
-                "limit": COLLAPSE,
-                "met": share >= COLLAPSE,
-                "detail": f"{top['goodput_per_s']:,} of {best:,} req/s; closed-loop "
-                f"capacity {top['capacity_per_s']:,}",
-            }
-        )
+        out.append({"target": f"goodput at {top['offered_x']:g}x >= {COLLAPSE:.0%} of peak",
+                    "where": name, "measured": round(share, 3), "limit": COLLAPSE,
+                    "met": share >= COLLAPSE,
+                    "detail": f"{top['goodput_per_s']:,} of {best:,} req/s; closed-loop "
+                              f"capacity {top['capacity_per_s']:,}"})
         g = [r for r in greedy if r["contender"] == name]
         loud = next((r for r in g if r["case"] == "greedy"), None)
         if loud is not None:
             x = loud["p99_x_quiet"]
-            out.append(
-                {
-                    "target": f"polite p99 beside greedy <= {POLITE_P99:g}x quiet",
-                    "where": name,
-                    "measured": x,
-                    "limit": POLITE_P99,
-                    "met": x is not None and x <= POLITE_P99,
-                    "detail": f"{loud['rtt_p99_us'] or 0:,.0f} vs "
-                    f"{g[0]['rtt_p99_us'] or 0:,.0f} µs",
-                }
-            )
-        calm = max(
-            [r["peak_rss_mib"] or 0 for r in steps if r["offered_x"] <= 1]
-            + [r["peak_rss_mib"] or 0 for r in g if r["case"] == "quiet"]
-        )
+            out.append({"target": f"polite p99 beside greedy <= {POLITE_P99:g}x quiet",
+                        "where": name, "measured": x, "limit": POLITE_P99,
+                        "met": x is not None and x <= POLITE_P99,
+                        "detail": f"{loud['rtt_p99_us'] or 0:,.0f} vs "
+                                  f"{g[0]['rtt_p99_us'] or 0:,.0f} µs"})
+        calm = max([r["peak_rss_mib"] or 0 for r in steps if r["offered_x"] <= 1]
+                   + [r["peak_rss_mib"] or 0 for r in g if r["case"] == "quiet"])
         hostile = [(r["case"], r["peak_rss_mib"] or 0) for r in steps if r["offered_x"] > 1]
         hostile += [("greedy", r["peak_rss_mib"] or 0) for r in g if r["case"] == "greedy"]
         worst = max(hostile, key=lambda c: c[1]) if hostile else ("-", 0)
         x = worst[1] / calm if calm else None
-        out.append(
-            {
-                "target": f"peak RSS flat (hostile <= {RSS_FLAT:g}x calm)",
-                "where": name,
-                "measured": None if x is None else round(x, 3),
-                "limit": RSS_FLAT,
-                "met": x is not None and x <= RSS_FLAT,
-                "detail": f"worst {worst[0]} {worst[1]:.1f} MiB vs calm {calm:.1f} MiB",
-            }
-        )
+        out.append({"target": f"peak RSS flat (hostile <= {RSS_FLAT:g}x calm)", "where": name,
+                    "measured": None if x is None else round(x, 3), "limit": RSS_FLAT,
+                    "met": x is not None and x <= RSS_FLAT,
+                    "detail": f"worst {worst[0]} {worst[1]:.1f} MiB vs calm {calm:.1f} MiB"})
     for fq in (True, False):
         rows = [r for r in actor if r["fair_queueing"] is fq]
         if len(rows) < 2:
@@ -1111,28 +973,17 @@ def targets(
         quiet, flood = rows
         where = f"actors, fair_queueing={'on' if fq else 'off'}"
         x = flood["p99_x_quiet"]
-        out.append(
-            {
-                "target": f"polite p99 beside a flood <= {POLITE_P99:g}x quiet",
-                "where": where,
-                "measured": x,
-                "limit": POLITE_P99,
-                "met": x is not None and x <= POLITE_P99,
-                "detail": f"{flood['rtt_p99_us'] or 0:,.0f} vs {quiet['rtt_p99_us'] or 0:,.0f} µs",
-            }
-        )
+        out.append({"target": f"polite p99 beside a flood <= {POLITE_P99:g}x quiet",
+                    "where": where, "measured": x, "limit": POLITE_P99,
+                    "met": x is not None and x <= POLITE_P99,
+                    "detail": f"{flood['rtt_p99_us'] or 0:,.0f} vs "
+                              f"{quiet['rtt_p99_us'] or 0:,.0f} µs"})
         calm, loud = quiet["peak_rss_mib"] or 0, flood["peak_rss_mib"] or 0
         x = loud / calm if calm else None
-        out.append(
-            {
-                "target": f"peak RSS flat (flood <= {RSS_FLAT:g}x quiet)",
-                "where": where,
-                "measured": None if x is None else round(x, 3),
-                "limit": RSS_FLAT,
-                "met": x is not None and x <= RSS_FLAT,
-                "detail": f"{loud:.1f} vs {calm:.1f} MiB",
-            }
-        )
+        out.append({"target": f"peak RSS flat (flood <= {RSS_FLAT:g}x quiet)", "where": where,
+                    "measured": None if x is None else round(x, 3), "limit": RSS_FLAT,
+                    "met": x is not None and x <= RSS_FLAT,
+                    "detail": f"{loud:.1f} vs {calm:.1f} MiB"})
     return out
 
 
@@ -1146,107 +997,70 @@ def _f(v: Any, spec: str) -> str:
 def print_tables(doc: dict[str, Any]) -> None:
     a = doc["args"]
     print(f"overload: {doc['machine']}; load average {doc['loadavg']}")
-    print(
-        f"kv open loop: {a['senders']} sender processes x {a['conns']} connections, "
-        f"{a['duration']} s per step, SET/GET 1:1, {PAYLOAD} B values, {KEYS} keys; "
-        f"1x = closed-loop capacity ({a['depth']} deep per connection):"
-    )
+    print(f"kv open loop: {a['senders']} sender processes x {a['conns']} connections, "
+          f"{a['duration']} s per step, SET/GET 1:1, {PAYLOAD} B values, {KEYS} keys; "
+          f"1x = closed-loop capacity ({a['depth']} deep per connection):")
     for r in doc["kv"]:
         if r["offered_x"] == 1.0:
-            print(
-                f"  {r['contender']}: {r['capacity_per_s']:,} req/s, srv+cli cores "
-                f"{r['capacity_cores']}"
-            )
-    print(
-        f"{'contender':<14}{'step':>6}{'offered/s':>12}{'goodput/s':>11}{'p50 µs':>11}"
-        f"{'p99 µs':>11}{'errors':>8}{'unansw':>8}{'unsent':>12}{'srv+cli cores':>15}"
-        f"{'RSS MiB':>9}"
-    )
+            print(f"  {r['contender']}: {r['capacity_per_s']:,} req/s, srv+cli cores "
+                  f"{r['capacity_cores']}")
+    print(f"{'contender':<14}{'step':>6}{'offered/s':>12}{'goodput/s':>11}{'p50 µs':>11}"
+          f"{'p99 µs':>11}{'errors':>8}{'unansw':>8}{'unsent':>12}{'srv+cli cores':>15}"
+          f"{'RSS MiB':>9}")
     for r in doc["kv"]:
         cores = f"{_f(r.get('server_cores'), '.2f')}+{_f(r.get('client_cores'), '.2f')}"
-        print(
-            f"{r['contender']:<14}{r['case']:>6}{r['offered_per_s']:>12,}"
-            f"{r['goodput_per_s']:>11,}{_f(r['rtt_p50_us'], ',.0f'):>11}"
-            f"{_f(r['rtt_p99_us'], ',.0f'):>11}{r['errors'] + r['conn_errors']:>8,}"
-            f"{r['unanswered']:>8,}{r['unsent']:>12,}{cores:>15}"
-            f"{_f(r['peak_rss_mib'], '.1f'):>9}"
-        )
-    print(
-        f"\ngreedy neighbour: {a['polite']} polite clients (1 at a time, {a['gap'] * 1000:g} ms "
-        f"apart) beside {a['greedy']} greedy ones ({a['greedy_depth']} deep)"
-    )
-    print(
-        f"{'contender':<14}{'case':<8}{'polite/s':>10}{'p50 µs':>10}{'p99 µs':>11}"
-        f"{'p50 x':>7}{'p99 x':>7}{'rate x':>7}{'greedy/s':>10}{'errors':>8}{'RSS MiB':>9}"
-    )
+        print(f"{r['contender']:<14}{r['case']:>6}{r['offered_per_s']:>12,}"
+              f"{r['goodput_per_s']:>11,}{_f(r['rtt_p50_us'], ',.0f'):>11}"
+              f"{_f(r['rtt_p99_us'], ',.0f'):>11}{r['errors'] + r['conn_errors']:>8,}"
+              f"{r['unanswered']:>8,}{r['unsent']:>12,}{cores:>15}"
+              f"{_f(r['peak_rss_mib'], '.1f'):>9}")
+    print(f"\ngreedy neighbour: {a['polite']} polite clients (1 at a time, {a['gap'] * 1000:g} ms "
+          f"apart) beside {a['greedy']} greedy ones ({a['greedy_depth']} deep)")
+    print(f"{'contender':<14}{'case':<8}{'polite/s':>10}{'p50 µs':>10}{'p99 µs':>11}"
+          f"{'p50 x':>7}{'p99 x':>7}{'rate x':>7}{'greedy/s':>10}{'errors':>8}{'RSS MiB':>9}")
     for r in doc["greedy"]:
-        print(
-            f"{r['contender']:<14}{r['case']:<8}{_f(r['msgs_per_s'], ',.0f'):>10}"
-            f"{_f(r['rtt_p50_us'], ',.0f'):>10}{_f(r['rtt_p99_us'], ',.0f'):>11}"
-            f"{_f(r['p50_x_quiet'], '.2f'):>7}{_f(r['p99_x_quiet'], '.2f'):>7}"
-            f"{_f(r['rate_x_quiet'], '.2f'):>7}{_f(r['greedy_per_s'], ','):>10}"
-            f"{r['polite_errors']:>8}{_f(r['peak_rss_mib'], '.1f'):>9}"
-        )
-    print(
-        "\nactors: polite asker (main) beside a flooding teller, slow actor 1 ms/message "
-        "(ran/s: messages the slow actor ran per second, pings and work)"
-    )
-    print(
-        f"{'case':<28}{'asks/s':>8}{'p50 µs':>10}{'p99 µs':>11}{'p99 x':>8}{'ran/s':>7}"
-        f"{'shed':>11}{'window':>8}{'queued':>8}{'soj p99 ms':>11}{'errors':>7}{'RSS MiB':>9}"
-    )
+        print(f"{r['contender']:<14}{r['case']:<8}{_f(r['msgs_per_s'], ',.0f'):>10}"
+              f"{_f(r['rtt_p50_us'], ',.0f'):>10}{_f(r['rtt_p99_us'], ',.0f'):>11}"
+              f"{_f(r['p50_x_quiet'], '.2f'):>7}{_f(r['p99_x_quiet'], '.2f'):>7}"
+              f"{_f(r['rate_x_quiet'], '.2f'):>7}{_f(r['greedy_per_s'], ','):>10}"
+              f"{r['polite_errors']:>8}{_f(r['peak_rss_mib'], '.1f'):>9}")
+    print("\nactors: polite asker (main) beside a flooding teller, slow actor 1 ms/message "
+          "(ran/s: messages the slow actor ran per second, pings and work)")
+    print(f"{'case':<28}{'asks/s':>8}{'p50 µs':>10}{'p99 µs':>11}{'p99 x':>8}{'ran/s':>7}"
+          f"{'shed':>11}{'window':>8}{'queued':>8}{'soj p99 ms':>11}{'errors':>7}{'RSS MiB':>9}")
     for r in doc["actor"]:
-        print(
-            f"{r['case']:<28}{_f(r['msgs_per_s'], ',.0f'):>8}{_f(r['rtt_p50_us'], ',.0f'):>10}"
-            f"{_f(r['rtt_p99_us'], ',.0f'):>11}{_f(r.get('p99_x_quiet'), '.2f'):>8}"
-            f"{_f(r.get('ran_per_s'), ','):>7}{_f(r.get('shed'), ','):>11}"
-            f"{_f(r.get('window'), ','):>8}"
-            f"{_f(r.get('queued'), ','):>8}{_f(r.get('sojourn_p99_ms'), 'g'):>11}"
-            f"{r['errors']:>7}{_f(r['peak_rss_mib'], '.1f'):>9}"
-        )
+        print(f"{r['case']:<28}{_f(r['msgs_per_s'], ',.0f'):>8}{_f(r['rtt_p50_us'], ',.0f'):>10}"
+              f"{_f(r['rtt_p99_us'], ',.0f'):>11}{_f(r.get('p99_x_quiet'), '.2f'):>8}"
+              f"{_f(r.get('ran_per_s'), ','):>7}{_f(r.get('shed'), ','):>11}"
+              f"{_f(r.get('window'), ','):>8}"
+              f"{_f(r.get('queued'), ','):>8}{_f(r.get('sojourn_p99_ms'), 'g'):>11}"
+              f"{r['errors']:>7}{_f(r['peak_rss_mib'], '.1f'):>9}")
     print("\ntargets")
     for t in doc["targets"]:
-        print(
-            f"  {'met    ' if t['met'] else 'NOT MET'} {t['target']:<44} {t['where']:<30} "
-            f"{_f(t['measured'], 'g'):>7}  ({t['detail']})"
-        )
+        print(f"  {'met    ' if t['met'] else 'NOT MET'} {t['target']:<44} {t['where']:<30} "
+              f"{_f(t['measured'], 'g'):>7}  ({t['detail']})")
     for s in doc["skipped"]:
         print(f"skipped: {s}")
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench overload", description=__doc__.split("\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m bench overload",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     ap.add_argument("--json-out", default=None, help="also write the JSON document here")
-    ap.add_argument(
-        "--contenders",
-        default=None,
-        help=f"comma-separated among {','.join(CONTENDERS)} (--quick: actorq-kv)",
-    )
+    ap.add_argument("--contenders", default=None,
+                    help=f"comma-separated among {','.join(CONTENDERS)} (--quick: actorq-kv)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per step / phase")
     ap.add_argument("--capacity-s", type=float, default=3.0, help="closed-loop burst seconds")
-    ap.add_argument(
-        "--grace",
-        type=float,
-        default=3.0,
-        help="seconds after a step for written requests to be answered",
-    )
+    ap.add_argument("--grace", type=float, default=3.0,
+                    help="seconds after a step for written requests to be answered")
     ap.add_argument("--senders", type=int, default=2, help="load generator processes")
     ap.add_argument("--conns", type=int, default=4, help="connections per sender process")
-    ap.add_argument(
-        "--depth",
-        type=int,
-        default=128,
-        help="requests in flight per connection while measuring capacity",
-    )
-    ap.add_argument(
-        "--steps",
-        default=",".join(f"{s:g}" for s in STEPS),
-        help="offered load as multiples of capacity",
-    )
+    ap.add_argument("--depth", type=int, default=128, help="requests in flight per connection "
+                    "while measuring capacity")
+    ap.add_argument("--steps", default=",".join(f"{s:g}" for s in STEPS),
+                    help="offered load as multiples of capacity")
     ap.add_argument("--polite", type=int, default=10)
     ap.add_argument("--gap", type=float, default=0.002, help="polite pause between requests, s")
     ap.add_argument("--greedy", type=int, default=4)
@@ -1274,21 +1088,9 @@ def main(argv: list[str]) -> int:
     doc = {
         "machine": machine_info(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "args": {
-            k: getattr(args, k)
-            for k in (
-                "duration",
-                "senders",
-                "conns",
-                "depth",
-                "steps",
-                "polite",
-                "gap",
-                "greedy",
-                "greedy_depth",
-                "quick",
-            )
-        },
+        "args": {k: getattr(args, k) for k in ("duration", "senders", "conns", "depth", "steps",
+                                               "polite", "gap", "greedy", "greedy_depth",
+                                               "quick")},
         "kv": kv,
         "greedy": greedy,
         "actor": actor,
@@ -1307,3 +1109,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+

@@ -155,12 +155,7 @@ def speed(n: int, reps: int, machine_name: str) -> tuple[list[Result], dict[str,
 
 
 def _worker(
-    cpu: int,
-    buf: mmap.mmap | None,
-    slots: int,
-    duration: float,
-    start_fd: int,
-    out_fd: int,
+    cpu: int, buf: mmap.mmap | None, slots: int, duration: float, start_fd: int, out_fd: int,
     seed: int,
 ) -> None:
     import numpy as np

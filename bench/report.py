@@ -55,37 +55,28 @@ def load(results_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]
         for r in data.get("results") or []:
             if not isinstance(r, dict) or "contender" not in r:
                 continue
-            rows.append(
-                {
-                    "benchmark": data.get("benchmark", path.stem),
-                    "payload": r.get("payload", factors.get("payload")),
-                    "workers": factors.get("workers")
-                    if applied is None or "workers" in applied
-                    else None,
-                    "placement": factors.get("placement")
-                    if applied is None or "placement" in applied
-                    else None,
-                    "case": r.get("case") or r.get("workload") or r.get("test") or "",
-                    "contender": r["contender"],
-                    "msgs_per_s": r.get("msgs_per_s"),
-                    "rtt_p50_us": r.get("rtt_p50_us"),
-                    "rtt_p99_us": r.get("rtt_p99_us"),
-                    "spread": r.get("spread"),
-                    "machine": data.get("machine", {}),
-                    "file": path.name,
-                }
-            )
+            rows.append({
+                "benchmark": data.get("benchmark", path.stem),
+                "payload": r.get("payload", factors.get("payload")),
+                "workers": factors.get("workers") if applied is None or "workers" in applied
+                else None,
+                "placement": factors.get("placement")
+                if applied is None or "placement" in applied else None,
+                "case": r.get("case") or r.get("workload") or r.get("test") or "",
+                "contender": r["contender"],
+                "msgs_per_s": r.get("msgs_per_s"),
+                "rtt_p50_us": r.get("rtt_p50_us"),
+                "rtt_p99_us": r.get("rtt_p99_us"),
+                "spread": r.get("spread"),
+                "machine": data.get("machine", {}),
+                "file": path.name,
+            })
     return rows, notes
 
 
 def group_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        r["benchmark"],
-        r["payload"] or 0,
-        str(r["workers"] or ""),
-        r["placement"] or "",
-        r["case"],
-    )
+    return (r["benchmark"], r["payload"] or 0, str(r["workers"] or ""), r["placement"] or "",
+            r["case"])
 
 
 def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,10 +124,8 @@ def markdown(rows: list[dict[str, Any]], notes: list[tuple[str, str]]) -> str:
         lines.append("")
         for m in sorted(machines):
             d = json.loads(m)
-            lines.append(
-                f"Machine: {d.get('cpu_model')}, {d.get('cpus')} CPUs, "
-                f"Python {d.get('python')}, kernel {d.get('kernel')}."
-            )
+            lines.append(f"Machine: {d.get('cpu_model')}, {d.get('cpus')} CPUs, "
+                         f"Python {d.get('python')}, kernel {d.get('kernel')}.")
     if notes:
         lines.append("")
         lines.append("Cells without numbers:")
@@ -160,9 +149,8 @@ def plot(rows: list[dict[str, Any]], png: Path) -> str | None:
     for ax, bench in zip(axes[:, 0], benches, strict=True):
         sub = [r for r in rows if r["benchmark"] == bench and r["msgs_per_s"]]
         cells = sorted({group_key(r)[1:] for r in sub}, key=lambda k: tuple(str(x) for x in k))
-        contenders = sorted(
-            {r["contender"] for r in sub}, key=lambda c: (not str(c).startswith("actorq"), c)
-        )
+        contenders = sorted({r["contender"] for r in sub},
+                            key=lambda c: (not str(c).startswith("actorq"), c))
         width = 0.8 / len(contenders)
         for j, c in enumerate(contenders):
             xs, ys = [], []
@@ -174,12 +162,8 @@ def plot(rows: list[dict[str, Any]], png: Path) -> str | None:
             ax.bar(xs, ys, width, label=c)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))])
         ax.set_xticklabels(
-            [
-                "\n".join(str(x) for x in (f"{p} B", f"w{w}" if w else "", pl, case) if x)
-                for p, w, pl, case in cells
-            ],
-            fontsize=7,
-        )
+            ["\n".join(str(x) for x in (f"{p} B", f"w{w}" if w else "", pl, case) if x)
+             for p, w, pl, case in cells], fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("msgs/s (log)")
         ax.set_title(f"{bench}: actorq beside its peers")
@@ -199,11 +183,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     results = Path(args.results)
     if not results.is_dir():
-        print(
-            f"bench report: {results} does not exist; run `tox -m bench` or "
-            "`python -m bench matrix ...` first",
-            file=sys.stderr,
-        )
+        print(f"bench report: {results} does not exist; run `tox -m bench` or "
+              "`python -m bench matrix ...` first", file=sys.stderr)
         return 2
     rows, notes = load(results)
     if not rows and not notes:
@@ -214,11 +195,9 @@ def main(argv: list[str]) -> int:
     md.write_text(text)
     print(text)
     why = plot(rows, Path(args.png) if args.png else results / "matrix.png")
-    print(
-        f"bench report: wrote {md}"
-        + (f"; {why}" if why else f" and {args.png or results / 'matrix.png'}"),
-        file=sys.stderr,
-    )
+    print(f"bench report: wrote {md}" + (f"; {why}" if why else
+                                         f" and {args.png or results / 'matrix.png'}"),
+          file=sys.stderr)
     return 0
 
 

@@ -18,12 +18,8 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--workers", type=int, default=None, help="default: one per physical core")
     ap.add_argument("--cpus", default=None, help="CPUs for the workers, e.g. 0-3")
-    ap.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help="TCP port on 127.0.0.1 (default: $KVSERVER_PORT or 6380; 0 = any free)",
-    )
+    ap.add_argument("--port", type=int, default=None,
+                    help="TCP port on 127.0.0.1 (default: $KVSERVER_PORT or 6380; 0 = any free)")
     args = ap.parse_args(argv)
     if args.port is not None:
         os.environ["KVSERVER_PORT"] = str(args.port)

@@ -298,13 +298,8 @@ def hello(args: list[bytes], proto: int, client_id: int) -> tuple[bytes, int]:
         if rest and (rest[0] != b"SETNAME" or len(rest) != 2):
             return encode_error(SYNTAX), proto
     info = {
-        "server": "actorq-kvserver",
-        "version": "0.1.0",
-        "proto": new,
-        "id": client_id,
-        "mode": "standalone",
-        "role": "master",
-        "modules": [],
+        "server": "actorq-kvserver", "version": "0.1.0", "proto": new, "id": client_id,
+        "mode": "standalone", "role": "master", "modules": [],
     }
     return encode(info, resp3=new == 3), new
 
@@ -351,10 +346,8 @@ def route_checked(cmd: Command, args: list[bytes], nshards: int) -> bytes | int 
     if nshards == 1:
         return 0
     if where is ALL:
-        return Fanout(
-            {s: [args] for s in range(nshards)},
-            _sum_ints if cmd.name == "dbsize" else _first_error_or_ok,
-        )
+        return Fanout({s: [args] for s in range(nshards)}, _sum_ints if cmd.name == "dbsize"
+                      else _first_error_or_ok)
     if cmd.name == "mset" and len(args) % 2 == 0:
         return cmd.handler(Store(), args)  # the arity error, decided without any shard
     head = args[0]

@@ -235,9 +235,8 @@ class RequestParser:
             return len(buf) - len(parts[last])
         return sum(map(len, parts[:i])) + 2 * i
 
-    def _bulks(
-        self, buf: bytes, p: int, args: list[bytes], count: int
-    ) -> tuple[int, ProtocolError | None, int]:
+    def _bulks(self, buf: bytes, p: int, args: list[bytes], count: int
+               ) -> tuple[int, ProtocolError | None, int]:
         """Append bulk strings from ``buf[p:]`` to ``args`` until it holds ``count``.
 
         Returns (where it stopped, the error if a frame was malformed, the
@@ -366,9 +365,8 @@ class RequestParser:
                     out.append(words)
         return self._keep(buf, pos, need, out)
 
-    def _keep(
-        self, buf: bytes, pos: int, need: int, out: list[list[bytes] | ProtocolError]
-    ) -> list[list[bytes] | ProtocolError]:
+    def _keep(self, buf: bytes, pos: int, need: int,
+              out: list[list[bytes] | ProtocolError]) -> list[list[bytes] | ProtocolError]:
         """Hold ``buf[pos:]`` (the incomplete part) for the next feed; return ``out``."""
         if pos >= len(buf):
             self._held = []
@@ -471,3 +469,4 @@ def decode_all(data: bytes) -> list[object]:
     if d._buf:
         raise ValueError(f"{len(d._buf)} trailing bytes do not make a complete RESP frame")
     return values
+

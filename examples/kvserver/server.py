@@ -108,19 +108,12 @@ class Outbox:
         self.shard = shard
         self.loop = shard.loop
         # shard index -> (requests; for each, (connection, slot, part or None); [bytes])
-        self.batches: dict[
-            int, tuple[list[list[bytes]], list[tuple[Any, Slot, Any]], list[int]]
-        ] = {}
+        self.batches: dict[int, tuple[list[list[bytes]], list[tuple[Any, Slot, Any]],
+                                      list[int]]] = {}
         self.scheduled = False
 
-    def submit(
-        self,
-        dest: int,
-        req: list[bytes],
-        conn: Connection,
-        slot: Slot,
-        part: tuple[list[bytes], int] | None = None,
-    ) -> None:
+    def submit(self, dest: int, req: list[bytes], conn: Connection, slot: Slot,
+               part: tuple[list[bytes], int] | None = None) -> None:
         batch = self.batches.get(dest)
         if batch is None:
             batch = self.batches[dest] = ([], [], [0])
@@ -144,9 +137,8 @@ class Outbox:
         for dest, (reqs, waiting, _) in batches.items():
             self._send_one(dest, reqs, waiting)
 
-    def _send_one(
-        self, dest: int, reqs: list[list[bytes]], waiting: list[tuple[Any, Slot, Any]]
-    ) -> None:
+    def _send_one(self, dest: int, reqs: list[list[bytes]],
+                  waiting: list[tuple[Any, Slot, Any]]) -> None:
         try:
             fut = self.shard.peers[dest].run_many(reqs)
         except Exception as exc:  # e.g. PayloadTooLarge: a value over the runtime's 8 MiB
@@ -431,13 +423,8 @@ class Shard:
         self.peers_ready = self.loop.create_future()
         self.server = net.Server(
             lambda server, sock, peer: Connection(server, sock, peer, self),
-            HOST,
-            self.port,
-            limits=limits_from_env(),
-            loop=self.loop,
-            name=f"kv-shard-{self.index}",
-            refusal=REFUSAL,
-        )
+            HOST, self.port, limits=limits_from_env(), loop=self.loop,
+            name=f"kv-shard-{self.index}", refusal=REFUSAL)
         self.server.start()
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
         self.loop.spawn(self.find_peers())
@@ -509,13 +496,8 @@ class Shard:
     def stats(self) -> dict[str, int]:
         """Keys, connections, and the connection server's refusals and closes by reason."""
         net_stats = self.server.stats() if self.server is not None else {}
-        return {
-            "index": self.index,
-            "pid": os.getpid(),
-            "keys": len(self.store.data),
-            "connections": net_stats.get("open", 0),
-            **net_stats,
-        }
+        return {"index": self.index, "pid": os.getpid(), "keys": len(self.store.data),
+                "connections": net_stats.get("open", 0), **net_stats}
 
     def sweep(self) -> None:
         self.store.sweep(limit=SWEEP_LIMIT)
@@ -525,8 +507,7 @@ class Shard:
         if self.profiler is not None:
             self.profiler.disable()
             self.profiler.dump_stats(
-                os.path.join(os.environ["KVSERVER_PROFILE"], f"shard-{self.index}.prof")
-            )
+                os.path.join(os.environ["KVSERVER_PROFILE"], f"shard-{self.index}.prof"))
         if self.sweeper is not None:
             self.sweeper.cancel()
         if self.server is not None:
@@ -556,10 +537,8 @@ def probe_port(port: int) -> int:
         s.bind((HOST, port))
         return s.getsockname()[1]
     except OSError as exc:
-        raise SystemExit(
-            f"kvserver: cannot use {HOST}:{port}: {exc.strerror}; "
-            "set KVSERVER_PORT to a free port (0 picks one)"
-        ) from None
+        raise SystemExit(f"kvserver: cannot use {HOST}:{port}: {exc.strerror}; "
+                         "set KVSERVER_PORT to a free port (0 picks one)") from None
     finally:
         s.close()
 
@@ -580,10 +559,8 @@ async def main(rt: Any) -> None:
     port = reserved.getsockname()[1]
     cpus = rt.workers
     try:
-        shards = [
-            await rt.spawn(Shard, i, len(cpus), port, name=shard_name(i), cpu=cpu)
-            for i, cpu in enumerate(cpus)
-        ]
+        shards = [await rt.spawn(Shard, i, len(cpus), port, name=shard_name(i), cpu=cpu)
+                  for i, cpu in enumerate(cpus)]
         for s in shards:
             await s.ready()
     finally:

@@ -26,9 +26,8 @@ def slow_arg(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m examples.pipeline", description=__doc__.split("\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m examples.pipeline",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--window", type=int, default=4)

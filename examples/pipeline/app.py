@@ -167,14 +167,9 @@ class Stage:
 
         link = self.link
         return {
-            "stage": self.kind,
-            "cpu": sorted(os.sched_getaffinity(0)),
-            "records": self.records,
-            "batches": self.batches,
-            "busy_s": self.busy,
-            "span_s": self.last - self.first,
-            "blocked_s": link.blocked if link else 0.0,
-            "waits": link.waits if link else 0,
+            "stage": self.kind, "cpu": sorted(os.sched_getaffinity(0)), "records": self.records,
+            "batches": self.batches, "busy_s": self.busy, "span_s": self.last - self.first,
+            "blocked_s": link.blocked if link else 0.0, "waits": link.waits if link else 0,
             "max_inflight": link.max_inflight if link else 0,
             "rss_mib": psutil.Process().memory_info().rss / 2**20,
         }
@@ -197,16 +192,8 @@ async def run_pipeline(rt: Any, opts: Options) -> dict[str, Any]:
     slow = opts.slow or {}
     stages = []
     for i, kind in enumerate(STAGES):
-        stages.append(
-            await rt.spawn(
-                Stage,
-                kind,
-                slow.get(kind, 0),
-                opts.window,
-                name=f"pipeline-{kind}",
-                cpu=cpus[i % len(cpus)],
-            )
-        )
+        stages.append(await rt.spawn(Stage, kind, slow.get(kind, 0), opts.window,
+                                     name=f"pipeline-{kind}", cpu=cpus[i % len(cpus)]))
     for a, b in itertools.pairwise(stages):
         await a.connect(b)
     producer = Link(stages[0], opts.window)
@@ -221,19 +208,10 @@ async def run_pipeline(rt: Any, opts: Options) -> dict[str, Any]:
     await producer.drain()
     await stages[0].drain()
     elapsed = time.perf_counter() - t0
-    reports = [
-        {
-            "stage": "producer",
-            "cpu": "supervisor",
-            "records": opts.records,
-            "batches": nbatches,
-            "busy_s": gen_time,
-            "span_s": elapsed,
-            "blocked_s": producer.blocked,
-            "waits": producer.waits,
-            "max_inflight": producer.max_inflight,
-        }
-    ]
+    reports = [{"stage": "producer", "cpu": "supervisor", "records": opts.records,
+                "batches": nbatches, "busy_s": gen_time, "span_s": elapsed,
+                "blocked_s": producer.blocked, "waits": producer.waits,
+                "max_inflight": producer.max_inflight}]
     for s in stages:
         reports.append(await s.report())
     totals = await stages[-1].result()
@@ -243,24 +221,18 @@ async def run_pipeline(rt: Any, opts: Options) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [
-        f"{'stage':<10}{'cpu':>11}{'records':>10}{'rec/s':>11}{'busy':>7}"
-        f"{'blocked s':>11}{'waits':>7}{'max in flight':>15}{'rss MiB':>9}"
-    ]
+    lines = [f"{'stage':<10}{'cpu':>11}{'records':>10}{'rec/s':>11}{'busy':>7}"
+             f"{'blocked s':>11}{'waits':>7}{'max in flight':>15}{'rss MiB':>9}"]
     for r in result["stages"]:
         rate = r["records"] / r["span_s"] if r["span_s"] > 0 else 0.0
         busy = r["busy_s"] / r["span_s"] if r["span_s"] > 0 else 0.0
         rss = f"{r['rss_mib']:.0f}" if "rss_mib" in r else "-"
-        lines.append(
-            f"{r['stage']:<10}{r['cpu']!s:>11}{r['records']:>10}{rate:>11,.0f}"
-            f"{busy:>7.0%}{r['blocked_s']:>11.3f}{r['waits']:>7}"
-            f"{r['max_inflight']:>15}{rss:>9}"
-        )
+        lines.append(f"{r['stage']:<10}{r['cpu']!s:>11}{r['records']:>10}{rate:>11,.0f}"
+                     f"{busy:>7.0%}{r['blocked_s']:>11.3f}{r['waits']:>7}"
+                     f"{r['max_inflight']:>15}{rss:>9}")
     top = sorted(result["totals"].items(), key=lambda kv: -kv[1])[:3]
-    lines.append(
-        f"elapsed {result['elapsed_s']:.3f} s; window {result['window']} batches per "
-        f"link; {len(result['totals'])} users, top: "
-        + ", ".join(f"{u}={c / 100:,.2f}" for u, c in top)
-    )
+    lines.append(f"elapsed {result['elapsed_s']:.3f} s; window {result['window']} batches per "
+                 f"link; {len(result['totals'])} users, top: "
+                 + ", ".join(f"{u}={c / 100:,.2f}" for u, c in top))
     lines.append(f"checksum {sum(result['totals'].values())}")
     return "\n".join(lines)
