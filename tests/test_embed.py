@@ -324,3 +324,19 @@ def test_run_in_a_thread_ends_with_the_program(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "ping 1" in proc.stdout
+
+
+def test_async_with_start_in_an_asgi_style_lifespan(tmp_path, no_leaks) -> None:
+    """``async with actorq.start(...)`` inside a running event loop (what an
+    ASGI lifespan does): the runtime comes up, an asyncio client works, and
+    leaving the block stops it."""
+
+    async def lifespan() -> int:
+        async with (
+            actorq.start(workers=1, runtime_dir=str(tmp_path / "rt")) as rt,
+            rt.connect(asyncio=True) as client,
+        ):
+            hits = await client.spawn(Tally, 1, name="hits")
+            return int(await hits.add(1))
+
+    assert asyncio.run(lifespan()) == 2
