@@ -310,7 +310,10 @@ def test_run_in_a_thread_ends_with_the_program(tmp_path) -> None:
             t.start()
             import time
             deadline = time.monotonic() + 30
-            while not __import__("os").path.exists({str(tmp_path / "rt" / "w1.chan")!r}):
+            while not all(
+                __import__("os").path.exists({str(tmp_path / "rt")!r} + "/" + f)
+                for f in ("control", "w1.chan")
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             c = actorq.connect({str(tmp_path / "rt")!r})
