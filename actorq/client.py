@@ -339,11 +339,17 @@ class Client(_Base):
         channel.close()
 
     def _direct_call(
-        self, session: _Session, ref: ActorRef, record: bytes, req: int, until: float | None
+        self,
+        session: _Session,
+        ref: ActorRef,
+        channel: BlockingChannel,
+        record: bytes,
+        req: int,
+        until: float | None,
     ) -> list[Any] | EllipsisType | None:
-        """Send over the worker's channel and wait; ``...`` when there is none."""
-        channel = self._channel(ref.id >> 32)
-        if channel is None or len(record) > channel.max_record:
+        """Send over the worker's channel and wait; ``...`` when the record is too
+        large for it; None when ``until`` passed."""
+        if len(record) > channel.max_record:
             return ...
         if session is not self._session or channel.rt != session.rt:
             raise self._restarted()
@@ -367,11 +373,12 @@ class Client(_Base):
         """Call ``method`` on the actor and wait for its reply."""
         session = session or self._session
         self._check(session)
-        if self.direct:
+        channel = self._channel(ref.id >> 32) if self.direct else None
+        if channel is not None:  # opened first: it tells the runtime's ask_timeout
             seconds, deadline = self._deadline(timeout)
             req = next(self._ids)
             record = self._ask_record(req, ref, method, args, kwargs, deadline)
-            msg = self._direct_call(session, ref, record, req, deadline)
+            msg = self._direct_call(session, ref, channel, record, req, deadline)
             if msg is None:
                 raise self._timed_out(ref, method, seconds)
             if msg is not ...:
@@ -411,9 +418,11 @@ class Client(_Base):
         """Stop the actor (after what this client sent it before); waits for on_stop."""
         session = session or self._session
         self._check(session)
-        if self.direct:
+        channel = self._channel(ref.id >> 32) if self.direct else None
+        if channel is not None:
             req = next(self._ids)
-            msg = self._direct_call(session, ref, _codec.pack([STOP, req, ref.id]), req, None)
+            record = _codec.pack([STOP, req, ref.id])
+            msg = self._direct_call(session, ref, channel, record, req, None)
             if msg is not ...:
                 assert msg is not None  # no deadline: it waits
                 ok, value = outcome(msg)
@@ -578,17 +587,26 @@ class AsyncClient(_Base):
         self._channels[worker] = channel
         return channel
 
+    async def _live_channel(self, worker: int) -> AsyncChannel | None:
+        channel = self._channels.get(worker)
+        if channel is not None and not channel.closed:
+            return channel
+        if channel is not None:
+            self._channels.pop(worker, None)
+        return await self._channel(worker)
+
     async def _direct_call(
-        self, session: _Session, ref: ActorRef, record: bytes, req: int, seconds: float | None
+        self,
+        session: _Session,
+        ref: ActorRef,
+        channel: AsyncChannel,
+        record: bytes,
+        req: int,
+        seconds: float | None,
     ) -> Any:
-        """Send over the worker's channel and await the answer; ``...`` when there
-        is no channel. TimeoutError (bare) when ``seconds`` pass first."""
-        channel = self._channels.get(ref.id >> 32)
-        if channel is None or channel.closed:
-            if channel is not None:
-                self._channels.pop(channel.worker, None)
-            channel = await self._channel(ref.id >> 32)
-        if channel is None or len(record) > channel.max_record:
+        """Send over the worker's channel and await the answer; ``...`` when the
+        record is too large for it. TimeoutError (bare) when ``seconds`` pass first."""
+        if len(record) > channel.max_record:
             return ...
         if session is not self._session or channel.rt != session.rt:
             raise self._restarted()
@@ -617,12 +635,13 @@ class AsyncClient(_Base):
         session: _Session,
     ) -> Any:
         self._check(session)
-        if self.direct:
+        channel = await self._live_channel(ref.id >> 32) if self.direct else None
+        if channel is not None:  # opened first: it tells the runtime's ask_timeout
             seconds, deadline = self._deadline(timeout)
             req = next(self._ids)
             record = self._ask_record(req, ref, method, args, kwargs, deadline)
             try:
-                value = await self._direct_call(session, ref, record, req, seconds)
+                value = await self._direct_call(session, ref, channel, record, req, seconds)
             except TimeoutError:
                 raise self._timed_out(ref, method, seconds) from None
             if value is not ...:
@@ -693,11 +712,11 @@ class AsyncClient(_Base):
 
     async def _stop(self, ref: ActorRef, session: _Session) -> None:
         self._check(session)
-        if self.direct:
+        channel = await self._live_channel(ref.id >> 32) if self.direct else None
+        if channel is not None:
             req = next(self._ids)
-            value = await self._direct_call(
-                session, ref, _codec.pack([STOP, req, ref.id]), req, None
-            )
+            record = _codec.pack([STOP, req, ref.id])
+            value = await self._direct_call(session, ref, channel, record, req, None)
             if value is not ...:
                 return
         body: dict[str, Any] = {"id": ref.id}

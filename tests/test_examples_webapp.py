@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
+import actorq
+
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
@@ -35,7 +37,7 @@ def _get(port: int, path: str, user: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _exercise(port: int) -> None:
+def _exercise(port: int, runtime_dir: str) -> None:
     # the limiter is shared: alice gets her 20 requests at once, whichever worker serves
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: _get(port, "/hit", "alice"), range(40)))
@@ -45,15 +47,11 @@ def _exercise(port: int) -> None:
     # the counter is shared: every 200 got its own number, 1..n
     hits = sorted(body["hits"] for code, body in answers if code == 200)
     assert hits == list(range(1, len(hits) + 1))
-    # both web workers served (fresh connections are spread by the kernel)
-    pids = {body["pid"] for code, body in answers if code == 200}
-    for i in range(200):
-        if len(pids) > 1:
-            break
-        code, body = _get(port, "/hit", f"user{i}")
-        assert code == 200
-        pids.add(body["pid"])
-    assert len(pids) == 2
+    # both web workers are connected straight to the actors' worker: one
+    # direct channel each (opened in their lifespan)
+    with actorq.connect(runtime_dir) as client:
+        outside = client.stats()["workers"][0]["outside"]
+    assert outside["open"] == 2
 
 
 def _descendants(procs) -> list[psutil.Process]:
@@ -70,7 +68,7 @@ def _descendants(procs) -> list[psutil.Process]:
 def test_uvicorn_two_workers_share_actors(tmp_path) -> None:
     port = _free_port()
     with uvicorn_beside_runtime(str(tmp_path / "rt"), port) as procs:
-        _exercise(port)
+        _exercise(port, str(tmp_path / "rt"))
         kids = _descendants(procs)
         assert len(kids) >= 3  # 2 web workers, 1 runtime worker at least
     for p in procs:
@@ -84,7 +82,7 @@ def test_gunicorn_hosts_the_runtime(tmp_path) -> None:
     pytest.importorskip("gunicorn")
     port = _free_port()
     with gunicorn_hosting_runtime(str(tmp_path / "rt"), port) as procs:
-        _exercise(port)
+        _exercise(port, str(tmp_path / "rt"))
         kids = _descendants(procs)
         assert len(kids) >= 3
     assert procs[0].returncode == 0

@@ -265,6 +265,8 @@ def release_runtime_dir(p: Path, created: bool) -> None:
         shutil.rmtree(p, ignore_errors=True)
         return
     _unlink(p / "control")
+    for chan in p.glob("w*.chan"):  # the workers' direct-channel sockets (outside.py)
+        _unlink(chan)
     owner = read_owner(p)
     if owner is not None and owner[0] == os.getpid():
         _unlink(p / OWNER_FILE)

@@ -34,6 +34,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     client = actorq.connect_async(os.environ["ACTORQ_RUNTIME_DIR"])
     state["limiter"] = await client.lookup("limiter")
     state["hits"] = await client.lookup("hits")
+    await state["hits"].add(0)  # opens this process's channel now, not on the first request
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:  # for the benchmark's Redis handler
         import redis.asyncio
