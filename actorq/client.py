@@ -635,7 +635,9 @@ class AsyncClient(_Base):
         session: _Session,
     ) -> Any:
         self._check(session)
-        channel = await self._live_channel(ref.id >> 32) if self.direct else None
+        channel = self._channels.get(ref.id >> 32)
+        if (channel is None or channel.closed) and self.direct:
+            channel = await self._live_channel(ref.id >> 32)
         if channel is not None:  # opened first: it tells the runtime's ask_timeout
             seconds, deadline = self._deadline(timeout)
             req = next(self._ids)

@@ -19,7 +19,9 @@ One run, side by side, from this (outside) process:
   handlers doing nothing (``/noop``), one actor ask (``/ask``) and one Redis
   ``INCR`` (``/redis``).
 
-Medians of ``--repeat`` runs. Targets (issue 13): outside ask p50 <= 30 us
+The servers (actorq's worker, redis-server, the Manager's process) are
+pinned to one CPU and this process to another, so every contender crosses
+the same two cores. Medians of ``--repeat`` runs. Targets (issue 13): outside ask p50 <= 30 us
 and >= 3x redis-py's calls/s; a handler with one ask >= 0.9x the no-op
 handler's req/s and ahead of the Redis handler. ``--json`` prints the rows
 and the ratios as one JSON document.
@@ -41,7 +43,7 @@ from typing import Any
 
 from examples.webapp.serve import runtime, uvicorn_beside_runtime
 
-from ._common import machine_info, median_spread, percentile
+from ._common import machine_info, median_spread, percentile, pin, two_cpus
 from .httpload import load
 from .kv import free_port, wait_connectable
 
@@ -119,8 +121,14 @@ class _Manager(BaseManager):
 _Manager.register("Count", _Count)
 
 
+def pin_pid(pid: int, cpu: int) -> None:
+    """Pin another process (a peer's server) to ``cpu``, as actorq's worker is."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(pid, {cpu})
+
+
 @contextlib.contextmanager
-def redis_server() -> Iterator[int | None]:
+def redis_server(cpu: int) -> Iterator[int | None]:
     if not os.path.exists(REDIS_SERVER):
         yield None
         return
@@ -132,6 +140,7 @@ def redis_server() -> Iterator[int | None]:
         ],
         stdout=subprocess.DEVNULL,
     )
+    pin_pid(proc.pid, cpu)
     try:
         wait_connectable(port)
         yield port
@@ -143,7 +152,9 @@ def redis_server() -> Iterator[int | None]:
 # --- the runs -----------------------------------------------------------------------------
 
 
-def ask_rows(runtime_dir: str, redis_port: int | None, calls: int, repeat: int) -> list[dict]:
+def ask_rows(
+    runtime_dir: str, redis_port: int | None, calls: int, repeat: int, server_cpu: int
+) -> list[dict]:
     import actorq
 
     rows: list[dict[str, Any]] = []
@@ -194,6 +205,7 @@ def ask_rows(runtime_dir: str, redis_port: int | None, calls: int, repeat: int) 
         rows.append({"contender": "redis-py", "mode": f"skipped: no {REDIS_SERVER}"})
 
     with _Manager() as manager:
+        pin_pid(manager._process.pid, server_cpu)  # type: ignore[attr-defined]
         count = manager.Count()  # type: ignore[attr-defined]
         n = calls // 4
         add("mp-manager", "blocking", 1, [blocking(count.add, n) for _ in range(repeat)])
@@ -255,12 +267,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp, redis_server() as rport:
+    # Servers (actorq's worker, redis-server, the Manager's process) on one CPU,
+    # the calling process on another: every contender crosses the same cores.
+    server_cpu, client_cpu = two_cpus()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp,
+        redis_server(server_cpu) as rport,
+    ):
         rtdir = os.path.join(tmp, "rt")
         web = web_rows(rtdir, rport, args.seconds, args.connections, args.repeat)
         rtdir2 = os.path.join(tmp, "rt2")
-        with runtime(rtdir2):
-            asks = ask_rows(rtdir2, rport, args.calls, args.repeat)
+        pin(client_cpu)
+        with runtime(rtdir2, cpus=str(server_cpu)):
+            asks = ask_rows(rtdir2, rport, args.calls, args.repeat, server_cpu)
     doc = {
         "machine": machine_info(),
         "asks": asks,

@@ -67,13 +67,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 
 @contextlib.contextmanager
 def runtime(
-    runtime_dir: str, workers: int = 1, extra_env: dict[str, str] | None = None
+    runtime_dir: str,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    cpus: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``actorq run examples.webapp.actors:main``, up once its actors are."""
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "actorq", "run", "examples.webapp.actors:main"),
             *("--workers", str(workers), "--runtime-dir", runtime_dir),
+            *(("--cpus", cpus) if cpus else ()),
         ],
         cwd=ROOT,
         env=env_with(extra_env or {}),
