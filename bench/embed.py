@@ -155,68 +155,78 @@ def redis_server(cpu: int) -> Iterator[int | None]:
 def ask_rows(
     runtime_dir: str, redis_port: int | None, calls: int, repeat: int, server_cpu: int
 ) -> list[dict]:
+    """Every contender once per round, ``repeat`` rounds (interleaved, so a slow
+    phase of a shared machine hits them all alike); the median of each."""
     import actorq
 
-    rows: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    cases: list[tuple[str, str, int, Callable[[], dict[str, float]]]] = []
+    closers: list[Callable[[], Any]] = []
+    skipped: list[dict[str, Any]] = []
 
-    def add(contender: str, mode: str, width: int, runs: list[dict[str, float]]) -> None:
-        rows.append({"contender": contender, "mode": mode, "in_flight": width, **_median(runs)})
+    def asyncio_cases(name: str, call: Callable[[], Awaitable[Any]], n: int) -> None:
+        for width in (1, 64):
+            cases.append(
+                (
+                    name,
+                    "asyncio",
+                    width,
+                    lambda w=width: loop.run_until_complete(in_flight(call, n, w)),
+                )
+            )
 
     for direct, name in ((True, "actorq-direct"), (False, "actorq-zmq")):
         n = calls if direct else calls // 4
-        with actorq.connect(runtime_dir, direct=direct) as client:
-            add_one = client.lookup("hits").add
-            add(name, "blocking", 1, [blocking(add_one, n) for _ in range(repeat)])
-
-        async def go(direct: bool = direct, n: int = n) -> list[list[dict[str, float]]]:
-            async with actorq.connect_async(runtime_dir, direct=direct) as client:
-                hits = await client.lookup("hits")
-                return [
-                    [await in_flight(lambda: hits.add(1), n, w) for _ in range(repeat)]
-                    for w in (1, 64)
-                ]
-
-        one, many = asyncio.run(go())
-        add(name, "asyncio", 1, one)
-        add(name, "asyncio", 64, many)
+        client = actorq.connect(runtime_dir, direct=direct)
+        closers.append(client.close)
+        add_one = client.lookup("hits").add
+        cases.append((name, "blocking", 1, lambda f=add_one, n=n: blocking(f, n)))
+        aclient = actorq.connect_async(runtime_dir, direct=direct)
+        closers.append(aclient.close)
+        ahits = loop.run_until_complete(aclient.lookup("hits"))
+        asyncio_cases(name, lambda h=ahits: h.add(1), n)
 
     if redis_port is not None:
         import redis
         import redis.asyncio
 
         r = redis.Redis(port=redis_port)
-        add("redis-py", "blocking", 1, [blocking(r.incr, calls) for _ in range(repeat)])
-        r.close()
-
-        async def go_redis() -> list[list[dict[str, float]]]:
-            ar = redis.asyncio.Redis(port=redis_port, max_connections=64)
-            try:
-                return [
-                    [await in_flight(lambda: ar.incr("k"), calls, w) for _ in range(repeat)]
-                    for w in (1, 64)
-                ]
-            finally:
-                await ar.aclose()
-
-        one, many = asyncio.run(go_redis())
-        add("redis-py", "asyncio", 1, one)
-        add("redis-py", "asyncio", 64, many)
+        closers.append(r.close)
+        cases.append(("redis-py", "blocking", 1, lambda: blocking(r.incr, calls)))
+        ar = redis.asyncio.Redis(port=redis_port, max_connections=64)
+        closers.append(lambda: loop.run_until_complete(ar.aclose()))
+        asyncio_cases("redis-py", lambda: ar.incr("k"), calls)
     else:
-        rows.append({"contender": "redis-py", "mode": f"skipped: no {REDIS_SERVER}"})
+        skipped.append({"contender": "redis-py", "mode": f"skipped: no {REDIS_SERVER}"})
 
-    with _Manager() as manager:
-        pin_pid(manager._process.pid, server_cpu)  # type: ignore[attr-defined]
-        count = manager.Count()  # type: ignore[attr-defined]
-        n = calls // 4
-        add("mp-manager", "blocking", 1, [blocking(count.add, n) for _ in range(repeat)])
+    manager = _Manager()
+    manager.start()
+    closers.append(manager.shutdown)
+    pin_pid(manager._process.pid, server_cpu)  # type: ignore[attr-defined]
+    count = manager.Count()  # type: ignore[attr-defined]
+    cases.append(("mp-manager", "blocking", 1, lambda: blocking(count.add, calls // 4)))
 
     try:
         import ray  # noqa: F401
     except ImportError:
-        rows.append({"contender": "ray", "mode": "skipped: Ray is not installed"})
+        skipped.append({"contender": "ray", "mode": "skipped: Ray is not installed"})
     else:
-        rows.append({"contender": "ray", "mode": "skipped: installed, but not measured yet"})
-    return rows
+        skipped.append({"contender": "ray", "mode": "skipped: installed, but not measured yet"})
+
+    try:
+        runs: list[list[dict[str, float]]] = [[] for _ in cases]
+        for _ in range(repeat):
+            for i, (*_, measure) in enumerate(cases):
+                runs[i].append(measure())
+    finally:
+        for close in reversed(closers):
+            close()
+        loop.close()
+    rows: list[dict[str, Any]] = [
+        {"contender": name, "mode": mode, "in_flight": width, **_median(r)}
+        for (name, mode, width, _), r in zip(cases, runs, strict=True)
+    ]
+    return rows + skipped
 
 
 def web_rows(
@@ -277,8 +287,8 @@ def main(argv: list[str]) -> int:
         rtdir = os.path.join(tmp, "rt")
         web = web_rows(rtdir, rport, args.seconds, args.connections, args.repeat)
         rtdir2 = os.path.join(tmp, "rt2")
-        pin(client_cpu)
         with runtime(rtdir2, cpus=str(server_cpu)):
+            pin(client_cpu)  # after starting it: a child inherits the affinity
             asks = ask_rows(rtdir2, rport, args.calls, args.repeat, server_cpu)
     doc = {
         "machine": machine_info(),

@@ -153,9 +153,12 @@ class Channel:
                 if self.dirty:
                     self.dirty = False
                     self.writer.publish()
-            self.listener.expect(self)
-        if self.reader.pending() or not self.reader.prepare_sleep():
+        if self.reader.pending():
             self.queue_drain()  # more came: after the loop's other ready work
+        else:
+            # announced asleep only when the loop is about to block (Listener
+            # spins first): a client that writes meanwhile rings no doorbell
+            self.listener.expect(self, bool(batch))
 
     def queue_drain(self) -> None:
         if not self._again:
@@ -271,34 +274,50 @@ class Listener:
         self.sock.listen(128)
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock, self._accept)
-        self._expecting: list[Channel] = []
+        self._expecting: dict[Channel, None] = {}  # drained, not yet announced asleep
         self._spinner = Spinner()
-        self._remove_hook = self.loop.before_sleep(self._before_sleep)
+        self._busy = False
+        self._remove_hooks = [
+            self.loop.before_sleep(self._before_sleep),
+            self.loop.every_turns(self._busy_turns),
+        ]
 
-    def expect(self, channel: Channel) -> None:
-        """``channel`` just had records: its client may well send again at once."""
-        if not self._expecting or self._expecting[-1] is not channel:
-            self._expecting.append(channel)
+    def expect(self, channel: Channel, busy: bool) -> None:
+        """``channel`` is drained and not yet announced asleep; ``busy``: it just
+        had records (its client may well send again at once)."""
+        self._expecting[channel] = None
+        self._busy = self._busy or busy
 
     def _before_sleep(self) -> None:
-        """Before the worker sleeps, poll the channels that were just busy for a
-        few adaptive microseconds (``Spinner``): a client asking one call after
-        another then finds the worker awake, and each ask saves a kernel
-        wake-up. An idle worker decays to no spin at all."""
+        """The worker is about to block: spin a few adaptive microseconds
+        (``Spinner``) on the channels that were just busy, so a client asking
+        call after call finds the worker awake and rings no doorbell; then
+        announce every drained channel asleep (its client rings from then on).
+        An idle worker decays to no spin at all."""
         if not self._expecting:
             return
-        channels, self._expecting = self._expecting, []
-        readers = [c.reader for c in channels if not c.closed]
-        if not readers:
-            return
+        channels, self._expecting = self._expecting, {}
+        live = [c for c in channels if not c.closed]
+        if self._busy and live:
+            # A full spin once per answered drain (as the mesh's port does): the
+            # client needs a wake-up and a few µs of Python before it asks
+            # again, longer than a decayed adaptive budget; bounded, since an
+            # idle worker has no answered drain to spin after.
+            spinner = self._spinner
+            spinner.budget = spinner.max_s
+            readers = [c.reader for c in live]
+            spinner.spin(lambda: any(r.pending() for r in readers))
+        self._busy = False
+        for channel in live:
+            if channel.reader.pending() or not channel.reader.prepare_sleep():
+                channel.queue_drain()
 
-        def pending() -> bool:
-            return any(r.pending() for r in readers)
-
-        if self._spinner.spin(pending):
-            for channel in channels:
-                if not channel.closed and channel.reader.pending():
-                    channel.queue_drain()
+    def _busy_turns(self) -> None:
+        """A loop that never blocks never runs ``_before_sleep``: look at the
+        channels waiting for it every so many turns, so none starves."""
+        for channel in list(self._expecting):
+            if not channel.closed and channel.reader.pending():
+                channel.queue_drain()
 
     def send(self, sender: int, data: bytes) -> None:
         """What the node calls for a record addressed to an outside sender."""
@@ -401,7 +420,8 @@ class Listener:
     def close(self) -> None:
         for channel in list(self.channels.values()):
             channel.close()
-        self._remove_hook()
+        for remove in self._remove_hooks:
+            remove()
         if not self.loop.is_closed():
             self.loop.remove_reader(self.sock)
         self.sock.close()

@@ -39,10 +39,14 @@ def wait_http(port: int, path: str = "/noop", timeout: float = 60.0) -> None:
             time.sleep(0.1)
 
 
-def wait_actors(runtime_dir: str, timeout: float = 60.0) -> None:
+def wait_actors(
+    runtime_dir: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until the runtime at ``runtime_dir`` answers and has the example's actors."""
     deadline = time.monotonic() + timeout
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before it was up")
         try:
             with actorq.connect(runtime_dir, timeout=5) as client:
                 client.lookup("hits")
@@ -84,7 +88,7 @@ def runtime(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_actors(runtime_dir)
+        wait_actors(runtime_dir, proc=proc)
         yield proc
     finally:
         stop(proc)
