@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 import actorq
+from actorq.testing import wait_until
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -49,9 +50,13 @@ def _exercise(port: int, runtime_dir: str) -> None:
     assert hits == list(range(1, len(hits) + 1))
     # both web workers are connected straight to the actors' worker: one
     # direct channel each (opened in their lifespan)
+    # (the second worker may still be in its lifespan when the first serves)
     with actorq.connect(runtime_dir) as client:
-        outside = client.stats()["workers"][0]["outside"]
-    assert outside["open"] == 2
+        wait_until(
+            lambda: client.stats()["workers"][0]["outside"]["open"] == 2,
+            timeout=60,
+            what="a direct channel from each web worker",
+        )
 
 
 def _descendants(procs) -> list[psutil.Process]:
