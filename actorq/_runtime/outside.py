@@ -153,12 +153,10 @@ class Channel:
                 if self.dirty:
                     self.dirty = False
                     self.writer.publish()
-        if self.reader.pending():
+        if self.reader.pending() or not self.reader.prepare_sleep():
             self.queue_drain()  # more came: after the loop's other ready work
-        else:
-            # announced asleep only when the loop is about to block (Listener
-            # spins first): a client that writes meanwhile rings no doorbell
-            self.listener.expect(self, bool(batch))
+        elif batch:
+            self.listener.expect(self)
 
     def queue_drain(self) -> None:
         if not self._again:
@@ -274,49 +272,37 @@ class Listener:
         self.sock.listen(128)
         self.sock.setblocking(False)
         self.loop.add_reader(self.sock, self._accept)
-        self._expecting: dict[Channel, None] = {}  # drained, not yet announced asleep
+        self._expecting: dict[Channel, None] = {}  # answered records since the last sleep
         self._spinner = Spinner()
-        self._busy = False
-        self._remove_hooks = [
-            self.loop.before_sleep(self._before_sleep),
-            self.loop.every_turns(self._busy_turns),
-        ]
+        self._remove_hooks = [self.loop.before_sleep(self._before_sleep)]
 
-    def expect(self, channel: Channel, busy: bool) -> None:
-        """``channel`` is drained and not yet announced asleep; ``busy``: it just
-        had records (its client may well send again at once)."""
+    def expect(self, channel: Channel) -> None:
+        """``channel`` just answered records: its client may well ask again at once."""
         self._expecting[channel] = None
-        self._busy = self._busy or busy
 
     def _before_sleep(self) -> None:
-        """The worker is about to block: spin a few adaptive microseconds
-        (``Spinner``) on the channels that were just busy, so a client asking
-        call after call finds the worker awake and rings no doorbell; then
-        announce every drained channel asleep (its client rings from then on).
-        An idle worker decays to no spin at all."""
+        """The worker is about to block: spin on the channels that were just
+        busy (once per answered drain, a full ``Spinner.max_s``, as the mesh's
+        port does: a client needs a wake-up and some µs of Python before it
+        asks again, longer than a decayed adaptive budget), with their sleep
+        announcement withdrawn so a client that asks meanwhile rings no
+        doorbell; then announce them asleep again. A worker whose loop never
+        blocks never gets here, and its channels stay announced: their
+        clients' doorbells reach it as events."""
         if not self._expecting:
             return
-        channels, self._expecting = self._expecting, {}
-        live = [c for c in channels if not c.closed]
-        if self._busy and live:
-            # A full spin once per answered drain (as the mesh's port does): the
-            # client needs a wake-up and a few µs of Python before it asks
-            # again, longer than a decayed adaptive budget; bounded, since an
-            # idle worker has no answered drain to spin after.
-            spinner = self._spinner
-            spinner.budget = spinner.max_s
-            readers = [c.reader for c in live]
-            spinner.spin(lambda: any(r.pending() for r in readers))
-        self._busy = False
-        for channel in live:
+        channels = [c for c in self._expecting if not c.closed]
+        self._expecting = {}
+        if not channels:
+            return
+        readers = [c.reader for c in channels]
+        for r in readers:
+            r.wake_up()
+        spinner = self._spinner
+        spinner.budget = spinner.max_s
+        spinner.spin(lambda: any(r.pending() for r in readers))
+        for channel in channels:
             if channel.reader.pending() or not channel.reader.prepare_sleep():
-                channel.queue_drain()
-
-    def _busy_turns(self) -> None:
-        """A loop that never blocks never runs ``_before_sleep``: look at the
-        channels waiting for it every so many turns, so none starves."""
-        for channel in list(self._expecting):
-            if not channel.closed and channel.reader.pending():
                 channel.queue_drain()
 
     def send(self, sender: int, data: bytes) -> None:
