@@ -42,6 +42,15 @@ class Tally:
     def pid(self) -> int:
         return os.getpid()
 
+    def echo(self, data: bytes) -> bytes:
+        return data
+
+    def size(self, data: bytes) -> int:
+        return len(data)
+
+    def big(self, n: int) -> bytes:
+        return b"x" * n
+
 
 @actorq.actor(restart="always")
 class Phoenix:
@@ -343,3 +352,29 @@ def test_async_with_start_in_an_asgi_style_lifespan(tmp_path, no_leaks) -> None:
             return int(await hits.add(1))
 
     assert asyncio.run(lifespan()) == 2
+
+
+def test_full_rings_wait_and_large_records_take_the_supervisor(tmp_path, no_leaks) -> None:
+    """More bytes in flight than a channel's rings hold, both ways: senders
+    wait for room, nothing is lost. A request over the channel's record limit
+    goes through the supervisor; a reply over it fails with a clear error."""
+    payload = b"p" * 1000
+
+    async def flood(address: str) -> list[bytes]:
+        async with actorq.connect_async(address) as client:
+            hits = await client.lookup("hits")
+            return await asyncio.wait_for(
+                asyncio.gather(*(hits.echo(payload) for _ in range(3000))), 120
+            )
+
+    with running(workers=1, runtime_dir=tmp_path / "rt") as rt:
+        client = rt.connect()
+        hits = client.spawn(Tally, name="hits")
+        assert asyncio.run(flood(rt.address)) == [payload] * 3000  # 3 MB each way
+        for _ in range(300):  # the blocking form's full ring: tells wait too
+            hits.echo.tell(payload)
+        assert hits.size(b"b" * 300_000) == 300_000  # over the record limit: via control
+        with pytest.raises(actorq.RemoteError, match="PayloadTooLarge"):
+            hits.big(300_000)
+        assert hits.add(0) == 0
+        client.close()
