@@ -51,6 +51,9 @@ class Tally:
     def big(self, n: int) -> bytes:
         return b"x" * n
 
+    async def slow(self) -> None:
+        await actorq.sleep(0.002)
+
 
 @actorq.actor(restart="always")
 class Phoenix:
@@ -378,3 +381,20 @@ def test_full_rings_wait_and_large_records_take_the_supervisor(tmp_path, no_leak
             hits.big(300_000)
         assert hits.add(0) == 0
         client.close()
+
+
+def test_each_outside_client_is_a_sender_of_its_own(tmp_path, no_leaks) -> None:
+    """One client floods an actor with slow tells (5,000 x 2 ms: ~10 s in
+    arrival order); another client's ask is served in its fair turn, not
+    behind the flood: each channel is a sender of its own to the mailbox."""
+    with (
+        running(workers=1, runtime_dir=tmp_path / "rt") as rt,
+        rt.connect() as flooder,
+        rt.connect() as polite,
+    ):
+        hits = flooder.spawn(Tally, name="hits")
+        for _ in range(5000):
+            hits.slow.tell()
+        # (in one FIFO it would wait ~10 s, or be refused by the full mailbox)
+        assert polite.lookup("hits").add.with_timeout(5)(1) == 1
+        assert polite.stats()["workers"][0]["outside"]["open"] == 2
