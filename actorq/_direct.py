@@ -41,6 +41,10 @@ class ChannelGone(ActorDied):
     """The worker at the other end of a channel died (or closed it)."""
 
 
+class ChannelRefused(ConnectionError):
+    """The worker answered the hello with a refusal (its reason is the message)."""
+
+
 def outcome(msg: list[Any]) -> tuple[bool, Any]:
     """(True, value) for a REPLY record, (False, exception) for a FAIL."""
     if msg[0] == REPLY:
@@ -84,7 +88,7 @@ class ChannelEnd:
                 f"worker {self.worker} answered the channel hello with {answer[:40]!r}"
             ) from None
         if version != PROTOCOL or status != "ok":
-            raise ConnectionError(f"worker {self.worker} refused a direct channel: {detail}")
+            raise ChannelRefused(f"worker {self.worker} refused a direct channel: {detail}")
         # the worker has mapped the rings: our memfd fds are no longer needed
         self.out.release_fds()
         self.back.release_fds()

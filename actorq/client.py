@@ -55,7 +55,7 @@ import zmq
 from . import _codec
 from ._actor import ActorRef, spawn_body
 from ._codec import ASK, STOP, TELL
-from ._direct import AsyncChannel, BlockingChannel, ChannelGone, outcome
+from ._direct import AsyncChannel, BlockingChannel, ChannelGone, ChannelRefused, outcome
 from ._runtime.control import ProtocolError, encode, error_from, normalize_address
 from .errors import ActorDied, ForkedClient, NoRuntime
 
@@ -174,6 +174,12 @@ class _Base:
             raise RuntimeError(f"this client of {self.address} is closed")
         if session is not None and session is not self._session:
             raise self._restarted()
+
+    def _refused(self, worker: int, exc: ChannelRefused) -> None:
+        """A worker refused us a channel (e.g. it has too many): its actors are
+        reached through the supervisor from now on."""
+        log.warning("%s; calls to its actors go through the supervisor instead", exc)
+        self._no_channel.add(worker)
 
     def _restarted(self) -> ActorDied:
         return ActorDied(
@@ -326,8 +332,11 @@ class Client(_Base):
         self._seen(ticket["rt"])
         try:
             channel = BlockingChannel(worker, ticket, self._ext)
-        except FileNotFoundError:  # this worker serves no direct channels (socket mesh)
+        except FileNotFoundError:  # this worker serves no direct channels
             self._no_channel.add(worker)
+            return None
+        except ChannelRefused as exc:
+            self._refused(worker, exc)
             return None
         except (ConnectionError, TimeoutError) as exc:  # it died, or is being restarted
             raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
@@ -581,6 +590,9 @@ class AsyncClient(_Base):
             await channel.open()
         except FileNotFoundError:
             self._no_channel.add(worker)
+            return None
+        except ChannelRefused as exc:
+            self._refused(worker, exc)
             return None
         except (ConnectionError, TimeoutError) as exc:
             raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None

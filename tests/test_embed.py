@@ -398,3 +398,24 @@ def test_each_outside_client_is_a_sender_of_its_own(tmp_path, no_leaks) -> None:
         # (in one FIFO it would wait ~10 s, or be refused by the full mailbox)
         assert polite.lookup("hits").add.with_timeout(5)(1) == 1
         assert polite.stats()["workers"][0]["outside"]["open"] == 2
+
+
+def test_a_refused_channel_falls_back_to_the_supervisor(tmp_path, no_leaks, monkeypatch) -> None:
+    """A worker at its channel limit refuses a new one (a count, a log line);
+    that client's calls then go through the supervisor and still work."""
+    from actorq._runtime import outside
+
+    monkeypatch.setattr(outside, "MAX_CHANNELS", 1)  # inherited by the forked workers
+    with (
+        running(workers=1, runtime_dir=tmp_path / "rt") as rt,
+        rt.connect() as first,
+        rt.connect() as second,
+    ):
+        first.spawn(Tally, name="hits").add(1)  # takes the one channel
+        hits = second.lookup("hits")
+        assert hits.add(1) == 2  # refused a channel: through the supervisor
+        hits.add.tell(1)
+        assert hits.add(0) == 3
+        outside_stats = second.stats()["workers"][0]["outside"]
+        assert outside_stats["open"] == 1
+        assert outside_stats["refused"] == 1

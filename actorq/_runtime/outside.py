@@ -63,6 +63,7 @@ OUTSIDE_BASE = 1 << 24  # sender ids from here up are outside channels, never no
 CHANNEL_BYTES = 1 << 18  # each ring's capacity: a record may be up to half of it
 FDS_PER_RING = 3  # ring memfd, doorbell eventfd, space eventfd
 BACKLOG_LIMIT = 65536  # replies queued for a client that does not read them
+MAX_CHANNELS = 4096  # open channels per worker (each maps 2 x CHANNEL_BYTES, holds 6 fds)
 _BUDGET = 256  # records per drain before the loop's other work gets a turn
 _ACCEPTED = (_codec.ASK, _codec.TELL, _codec.STOP)
 
@@ -374,6 +375,11 @@ class Listener:
         if len(fds) != 2 * FDS_PER_RING:
             raise ValueError(f"it passed {len(fds)} fds, not {2 * FDS_PER_RING}")
         sender = OUTSIDE_BASE + client
+        if len(self.channels) >= MAX_CHANNELS and sender not in self.channels:
+            raise ValueError(
+                f"this worker has {len(self.channels)} direct channels open already (at most "
+                f"{MAX_CHANNELS}); close clients that are done, or connect with direct=False"
+            )
         old = self.channels.get(sender)
         if old is not None:
             old.close()  # the same ticket again: the newer channel wins
