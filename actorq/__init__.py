@@ -54,6 +54,8 @@ from .errors import ActorqTopologyError as ActorqTopologyError
 from .errors import Cancelled as Cancelled
 from .errors import ConfigError as ConfigError
 from .errors import Deadlock as Deadlock
+from .errors import ForkedClient as ForkedClient
+from .errors import NoRuntime as NoRuntime
 from .errors import Overloaded as Overloaded
 from .errors import PayloadTooLarge as PayloadTooLarge
 from .errors import PlacementError as PlacementError
@@ -74,8 +76,10 @@ _LAZY: dict[str, str] = {
     "run": "._api",
     "runtime": "._api",
     "self_ref": "._api",
+    "serve_forever": "._api",
     "sleep": "._api",
     "connect": ".client",
+    "connect_async": ".client",
     "start": "._hosting",
     "HostedRuntime": "._hosting",
 }
@@ -88,10 +92,12 @@ if TYPE_CHECKING:
     from ._api import run as run
     from ._api import runtime as runtime
     from ._api import self_ref as self_ref
+    from ._api import serve_forever as serve_forever
     from ._api import sleep as sleep
     from ._hosting import HostedRuntime as HostedRuntime
     from ._hosting import start as start
     from .client import connect as connect
+    from .client import connect_async as connect_async
 
 
 def __getattr__(name: str) -> Any:
@@ -113,7 +119,9 @@ __all__ = [
     "Cancelled",
     "ConfigError",
     "Deadlock",
+    "ForkedClient",
     "HostedRuntime",
+    "NoRuntime",
     "Overloaded",
     "PayloadTooLarge",
     "PlacementError",
@@ -124,10 +132,12 @@ __all__ = [
     "ShutdownTimeout",
     "actor",
     "connect",
+    "connect_async",
     "current_loop",
     "run",
     "runtime",
     "self_ref",
+    "serve_forever",
     "sleep",
     "start",
 ]

@@ -9,6 +9,7 @@ without importing this module).
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -48,6 +49,21 @@ def sleep(delay: float) -> Awaitable[None]:
     from .loop import sleep as _sleep
 
     return _sleep(delay)
+
+
+async def serve_forever() -> None:
+    """Wait until the runtime stops: the last line of a ``main`` that only sets
+    up actors for others to use (web workers, scripts, ``actorq.connect``)::
+
+        async def main(rt):
+            await rt.spawn(Counter, name="hits")
+            await actorq.serve_forever()   # until SIGTERM/SIGINT or rt.shutdown()
+
+    It returns never; the runtime cancels it when it stops (an orderly stop
+    then ends with exit code 0)."""
+    from .loop import current_loop as _cl
+
+    await _cl().create_future()
 
 
 # --- the runtime handle ----------------------------------------------------------
@@ -118,8 +134,29 @@ def run(main: Callable[[Runtime], Awaitable[T]], workers: int | None = None, **o
     why = check_main(main)
     if why is not None:
         raise TypeError(why)
+    if threading.current_thread() is not threading.main_thread():
+        return _run_in_thread(main, workers, options)
     # main's value comes back through the supervisor, which keeps it as Any
     return cast(T, run_main(main, workers=workers, **options))
+
+
+def _run_in_thread(
+    main: Callable[[Runtime], Awaitable[T]], workers: int | None, options: dict[str, Any]
+) -> T:
+    """``run`` from a thread other than the main one. When the program ends,
+    the interpreter joins its non-daemon threads, and this one would wait for a
+    ``main`` that may never return: so the runtime is asked to stop first, as
+    on SIGTERM (signals reach only the main thread)."""
+    from ._hosting import start
+
+    rt = start(main, workers=workers, **options)
+    stop_at_exit = getattr(threading, "_register_atexit", None)  # CPython >= 3.9
+    if stop_at_exit is not None:
+        try:
+            stop_at_exit(rt.request_stop)
+        except RuntimeError:  # the interpreter is shutting down already
+            rt.request_stop()
+    return cast(T, rt.join())
 
 
 def check_main(main: Any) -> str | None:

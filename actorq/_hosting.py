@@ -57,15 +57,27 @@ class HostedRuntime:
 
     @overload
     def connect(
-        self, *, asyncio: Literal[False] = False, timeout: float | None = ...
+        self, *, asyncio: Literal[False] = False, timeout: float | None = ..., direct: bool = ...
     ) -> Client: ...
 
     @overload
-    def connect(self, *, asyncio: Literal[True], timeout: float | None = ...) -> AsyncClient: ...
+    def connect(
+        self, *, asyncio: Literal[True], timeout: float | None = ..., direct: bool = ...
+    ) -> AsyncClient: ...
 
-    def connect(self, *, asyncio: bool = False, timeout: float | None = 30.0) -> Any:
-        """A client of this runtime (blocking, or asyncio with ``asyncio=True``)."""
-        return AsyncClient(self.address, timeout) if asyncio else Client(self.address, timeout)
+    def connect(
+        self, *, asyncio: bool = False, timeout: float | None = 30.0, direct: bool = True
+    ) -> Any:
+        """A client of this runtime (blocking, or asyncio with ``asyncio=True``);
+        see ``actorq.connect``."""
+        if asyncio:
+            return AsyncClient(self.address, timeout, direct=direct)
+        return Client(self.address, timeout, direct=direct)
+
+    def request_stop(self) -> None:
+        """Begin an orderly stop without waiting for it (from any thread)."""
+        if self._thread.is_alive():
+            self._sup.request_stop()
 
     def stop(self, timeout: float | None = None) -> Any:
         """Stop in order (like SIGTERM) and wait; returns ``main``'s value if there was one."""

@@ -95,3 +95,14 @@ class PlacementError(ActorqError, ValueError):
 
 class ShutdownTimeout(ActorqError):
     """The runtime stopped, but ``main`` had not finished by ``stop_timeout`` and was killed."""
+
+
+# --- outside clients ----------------------------------------------------------
+class NoRuntime(ActorqError, ConnectionError):
+    """No runtime answers at the address an outside client was given (none was
+    started there, or it has stopped)."""
+
+
+class ForkedClient(ActorqError, RuntimeError):
+    """A client made before ``fork`` was used in the child: its sockets and
+    channels belong to the parent. Connect again in each process."""

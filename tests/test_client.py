@@ -128,14 +128,6 @@ def test_malformed_frames_are_answered_and_survived(service) -> None:
         assert client.stats()["control_malformed"] >= 4
 
 
-def test_connect_to_nothing_times_out(tmp_path) -> None:
-    with (
-        actorq.connect(tmp_path / "nothing", timeout=0.2) as client,
-        pytest.raises(TimeoutError, match="is it running"),
-    ):
-        client.lookup("x")
-
-
 def test_actorq_stats_command(service) -> None:
     from _runtime_helpers import run_python
 

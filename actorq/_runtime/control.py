@@ -57,7 +57,7 @@ VERSION = 1
 # secret) may send everything. An op the supervisor handles must be in one of
 # the two sets (Endpoint checks), so a new op is never open to clients by accident.
 CLIENT_OPS = frozenset(
-    {"lookup", "spawn", "stats", "ping", "workers", "ask", "tell", "stop", "shutdown"}
+    {"lookup", "spawn", "stats", "ping", "workers", "ask", "tell", "stop", "shutdown", "channel"}
 )
 INTERNAL_OPS = frozenset({"hello", "stopped", "ready"})  # ready: the main process waits
 assert not CLIENT_OPS & INTERNAL_OPS

@@ -84,6 +84,7 @@ from . import logs
 from .admission import Admission
 from .board import DEAD_LETTERS, HANDLED, TAKEN, Board
 from .host import Cell, Host, Item
+from .outside import OUTSIDE_BASE
 
 log = logging.getLogger("actorq.worker")
 
@@ -182,6 +183,9 @@ class Node:
         self.timing = False  # metrics.py: time the next method that runs here
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
+        # outside.Listener where outside clients have direct channels: records
+        # addressed to a sender >= OUTSIDE_BASE go to it, not to the mesh
+        self.outside: Any = None
         port.start(loop, self.deliver, self._taken)
 
     # --- sending ----------------------------------------------------------------
@@ -194,6 +198,9 @@ class Node:
             self.board[TAKEN] += 1
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
+            return
+        if dest >= OUTSIDE_BASE:
+            self.outside.send(dest, data)
             return
         port = self.port
         port.send(dest, data)

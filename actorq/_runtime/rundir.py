@@ -441,6 +441,8 @@ def release_runtime_dir(p: Path, created: bool) -> None:
         return
     _unlink(p / "control")
     _unlink(p / INFO_FILE)
+    for chan in p.glob("w*.chan"):  # the workers' direct-channel sockets (outside.py)
+        _unlink(chan)
     owner = read_owner(p)
     if owner is not None and owner[0] == os.getpid():
         _unlink(p / OWNER_FILE)

@@ -34,6 +34,11 @@ class ControlService:
 
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
+        # This runtime's incarnation: a client's refs carry the one they came
+        # from, so after a restart on the same directory they fail (ActorDied)
+        # instead of reaching a fresh actor that happens to have the same id.
+        self.runtime_id = os.urandom(8).hex()
+        self.clients = 0  # outside channels issued (each client gets its own sender id)
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -49,6 +54,7 @@ class ControlService:
             "stop": self.stop,
             "ping": self.ping,
             "workers": self.workers,
+            "channel": self.channel,
         }
 
     @property
@@ -135,11 +141,23 @@ class ControlService:
             raise
         finally:
             entry.creating = False
-        return {"id": entry.id, "worker": worker, "cpu": entry.cpu, "reason": reason}
+        return {
+            "id": entry.id,
+            "worker": worker,
+            "cpu": entry.cpu,
+            "reason": reason,
+            "rt": self.runtime_id,
+        }
 
     def lookup(self, peer: bytes | None, body: dict[str, Any]) -> dict[str, Any]:
         entry = self.sup.directory.by_name(body.get("name"))
-        return {"id": entry.id, "cls": entry.cls, "worker": entry.worker, "cpu": entry.cpu}
+        return {
+            "id": entry.id,
+            "cls": entry.cls,
+            "worker": entry.worker,
+            "cpu": entry.cpu,
+            "rt": self.runtime_id,
+        }
 
     async def stats(self, peer: bytes | None, body: Any) -> dict[str, Any]:
         """Every worker asked at once; each answers within the deadline or is named."""
@@ -214,13 +232,39 @@ class ControlService:
         self.sup.loop.call_soon(self.sup.begin_shutdown, "shutdown requested")
 
     def ping(self, peer: bytes | None, body: Any) -> dict[str, Any]:
-        return {"pid": os.getpid(), "workers": len(self.sup.workers)}
+        return {"pid": os.getpid(), "workers": len(self.sup.workers), "rt": self.runtime_id}
+
+    def channel(self, peer: bytes | None, body: dict[str, Any]) -> dict[str, Any]:
+        """A ticket for an outside client's direct channel to one worker (outside.py)."""
+        from .outside import channel_path, ticket
+
+        sup = self.sup
+        index = body.get("worker")
+        if not isinstance(index, int) or not 1 <= index <= len(sup.workers):
+            raise ValueError(f"no worker {index!r}: this runtime has workers 1..{len(sup.workers)}")
+        proc = sup.workers[index - 1]
+        if not proc.hello or proc.exited:
+            raise ActorDied(f"worker {index} is restarting; try again")
+        self.clients += 1
+        return {
+            "path": str(channel_path(sup.runtime_dir, index)),
+            "client": self.clients,
+            "ticket": ticket(proc.identity, self.clients),
+            "rt": self.runtime_id,
+            "ask_timeout": sup.cfg.ask_timeout,
+        }
 
     def workers(self, peer: bytes | None, body: Any) -> list[int]:
         return list(self.sup.worker_cpus)
 
     # --- outside clients' actor traffic, through the supervisor's node --------------------
     def _client_ref(self, body: dict[str, Any]) -> ActorRef:
+        rt = body.get("rt")
+        if rt is not None and rt != self.runtime_id:
+            raise ActorDied(
+                f"this ref belongs to an earlier runtime at {self.sup.runtime_dir}, which was "
+                "restarted since: its actors are gone; look the actor up again"
+            )
         entry = self.sup.directory.by_id(body.get("id"))
         return ActorRef(entry.id, entry.cls, entry.name)
 

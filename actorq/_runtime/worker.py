@@ -245,7 +245,10 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
         return node.peer_died(body["node"])
 
     def h_stats(_peer: Any, _body: Any) -> Any:
-        return node.stats()
+        stats = node.stats()
+        if node.outside is not None:
+            stats["outside"] = node.outside.stats()
+        return stats
 
     def h_ping(_peer: Any, _body: Any) -> Any:
         return {"node": spec.index, "pid": os.getpid(), "cpu": spec.cpu}
@@ -267,6 +270,7 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
     from .metrics import start_publisher
 
     start_publisher(node)  # counters into the board, for stats/top/Prometheus (metrics.py)
+    _listen_outside(spec, node)
     for entry in spec.recreate:
         try:
             node.host.create(
@@ -280,6 +284,17 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
                 entry["id"] & 0xFFFFFFFF,
                 exc,
             )
+
+
+def _listen_outside(spec: ChildSpec, node: Node) -> None:
+    """Serve outside clients' direct channels (outside.py) in this worker's loop."""
+    from .outside import Listener
+
+    runtime_dir = os.path.dirname(spec.address.removeprefix("ipc://"))
+    try:
+        node.outside = Listener(node, runtime_dir, spec.identity)
+    except OSError as exc:  # clients fall back to the control plane
+        log.warning("worker %d: no direct channels for outside clients: %s", spec.index, exc)
 
 
 def _run_main(
