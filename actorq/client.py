@@ -325,6 +325,11 @@ class Client(_Base):
     # --- direct channels ----------------------------------------------------------------
     def _channel(self, worker: int) -> BlockingChannel | None:
         channel = self._channels.get(worker)
+        if channel is not None and channel.socket_closed():
+            # its worker died since our last call (and may have been restarted):
+            # nothing was sent on it, so open one to the worker there is now
+            self._drop(channel)
+            channel = None
         if channel is not None or not self.direct or worker in self._no_channel:
             return channel
         ticket = self._call("channel", {"worker": worker})

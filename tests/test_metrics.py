@@ -77,7 +77,9 @@ def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
 def test_counters_move_with_messages_and_stay_still_when_idle(xdg, tmp_path, no_leaks) -> None:
     with running(workers=2, runtime_dir=tmp_path / "rt", metrics_address="127.0.0.1:0") as rt:
         address = rundir.read_info(rt.runtime_dir)["metrics"]
-        with rt.connect() as client:
+        # through the supervisor, so the asks cross the mesh's rings (whose byte
+        # counters the supervisor reads); a direct channel is the worker's own
+        with rt.connect(direct=False) as client:
             echo = client.spawn(Echo, name="echo")
             who = {"actor": "Echo 'echo' #1"}
             before = scrape(address)
