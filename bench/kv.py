@@ -7,6 +7,11 @@ Contenders, each started fresh, driven by the same ``redis-benchmark -t
 set,get -n N -c C -P P -d PAYLOAD`` and stopped before the next:
 
 - ``actorq-kv``: ``python -m examples.kvserver`` with ``--workers`` workers;
+- ``actorq-kv-hop`` (on request): the same with ``KVSERVER_MOVE=0``: a
+  connection stays on the worker that accepted it and every request for
+  another worker's key hops there and back (the design before connections
+  moved to their keys' worker);
+- ``actorq-kv-1w`` (on request): the same with one worker;
 - ``asyncio-resp``: ``bench/resp_asyncio.py``, one process, same parser and
   command table (so the difference is the runtime, not the protocol code);
 - ``uvloop-resp``: the same on uvloop, where installed;
@@ -81,10 +86,15 @@ def server(contender: str, workers: str) -> Iterator[tuple[int, psutil.Process]]
     """Start one contender; yield its port and process (whose children count too)."""
     py = sys.executable
     stdout = subprocess.PIPE
-    if contender == "actorq-kv":
+    env = dict(os.environ)
+    if contender in ("actorq-kv", "actorq-kv-hop", "actorq-kv-1w"):
         argv = [py, "-m", "examples.kvserver", "--port", "0"]
-        if workers != "all":
+        if contender == "actorq-kv-1w":
+            argv += ["--workers", "1"]
+        elif workers != "all":
             argv += ["--workers", workers]
+        if contender == "actorq-kv-hop":
+            env["KVSERVER_MOVE"] = "0"
     elif contender == "asyncio-resp":
         argv = [py, "-m", "bench", "resp_asyncio", "--port", "0"]
     elif contender == "uvloop-resp":
@@ -97,7 +107,7 @@ def server(contender: str, workers: str) -> Iterator[tuple[int, psutil.Process]]
     else:
         raise ValueError(f"unknown contender {contender!r}")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         if contender == "redis-server":
             wait_connectable(port)
@@ -202,7 +212,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--keyspace", type=int, default=0,
                     help="random keys out of this many (-r); default 0: redis-benchmark's one "
                     "fixed key, which lives on one shard, so half the connections hop workers")
-    ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server")
+    ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server",
+                    help="comma-separated; also actorq-kv-hop (connections never move "
+                    "between workers) and actorq-kv-1w (one worker)")
     ap.add_argument("--json", action="store_true", help="print the JSON list of results")
     args = ap.parse_args(argv)
     args.pipelines = [int(p) for p in args.pipelines.split(",")]

@@ -67,6 +67,8 @@ MAX_RECORD = 4096
 #: Records read per readable edge before the others get a turn.
 _READ_BATCH = 64
 _FDS_SIZE = socket.CMSG_SPACE(array.array("i").itemsize)
+#: The length of :meth:`Connection.sweep_state`.
+_SWEEP_FIELDS = 9
 
 
 class Handoff:
@@ -206,7 +208,9 @@ class Handoff:
                 state = msgpack.unpackb(data)
             except Exception:
                 state = None
-        if not (isinstance(state, list) and len(state) == 2):
+        if not (isinstance(state, list) and len(state) == 2 and isinstance(state[0], list)
+                and len(state[0]) == _SWEEP_FIELDS
+                and all(isinstance(x, int | float) for x in state[0])):
             counts["handoff_bad"] += 1
             for fd in fds:
                 os.close(fd)
