@@ -5,9 +5,19 @@ How a request travels
 Every worker runs one :class:`Shard`. It owns the keys whose CRC-32 falls
 on it, and it opens its own listening socket on the same port with
 ``SO_REUSEPORT``, so the kernel spreads incoming connections over the
-workers with no acceptor process in between. A connection stays on the
-worker that accepted it for its whole life (moving it would cost a
-cross-core wake-up, ~12 µs on a 2-vCPU VM, per request).
+workers with no acceptor process in between. The kernel cannot know which
+keys a client will ask for, so a connection starts on whichever worker
+accepted it, and each connection counts where its one-key requests go.
+Once most of its recent ones (at least ``MOVE_AFTER``, and ``MOVE_SHARE``
+times all the others) went to one other shard, the connection moves there
+(:class:`actorq.net.Handoff`: the descriptor over a unix socket in the
+runtime directory), at a moment when none of its replies is pending, so
+nothing needs re-ordering; from then on its requests are local. Why: at one
+request in flight, a request served across workers pays a cross-core
+wake-up each way (~12 µs on a 2-vCPU VM) and about 1.6x the CPU of a local
+one, and no batching removes that (RESULTS.md, "kv across workers"). A
+client that spreads its keys evenly never moves (a move would not help
+it), and a connection moves at most ``MAX_MOVES`` times.
 
 Bytes read from a connection go through the RESP parser; each complete
 request is routed (:func:`.commands.route`): answered on the spot (PING,
