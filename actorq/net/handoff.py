@@ -38,6 +38,9 @@ What can go wrong, and what it costs
   the kernel closes the descriptors queued in its socket, so those clients
   see their connection closed, as they would have if it had been accepted
   there. Nothing else is lost: the sender had already let go of them.
+- The receiver is out of descriptors: the kernel drops the descriptor from
+  the record (MSG_CTRUNC) and that client sees its connection closed;
+  counted as ``handoff_bad`` there.
 - A record that is not one of ours (wrong size, no descriptor, more than
   one) is dropped and its descriptors closed, counted as ``handoff_bad``.
 """
