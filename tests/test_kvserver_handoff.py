@@ -118,7 +118,7 @@ def test_connections_move_to_their_keys_worker_and_stay_ordered(kv: KvServer) ->
             s.close()
 
 
-def test_a_connection_spreading_its_keys_stays_where_it_was_accepted(kv: KvServer) -> None:
+def test_a_connection_spreading_its_keys_stays_until_its_keys_change(kv: KvServer) -> None:
     workers = kv.shard_workers()
     with socket.create_connection(("127.0.0.1", kv.port), timeout=20) as s:
         keys = [key_on(0, "spread"), key_on(1, "spread")]
@@ -133,6 +133,18 @@ def test_a_connection_spreading_its_keys_stays_where_it_was_accepted(kv: KvServe
             assert holder(workers, kv.port, s) == first
         s.sendall(encode_command("GET", keys[0]) + encode_command("GET", keys[1]))
         assert replies(s, 2) == [b"100", b"100"]
+        # Its habits change: now it asks only for the other worker's key. Its
+        # old counts fade (halved every 64 requests) and it moves after all.
+        there = 1 - [w.pid for w in workers].index(first)
+        done = 100
+
+        def moved() -> bool:
+            nonlocal done
+            done = incr_round(s, keys[there], done)
+            return holder(workers, kv.port, s) == workers[there].pid
+
+        wait_until(moved, timeout=30, what="the connection moved once its keys changed")
+        done = incr_round(s, keys[there], done)
 
 
 def test_worker_killed_while_connections_move_to_it_loses_nothing_else() -> None:

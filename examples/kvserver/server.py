@@ -238,6 +238,9 @@ class Connection(net.Connection):
         self.away_total = 0
         self.moves = 0
         self.move_queued = False
+        # Look at moving again once away_total reaches this: a connection that
+        # cannot or should not move is not re-examined on every read.
+        self.next_check = MOVE_AFTER
         super().__init__(server, sock, peer)
 
     # -- input -------------------------------------------------------------------
@@ -336,7 +339,8 @@ class Connection(net.Connection):
             self.flush()
         elif self.quitting and not self.outq:
             self.close("quit")
-        if self.away_total >= MOVE_AFTER and not self.move_queued:
+        if not queue and self.away_total >= self.next_check and not self.move_queued:
+            # (with replies pending, the flush that sends the last of them does this)
             self.move_queued = True
             self.loop.call_soon(self.maybe_move)
 
@@ -348,23 +352,34 @@ class Connection(net.Connection):
         Run from the loop, never from inside :meth:`on_data` (the base updates
         its counters after it returns, and they travel with the connection).
         If the connection is busy now, the next quiet moment tries again: the
-        end of :meth:`flush` or of :meth:`process` calls back here.
+        end of :meth:`flush` or of :meth:`process` calls back here. If no shard
+        leads, or the move failed, it looks again after ``MOVE_AFTER`` more
+        requests for other shards.
         """
         self.move_queued = False
+        if self.closed:
+            return
         away = self.away
         if self.local_hits + self.away_total > MOVE_WINDOW:
             self.local_hits //= 2
             for i, a in enumerate(away):
                 away[i] = a // 2
             self.away_total = sum(away)
+            # A look that was due stays due (else a busy connection could halve
+            # its counts below the next look and never be looked at again).
+            self.next_check = min(self.next_check, self.away_total)
         dest = max(range(len(away)), key=away.__getitem__)
         lead = away[dest]
-        if (lead < MOVE_AFTER or lead < MOVE_SHARE * (self.local_hits + self.away_total - lead)
-                or self.moves >= MAX_MOVES):
+        if self.moves >= MAX_MOVES:
+            self.next_check = 1 << 62  # never again
             return
-        if self.queue or self.backlog or self.paused or self.quitting or self.closed:
+        if lead < MOVE_AFTER or lead < MOVE_SHARE * (self.local_hits + self.away_total - lead):
+            self.next_check = self.away_total + MOVE_AFTER
+            return
+        if self.queue or self.backlog or self.paused or self.quitting:
             return  # replies in flight: the flush that sends the last of them retries
-        self.shard.move(self, dest)
+        if not self.shard.move(self, dest):
+            self.next_check = self.away_total + MOVE_AFTER
 
     def handoff_state(self) -> Any:
         return [self.proto, self.id, self.moves + 1]
@@ -426,7 +441,7 @@ class Connection(net.Connection):
             self.close("quit")
         elif self.paused and not self.outq:
             self.resume()
-        elif not queue and self.away_total >= MOVE_AFTER and not self.move_queued:
+        elif not queue and self.away_total >= self.next_check and not self.move_queued:
             self.move_queued = True
             self.loop.call_soon(self.maybe_move)
 
