@@ -16,7 +16,7 @@ nothing needs re-ordering; from then on its requests are local. Why: at one
 request in flight, a request served across workers pays a cross-core
 wake-up each way (~12 µs on a 2-vCPU VM) and about 1.6x the CPU of a local
 one, and no batching removes that (RESULTS.md, "kv across workers"). A
-client that spreads its keys evenly never moves (a move would not help
+client that spreads its keys evenly seldom moves (a move would not help
 it), and a connection moves at most ``MAX_MOVES`` times.
 
 Bytes read from a connection go through the RESP parser; each complete
@@ -80,10 +80,10 @@ REPLY_BYTES = 2 << 20
 MAX_REMOTE_REPLY = (8 << 20) - 4096
 #: A connection moves to the worker owning its keys once this many of its recent
 #: one-key requests went to that shard ...
-MOVE_AFTER = 4
+MOVE_AFTER = 8
 #: ... and that shard had at least this many times as many of them as every
 #: other shard (this one included) together: a client spreading its keys
-#: evenly never moves.
+#: evenly seldom moves.
 MOVE_SHARE = 3
 #: The requests counted for the decision: past this many, the counts are halved
 #: (recent behaviour counts most; a client that changes keys can move again).
