@@ -89,6 +89,7 @@ class Handoff:
         self.inbound: dict[int, socket.socket] = {}
         self.outbound: dict[str, socket.socket] = {}
         self.retry_at: dict[str, float] = {}
+        self._inode = 0  # of the socket file we bound: close() removes only that one
 
     def start(self) -> None:
         """Listen at ``path`` (replacing a stale socket file left by a dead worker)."""
@@ -99,6 +100,7 @@ class Handoff:
         try:
             s.bind(self.path)
             s.listen(64)
+            self._inode = os.stat(self.path).st_ino
         except BaseException:
             s.close()
             raise
@@ -111,8 +113,10 @@ class Handoff:
             self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
+            # A successor (the same actor re-created) may have bound the path anew.
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
         for fd, s in list(self.inbound.items()):
             self.loop.remove_reader(fd)
             s.close()
