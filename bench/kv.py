@@ -3,10 +3,16 @@
     python -m bench kv [--workers N|all] [--payload 64] [--requests 200000]
                        [--clients 50] [--pipelines 1,16] [--repeat 3] [--json]
 
-Contenders, each started fresh, driven by the same ``redis-benchmark -t
-set,get -n N -c C -P P -d PAYLOAD`` and stopped before the next:
+Contenders, all started first, then driven in turn (one client run each per
+repetition, so the VM's drift falls on all of them alike) by the same
+``redis-benchmark -t set,get -n N -c C -P P -d PAYLOAD``:
 
 - ``actorq-kv``: ``python -m examples.kvserver`` with ``--workers`` workers;
+- ``actorq-kv-hop`` (on request): the same with ``KVSERVER_MOVE=0``: a
+  connection stays on the worker that accepted it and every request for
+  another worker's key hops there and back (the design before connections
+  moved to their keys' worker);
+- ``actorq-kv-1w`` (on request): the same with one worker;
 - ``asyncio-resp``: ``bench/resp_asyncio.py``, one process, same parser and
   command table (so the difference is the runtime, not the protocol code);
 - ``uvloop-resp``: the same on uvloop, where installed;
@@ -81,10 +87,15 @@ def server(contender: str, workers: str) -> Iterator[tuple[int, psutil.Process]]
     """Start one contender; yield its port and process (whose children count too)."""
     py = sys.executable
     stdout = subprocess.PIPE
-    if contender == "actorq-kv":
+    env = dict(os.environ)
+    if contender in ("actorq-kv", "actorq-kv-hop", "actorq-kv-1w"):
         argv = [py, "-m", "examples.kvserver", "--port", "0"]
-        if workers != "all":
+        if contender == "actorq-kv-1w":
+            argv += ["--workers", "1"]
+        elif workers != "all":
             argv += ["--workers", workers]
+        if contender == "actorq-kv-hop":
+            env["KVSERVER_MOVE"] = "0"
     elif contender == "asyncio-resp":
         argv = [py, "-m", "bench", "resp_asyncio", "--port", "0"]
     elif contender == "uvloop-resp":
@@ -97,7 +108,7 @@ def server(contender: str, workers: str) -> Iterator[tuple[int, psutil.Process]]
     else:
         raise ValueError(f"unknown contender {contender!r}")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         if contender == "redis-server":
             wait_connectable(port)
@@ -163,31 +174,45 @@ def _child_cpu() -> float:
     return used
 
 
-def measure(contender: str, args: argparse.Namespace) -> list[dict[str, object]]:
+def measure(contenders: list[str], args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every contender's figures, measured interleaved.
+
+    All servers are started first (an idle one sleeps in epoll and costs
+    nothing), then each repetition runs the client once against each
+    contender in turn: on a shared VM whose speed drifts minute to minute,
+    the drift then lands on every contender alike instead of on whichever
+    ran during a slow minute, and the ratios stay comparable.
+    """
     rows: list[dict[str, object]] = []
-    with server(contender, args.workers) as (port, proc):
+    with contextlib.ExitStack() as stack:
+        servers = {c: stack.enter_context(server(c, args.workers)) for c in contenders}
         for pipeline in args.pipelines:
-            runs: dict[str, list[dict[str, float]]] = {"SET": [], "GET": []}
+            runs: dict[str, dict[str, list[dict[str, float]]]] = {
+                c: {"SET": [], "GET": []} for c in contenders}
             for _ in range(args.repeat):
-                _child_cpu()
-                s0 = tree_cpu(proc)
-                figures, client_cpu, wall = run_client(port, args.requests, args.clients,
-                                                       pipeline, args.payload, args.keyspace)
-                server_cpu = tree_cpu(proc) - s0
-                for test in runs:
-                    f = dict(figures[test])
-                    # Both tests share one client run: CPU is reported per run.
-                    f["server_cores"] = server_cpu / wall
-                    f["client_cores"] = client_cpu / wall
-                    runs[test].append(f)
-            for test, rs in runs.items():
-                rps, spread = median_spread([r["rps"] for r in rs])
-                mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
-                res = Result(contender, args.payload, rps, mid["p50_latency_ms"] * 1000,
-                             mid["p99_latency_ms"] * 1000, spread)
-                rows.append({**asdict(res), "case": f"{test} -P {pipeline}",
-                             "server_cores": round(mid["server_cores"], 2),
-                             "client_cores": round(mid["client_cores"], 2)})
+                for c, (port, proc) in servers.items():
+                    _child_cpu()
+                    s0 = tree_cpu(proc)
+                    figures, client_cpu, wall = run_client(port, args.requests, args.clients,
+                                                           pipeline, args.payload, args.keyspace)
+                    server_cpu = tree_cpu(proc) - s0
+                    for test in runs[c]:
+                        f = dict(figures[test])
+                        # Both tests share one client run: CPU is reported per run.
+                        f["server_cores"] = server_cpu / wall
+                        f["client_cores"] = client_cpu / wall
+                        runs[c][test].append(f)
+            for c in contenders:
+                for test, rs in runs[c].items():
+                    rps, spread = median_spread([r["rps"] for r in rs])
+                    mid = sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]
+                    res = Result(c, args.payload, rps, mid["p50_latency_ms"] * 1000,
+                                 mid["p99_latency_ms"] * 1000, spread)
+                    rows.append({**asdict(res), "case": f"{test} -P {pipeline}",
+                                 "server_cores": round(mid["server_cores"], 2),
+                                 "client_cores": round(mid["client_cores"], 2)})
+    order = {c: i for i, c in enumerate(contenders)}
+    rows.sort(key=lambda r: order[str(r["contender"])])
     return rows
 
 
@@ -202,7 +227,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--keyspace", type=int, default=0,
                     help="random keys out of this many (-r); default 0: redis-benchmark's one "
                     "fixed key, which lives on one shard, so half the connections hop workers")
-    ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server")
+    ap.add_argument("--contenders", default="actorq-kv,asyncio-resp,uvloop-resp,redis-server",
+                    help="comma-separated; also actorq-kv-hop (connections never move "
+                    "between workers) and actorq-kv-1w (one worker)")
     ap.add_argument("--json", action="store_true", help="print the JSON list of results")
     args = ap.parse_args(argv)
     args.pipelines = [int(p) for p in args.pipelines.split(",")]
@@ -222,9 +249,7 @@ def main(argv: list[str]) -> int:
             print("bench kv: uvloop not installed; skipping it", file=sys.stderr)
             continue
         contenders.append(c)
-    rows: list[dict[str, object]] = []
-    for c in contenders:
-        rows += measure(c, args)
+    rows = measure(contenders, args)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -151,6 +151,13 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
     from .control import Endpoint
 
     loop = Loop()
+    # fork copied the supervisor's thread-local "current loop": actors re-created
+    # after a restart run on_start before run_forever, and must find this loop
+    # (actorq.current_loop()), not that dead copy (a kv shard's listener was
+    # registered there and never accepted).
+    from ..loop import core as loop_core
+
+    loop_core._local.loop = loop
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, spec.identity)

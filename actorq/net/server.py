@@ -75,6 +75,9 @@ The rest of the defences
   else ready, so a client pipelining thousands of requests is served a slice
   per turn and the others get their turn in between. Parsing and running
   what one slice holds is the protocol's work, bounded by the slice.
+- A connection moved here from another worker (``handoff.py``) is adopted
+  under the same connection caps as an accepted one, and keeps its sweep
+  clocks: moving a slow client does not restart its timeouts.
 - Every refusal and every close the server decides is counted by reason in
   :meth:`Server.stats`, and logged once per episode.
 """
@@ -202,6 +205,52 @@ class Connection:
 
     def on_close(self, reason: str) -> None:
         """The connection was closed (``reason``: "eof", "reset", a defence, ...)."""
+
+    def handoff_state(self) -> Any:
+        """What the protocol carries to another worker when this connection moves
+        there (msgpack data, a few hundred bytes at most; see ``handoff.py``)."""
+        return None
+
+    def on_handed_in(self, state: Any) -> None:
+        """This connection was moved here from another worker with ``state``
+        (what :meth:`handoff_state` returned there)."""
+
+    # -- moving to another worker (see handoff.py) ---------------------------------
+    def quiet(self) -> bool:
+        """Nothing of this connection lives in this process: no output queued,
+        no partial request held, reading. Only then may it move to another worker."""
+        return not self.closed and self.reading and not self.outq and not self.held
+
+    def sweep_state(self) -> list[float]:
+        """The sweep's view of this connection, as ages and counts (the loop's
+        clock is CLOCK_MONOTONIC, but ages need no shared clock)."""
+        now = self.loop.time()
+        return [self.bytes_in, self.bytes_out, self.progress, now - self.born,
+                now - self._t_act, now - self._t_prog, now - self._t_req, now - self._t_out,
+                self.bytes_in - self._in_at_req]
+
+    def restore_sweep_state(self, state: list[float]) -> None:
+        """Continue the sweep's clocks from another worker's :meth:`sweep_state`,
+        so moving a slow client does not restart its timeouts."""
+        bytes_in, bytes_out, progress, born, act, prog, req, out, since_req = state
+        now = self.loop.time()
+        self.bytes_in, self.bytes_out, self.progress = int(bytes_in), int(bytes_out), int(progress)
+        self.born = now - born
+        self._t_act, self._t_prog, self._t_req, self._t_out = (now - act, now - prog, now - req,
+                                                               now - out)
+        self._in_at_req = self.bytes_in - int(since_req)
+        self._seen = (self.bytes_in, self.bytes_out, self.progress)
+
+    def detach(self, reason: str) -> None:
+        """Let go of the connection without ending it (it lives on elsewhere):
+        stop watching it, leave the server, close this process's descriptor."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.server._closed(self, reason)
 
     # -- input -------------------------------------------------------------------
     def _on_readable(self) -> bool | None:
@@ -457,6 +506,32 @@ class Server:
                 self.connections[conn] = None
         return True  # more may wait: the connections already open get a turn first
 
+    def adopt(self, sock: socket.socket, sweep: list[float], state: Any) -> Connection | None:
+        """Serve a connection another worker moved here (see ``handoff.py``), under
+        the same caps as one accepted here; None if a cap refused it."""
+        lim = self.limits
+        try:
+            addr = sock.getpeername()
+        except OSError:  # the client left while the connection was in flight
+            sock.close()
+            return None
+        peer = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        if len(self.connections) >= lim.max_connections:
+            self._refuse(sock, "refused_conn_cap", f"{lim.max_connections} connections open")
+            return None
+        if lim.max_per_peer and self._per_peer[peer] >= lim.max_per_peer:
+            self._refuse(sock, "refused_peer_cap",
+                         f"{lim.max_per_peer} connections open from {peer}")
+            return None
+        sock.setblocking(False)
+        self.counts["adopted"] += 1
+        self._per_peer[peer] += 1
+        conn = self.factory(self, sock, peer)
+        self.connections[conn] = None
+        conn.restore_sweep_state(sweep)
+        conn.on_handed_in(state)
+        return conn
+
     def _refuse(self, sock: socket.socket, reason: str, what: str) -> None:
         self.counts[reason] += 1
         self._episodes.note(reason, self.loop.time(), f"refusing connections: {what}")
@@ -500,7 +575,9 @@ class Server:
                 self._per_peer[conn.peer] = n
             else:
                 del self._per_peer[conn.peer]
-        if reason in DEFENCES:
+        if reason == "handed_off":
+            self.counts["handed_off"] += 1
+        elif reason in DEFENCES:
             self.counts["closed_" + reason] += 1
             self._episodes.note(reason, self.loop.time(), f"closing connections: {reason}")
         if not self._accepting and self.listener is not None and self._retry is None:

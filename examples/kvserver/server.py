@@ -5,9 +5,19 @@ How a request travels
 Every worker runs one :class:`Shard`. It owns the keys whose CRC-32 falls
 on it, and it opens its own listening socket on the same port with
 ``SO_REUSEPORT``, so the kernel spreads incoming connections over the
-workers with no acceptor process in between. A connection stays on the
-worker that accepted it for its whole life (moving it would cost a
-cross-core wake-up, ~12 µs on a 2-vCPU VM, per request).
+workers with no acceptor process in between. The kernel cannot know which
+keys a client will ask for, so a connection starts on whichever worker
+accepted it, and each connection counts where its one-key requests go.
+Once most of its recent ones (at least ``MOVE_AFTER``, and ``MOVE_SHARE``
+times all the others) went to one other shard, the connection moves there
+(:class:`actorq.net.Handoff`: the descriptor over a unix socket in the
+runtime directory), at a moment when none of its replies is pending, so
+nothing needs re-ordering; from then on its requests are local. Why: at one
+request in flight, a request served across workers pays a cross-core
+wake-up each way (~12 µs on a 2-vCPU VM) and about 1.6x the CPU of a local
+one, and no batching removes that (RESULTS.md, "kv across workers"). A
+client that spreads its keys evenly seldom moves (a move would not help
+it), and a connection moves at most ``MAX_MOVES`` times.
 
 Bytes read from a connection go through the RESP parser; each complete
 request is routed (:func:`.commands.route`): answered on the spot (PING,
@@ -68,6 +78,18 @@ REPLY_BYTES = 2 << 20
 #: One reply larger than this cannot cross workers (the runtime's largest record
 #: is 8 MiB); it becomes an error reply naming the limit.
 MAX_REMOTE_REPLY = (8 << 20) - 4096
+#: A connection moves to the worker owning its keys once this many of its recent
+#: one-key requests went to that shard ...
+MOVE_AFTER = 8
+#: ... and that shard had at least this many times as many of them as every
+#: other shard (this one included) together: a client spreading its keys
+#: evenly seldom moves.
+MOVE_SHARE = 3
+#: The requests counted for the decision: past this many, the counts are halved
+#: (recent behaviour counts most; a client that changes keys can move again).
+MOVE_WINDOW = 64
+#: Moves per connection at most (no ping-pong between two workers).
+MAX_MOVES = 4
 SWEEP_INTERVAL = 0.1  # seconds between active-expiry passes
 SWEEP_LIMIT = 200  # keys reclaimed per pass at most (bounded pause)
 
@@ -188,11 +210,15 @@ class Outbox:
 
 
 class Connection(net.Connection):
-    """One client connection, served entirely on the worker that accepted it.
+    """One client connection, served on the worker that accepted it, or on
+    the worker owning its keys once it has shown which those are.
 
     A user of :mod:`actorq.net`: the base reads a slice per loop turn,
     writes, and enforces the caps and slow-client timeouts; this class
-    parses RESP and runs the requests.
+    parses RESP and runs the requests. It counts where its one-key requests
+    go; when most of the recent ones went to one other shard, it moves
+    there (:meth:`maybe_move`, :class:`actorq.net.Handoff`) at a moment when
+    nothing of it is in flight, and its requests are local from then on.
     """
 
     _ids = itertools.count(1)
@@ -206,6 +232,15 @@ class Connection(net.Connection):
         self.backlog: list[Any] = []  # requests parsed but not run while paused
         self.paused = False  # neither reading nor running: too many replies wait to be sent
         self.quitting = False
+        # Where its recent one-key requests went: here, and to each other shard.
+        self.local_hits = 0
+        self.away = [0] * shard.nshards
+        self.away_total = 0
+        self.moves = 0
+        self.move_queued = False
+        # Look at moving again once away_total reaches this: a connection that
+        # cannot or should not move is not re-examined on every read.
+        self.next_check = MOVE_AFTER
         super().__init__(server, sock, peer)
 
     # -- input -------------------------------------------------------------------
@@ -241,10 +276,13 @@ class Connection(net.Connection):
                     elif cmd.where is KEY:  # the hot path: one key, one shard
                         where = crc32(req[1]) % n
                         if where == me:
+                            self.local_hits += 1
                             reply = cmd.handler(store, req)
                             if not resp2:
                                 reply = to_resp3(reply)
                         else:
+                            self.away[where] += 1
+                            self.away_total += 1
                             if len(queue) >= MAX_QUEUED:
                                 self.backlog = reqs[i:]
                                 self.pause()
@@ -301,6 +339,53 @@ class Connection(net.Connection):
             self.flush()
         elif self.quitting and not self.outq:
             self.close("quit")
+        if not queue and self.away_total >= self.next_check and not self.move_queued:
+            # (with replies pending, the flush that sends the last of them does this)
+            self.move_queued = True
+            self.loop.call_soon(self.maybe_move)
+
+    # -- moving to the worker owning its keys ----------------------------------------
+    def maybe_move(self) -> None:
+        """Move to the shard most of the recent one-key requests went to, if one
+        clearly leads and nothing of this connection is in flight.
+
+        Run from the loop, never from inside :meth:`on_data` (the base updates
+        its counters after it returns, and they travel with the connection).
+        If the connection is busy now, the next quiet moment tries again: the
+        end of :meth:`flush` or of :meth:`process` calls back here. If no shard
+        leads, or the move failed, it looks again after ``MOVE_AFTER`` more
+        requests for other shards.
+        """
+        self.move_queued = False
+        if self.closed:
+            return
+        away = self.away
+        if self.local_hits + self.away_total > MOVE_WINDOW:
+            self.local_hits //= 2
+            for i, a in enumerate(away):
+                away[i] = a // 2
+            self.away_total = sum(away)
+            # A look that was due stays due (else a busy connection could halve
+            # its counts below the next look and never be looked at again).
+            self.next_check = min(self.next_check, self.away_total)
+        dest = max(range(len(away)), key=away.__getitem__)
+        lead = away[dest]
+        if self.moves >= MAX_MOVES:
+            self.next_check = 1 << 62  # never again
+            return
+        if lead < MOVE_AFTER or lead < MOVE_SHARE * (self.local_hits + self.away_total - lead):
+            self.next_check = self.away_total + MOVE_AFTER
+            return
+        if self.queue or self.backlog or self.paused or self.quitting:
+            return  # replies in flight: the flush that sends the last of them retries
+        if not self.shard.move(self, dest):
+            self.next_check = self.away_total + MOVE_AFTER
+
+    def handoff_state(self) -> Any:
+        return [self.proto, self.id, self.moves + 1]
+
+    def on_handed_in(self, state: Any) -> None:
+        self.proto, self.id, self.moves = (int(x) for x in state)
 
     def session(self, req: list[bytes]) -> bytes:
         if req[0].upper() == b"QUIT":
@@ -356,6 +441,9 @@ class Connection(net.Connection):
             self.close("quit")
         elif self.paused and not self.outq:
             self.resume()
+        elif not queue and self.away_total >= self.next_check and not self.move_queued:
+            self.move_queued = True
+            self.loop.call_soon(self.maybe_move)
 
     def on_drained(self) -> None:
         if self.quitting and not self.queue:
@@ -396,10 +484,15 @@ class Shard:
     shard's keys meanwhile get an error reply, never a hang.
     """
 
-    def __init__(self, index: int, nshards: int, port: int) -> None:
+    def __init__(self, index: int, nshards: int, port: int, handoff_dir: str | None = None
+                 ) -> None:
         self.index = index
         self.nshards = nshards
         self.port = port
+        # Where each shard's worker receives connections moved to it (None: never move).
+        self.handoff_paths = ([handoff_path(handoff_dir, port, i) for i in range(nshards)]
+                              if handoff_dir is not None and nshards > 1 else None)
+        self.handoff: net.Handoff | None = None
         self.store = Store()
         self.peers: list[Any] = []
         self.server: net.Server | None = None
@@ -426,6 +519,9 @@ class Shard:
             HOST, self.port, limits=limits_from_env(), loop=self.loop,
             name=f"kv-shard-{self.index}", refusal=REFUSAL)
         self.server.start()
+        if self.handoff_paths is not None:
+            self.handoff = net.Handoff(self.server, self.handoff_paths[self.index])
+            self.handoff.start()
         self.sweeper = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
         self.loop.spawn(self.find_peers())
         if os.environ.get("KVSERVER_PROFILE"):
@@ -493,6 +589,12 @@ class Shard:
                 return replies[:i], self.tokens
         return replies, 0
 
+    def move(self, conn: Connection, dest: int) -> bool:
+        """Hand ``conn`` to shard ``dest``'s worker; False if it stays here."""
+        if self.handoff is None or self.handoff_paths is None:
+            return False
+        return self.handoff.send(conn, self.handoff_paths[dest])
+
     def stats(self) -> dict[str, int]:
         """Keys, connections, and the connection server's refusals and closes by reason."""
         net_stats = self.server.stats() if self.server is not None else {}
@@ -510,8 +612,29 @@ class Shard:
                 os.path.join(os.environ["KVSERVER_PROFILE"], f"shard-{self.index}.prof"))
         if self.sweeper is not None:
             self.sweeper.cancel()
+        if self.handoff is not None:
+            self.handoff.close()
         if self.server is not None:
             self.server.close()
+
+
+def handoff_path(directory: str, port: int, index: int) -> str:
+    """The unix socket at which shard ``index`` receives connections moved to it."""
+    return os.path.join(directory, f"kv-{port}-{index}.handoff")
+
+
+def handoff_dir_of(rt: Any) -> str | None:
+    """The runtime directory (mode 0700: only this runtime's processes can hand
+    sockets over), or None if its paths are too long for a unix socket."""
+    address = rt.address
+    if not address.startswith("ipc://"):
+        return None
+    directory = os.path.dirname(address[len("ipc://"):])
+    if len(os.fsencode(handoff_path(directory, 65535, 9999))) > 107:
+        log.warning("kvserver: runtime directory %s is too long for a unix socket path: "
+                    "connections will not move to the worker owning their keys", directory)
+        return None
+    return directory
 
 
 def port_from_env() -> int:
@@ -558,8 +681,11 @@ async def main(rt: Any) -> None:
     reserved = reserve_port(port_from_env())
     port = reserved.getsockname()[1]
     cpus = rt.workers
+    moves = os.environ.get("KVSERVER_MOVE", "1") != "0"
+    handoff_dir = handoff_dir_of(rt) if moves else None
     try:
-        shards = [await rt.spawn(Shard, i, len(cpus), port, name=shard_name(i), cpu=cpu)
+        shards = [await rt.spawn(Shard, i, len(cpus), port, handoff_dir, name=shard_name(i),
+                                 cpu=cpu)
                   for i, cpu in enumerate(cpus)]
         for s in shards:
             await s.ready()
