@@ -75,7 +75,26 @@ class _OnActorq:
 
 
 # test name -> why it is left out (one line each)
-EXCLUDED: dict[str, str] = {}
+EXCLUDED: dict[str, str] = {
+    # patch or call the stock loop's internals, which our loop does not have
+    "EventLoopTestsMixin.test_timeout_rounding": "counts calls of BaseEventLoop._run_once",
+    "EventLoopTestsMixin.test_create_server_multiple_hosts_ipv4": "patches asyncio.base_events.socket",
+    "EventLoopTestsMixin.test_create_server_multiple_hosts_ipv6": "patches asyncio.base_events.socket",
+    "CTask_CFuture_Tests.test_log_destroyed_pending_task": "patches BaseEventLoop._run_once",
+    "PyTask_PyFuture_Tests.test_log_destroyed_pending_task": "patches BaseEventLoop._run_once",
+    "CTask_CFuture_Tests.test_error_in_call_soon": "patches asyncio.base_events.logger",
+    "PyTask_PyFuture_Tests.test_error_in_call_soon": "patches asyncio.base_events.logger",
+    "CoroutineGatherTests.test_issue46672": "patches BaseEventLoop.call_exception_handler",
+    # not supported: NotImplementedError naming the method (see actorq/loop/aio.py)
+    "EventLoopTestsMixin.test_read_pipe": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_unclosed_pipe_transport": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_read_pty_output": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_write_pipe": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_write_pipe_disconnect_on_close": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_write_pty": "pipe transports are not supported",
+    "EventLoopTestsMixin.test_bidirectional_pty": "pipe transports are not supported",
+    "StreamTests.test_read_all_from_pipe_reader": "pipe transports are not supported",
+}
 
 
 def _conform(base: type, **overrides: Any) -> type:

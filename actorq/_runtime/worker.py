@@ -146,11 +146,12 @@ def child_main(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None = N
 def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> None:
     import zmq
 
-    from ..loop import Loop
+    from ..loop import AsyncioLoop, Loop
     from ..loop.sources import ZmqSource
     from .control import Endpoint
 
     loop = Loop()
+    aio = AsyncioLoop(loop)  # asyncio's face: asyncio libraries work in actors (loop/aio.py)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, spec.identity)
@@ -199,7 +200,7 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
         },
     )
     try:
-        loop.run_forever()
+        aio.run_forever()  # the core's run_forever, as asyncio's running loop
     finally:
         zsrc.close()
         port.close()

@@ -115,7 +115,7 @@ class NetworkMixin:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock.recv, n)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recv", n)  # type: ignore[no-any-return]
 
     async def sock_recv_into(self: AsyncioLoop, sock: socket.socket, buf: Any) -> int:  # type: ignore[misc]
         _check_nonblocking(sock)
@@ -123,7 +123,7 @@ class NetworkMixin:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock.recv_into, buf)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recv_into", buf)  # type: ignore[no-any-return]
 
     async def sock_recvfrom(
         self: AsyncioLoop,  # type: ignore[misc]
@@ -135,7 +135,7 @@ class NetworkMixin:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock.recvfrom, bufsize)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recvfrom", bufsize)  # type: ignore[no-any-return]
 
     async def sock_recvfrom_into(
         self: AsyncioLoop,  # type: ignore[misc]
@@ -150,7 +150,7 @@ class NetworkMixin:
             return sock.recvfrom_into(buf, nbytes)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock.recvfrom_into, buf, nbytes)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recvfrom_into", buf, nbytes)  # type: ignore[no-any-return]
 
     async def sock_sendto(
         self: AsyncioLoop,  # type: ignore[misc]
@@ -163,7 +163,7 @@ class NetworkMixin:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, True, _try_call, sock.sendto, data, address)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, True, _try_call, sock, "sendto", data, address)  # type: ignore[no-any-return]
 
     async def sock_sendall(self: AsyncioLoop, sock: socket.socket, data: Any) -> None:  # type: ignore[misc]
         _check_nonblocking(sock)
@@ -612,6 +612,9 @@ class NetworkMixin:
         if not self._core._closed:
             self._core._unwatch(sock.fileno(), "reader", EPOLLIN)
 
+    # asyncio's private name for it (CPython's tests call it)
+    _stop_serving = _stop_accepting
+
     def _accept_ready(self: AsyncioLoop, server: Server, sock: socket.socket) -> bool | None:  # type: ignore[misc]
         """Accept until EAGAIN (one connection per accept), at most a budget per call."""
         for _ in range(_ACCEPTS_PER_EDGE):
@@ -849,11 +852,11 @@ def _bind_all(infos: set[Any], reuse_address: bool, reuse_port: bool | None) -> 
 
 
 # --- what a waiting sock_* op retries on readiness --------------------------------
-def _try_call(fut: asyncio.Future[Any], op: Any, *args: Any) -> None:
+def _try_call(fut: asyncio.Future[Any], sock: socket.socket, op: str, *args: Any) -> None:
     if fut.done():
         return
     try:
-        result = op(*args)
+        result = getattr(sock, op)(*args)  # looked up each time, as asyncio does
     except (BlockingIOError, InterruptedError):
         return  # level-triggered: we are called again while it is ready
     except (SystemExit, KeyboardInterrupt):

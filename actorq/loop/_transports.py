@@ -5,7 +5,10 @@ level-triggered ``add_reader``), so it follows the drain rules in ``core.py``:
 
 - *stream sockets*: read until a read returns fewer bytes than asked for (the
   buffer was empty at that instant; later bytes raise a new edge), or EOF, or
-  EAGAIN. After ``_READS_PER_EDGE`` full reads it returns True: "not
+  EAGAIN. Except when the edge carried ``EPOLLRDHUP``: then the peer's FIN
+  came with (or before) the data, raises no later edge, and a short read
+  has not seen it, so we read on to the end of file. (Registered for
+  ``EPOLLIN | EPOLLRDHUP``; the core keeps each fd's last event flags.) After ``_READS_PER_EDGE`` full reads it returns True: "not
   drained, call me again after the others" (a fast peer cannot starve the loop).
 - *paused reading* registers nothing new: an edge that comes while paused is
   ignored, and ``resume_reading`` queues one read attempt, because the data
@@ -28,7 +31,12 @@ import warnings
 from asyncio import trsock
 from typing import TYPE_CHECKING, Any
 
+import select
+
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
+
+_READ_BITS = EPOLLIN | select.EPOLLRDHUP
+_HUNG_UP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 if TYPE_CHECKING:
     from .aio import AsyncioLoop
@@ -158,7 +166,7 @@ class _SocketTransport(_FlowControl):
     def _unregister(self) -> None:
         core = self._core
         if not core._closed:
-            core._unwatch(self._fd, "reader", EPOLLIN)
+            core._unwatch(self._fd, "reader", _READ_BITS)
             core._unwatch(self._fd, "writer", EPOLLOUT)
 
     def _fatal_error(self, exc: BaseException, message: str) -> None:
@@ -254,7 +262,8 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
     def _start_reading(self) -> None:
         if not self._closing and self._sock is not None:
             # Registering reports data that is already there: no edge is lost.
-            self._core._watch(self._fd, "reader", EPOLLIN, self._on_readable)
+            self._core._watch(self._fd, "reader", _READ_BITS, self._on_readable)
+            self._entry = self._core._fds[self._fd]
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -298,7 +307,9 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return None
-            if len(data) < _MAX_READ or self._paused or self._closing:
+            if self._paused or self._closing:
+                return None
+            if len(data) < _MAX_READ and not self._entry.ev & _HUNG_UP:
                 return None  # a short read drained it (see the module docstring)
         return True
 
@@ -334,7 +345,9 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
                 return None
-            if n < size or self._paused or self._closing:
+            if self._paused or self._closing:
+                return None
+            if n < size and not self._entry.ev & _HUNG_UP:
                 return None
         return True
 
@@ -348,7 +361,7 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
             return
         if keep_open:
             # half-closed: nothing more to read, writing goes on
-            self._core._unwatch(self._fd, "reader", EPOLLIN)
+            self._core._unwatch(self._fd, "reader", _READ_BITS)
         else:
             self.close()
 
@@ -436,14 +449,14 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        self._core._unwatch(self._fd, "reader", EPOLLIN)
+        self._core._unwatch(self._fd, "reader", _READ_BITS)
         if not self._buffer:
             self._conn_lost += 1
             self._core._unwatch(self._fd, "writer", EPOLLOUT)
             self._face.call_soon(self._call_connection_lost, None)
 
 
-class DatagramTransport(_SocketTransport, asyncio.DatagramTransport):
+class DatagramTransport(_SocketTransport, asyncio.Transport, asyncio.DatagramTransport):
     """A UDP (or Unix datagram) socket as an asyncio DatagramTransport. One
     read is one datagram whatever its size, so it reads until EAGAIN. At most
     ``_DATAGRAM_QUEUE`` datagrams wait for a full socket; beyond that they are

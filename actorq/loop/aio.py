@@ -674,14 +674,21 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
                 )
 
     def _core_raised(self, exc: BaseException, what: Any) -> None:
-        """A callback on the core raised: hand it to asyncio's exception handler."""
+        """A callback on the core raised: asyncio's exception handler hears of
+        asyncio callbacks; the core's own (the runtime's) are logged as before."""
+        h = what if isinstance(what, Handle) else getattr(what, "__self__", None)
+        if not isinstance(h, (AioHandle, AioTimerHandle)):
+            self._core._exception_handler = None
+            try:
+                self._core._callback_raised(exc, what)
+            finally:
+                self._core._exception_handler = self._core_raised
+            return
         context: dict[str, Any] = {
             "message": f"Exception in callback {_describe(what)}",
             "exception": exc,
         }
-        h = what if isinstance(what, Handle) else getattr(what, "__self__", None)
-        if isinstance(h, Handle):
-            context["handle"] = h
+        context["handle"] = h
         self.call_exception_handler(context)
 
     def get_debug(self) -> bool:

@@ -226,7 +226,7 @@ class TimerHandle(Handle):
 class _Entry:
     """One registered fd: its reader and writer callbacks and its event count."""
 
-    __slots__ = ("count", "et", "fd", "kind", "mask", "reader", "source", "writer")
+    __slots__ = ("count", "et", "ev", "fd", "kind", "mask", "reader", "source", "writer")
 
     def __init__(self, fd: int, kind: str) -> None:
         self.fd = fd
@@ -237,6 +237,9 @@ class _Entry:
         self.mask = 0
         self.kind = kind
         self.count = 0
+        # the flags of its last event: a stream reader that sees EPOLLRDHUP
+        # there reads on past a short read, to the end of file (aio transports)
+        self.ev = 0
         self.source: Source | None = None
         # EPOLLET unless told otherwise: asyncio's add_reader promises its
         # callers level-triggered readiness (see aio.py), nothing else here does.
@@ -746,6 +749,7 @@ class Loop:
                     except KeyError:
                         continue  # removed earlier in this turn
                     e.count += 1
+                    e.ev = ev
                     if ev & read_ev:
                         fn = e.reader
                         if fn is not None:
