@@ -370,7 +370,7 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
         return len(self._buffer)
 
     def write(self, data: Any) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
@@ -393,7 +393,7 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on socket transport")
                 return
-            view = memoryview(data).cast("B") if isinstance(data, memoryview) else data
+            view = data if type(data) is bytes else memoryview(data).cast("B")
             if n == len(view):
                 return
             data = memoryview(view)[n:]

@@ -64,28 +64,15 @@ _EXECUTOR_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 class AioHandle(Handle):
-    """A callback with asyncio's ``Handle`` interface; the core runs it as
-    ``context.run(callback, *args)``."""
+    """A callback with asyncio's ``Handle`` interface. Made as
+    ``AioHandle(context.run, (callback, *args))``: the core runs
+    ``_fn(*_args)`` as for any handle, and the context is ``_fn.__self__``
+    (no more fields: a handle is made per callback)."""
 
-    __slots__ = ("_context", "_face")
-
-    def __init__(
-        self,
-        callback: Callable[..., Any],
-        args: tuple[Any, ...],
-        face: AsyncioLoop,
-        context: contextvars.Context | None,
-    ) -> None:
-        if context is None:
-            context = contextvars.copy_context()
-        self._fn = context.run
-        self._args = (callback, *args)
-        self._cancelled = False
-        self._context = context
-        self._face = face
+    __slots__ = ()
 
     def get_context(self) -> contextvars.Context:
-        return self._context
+        return self._fn.__self__  # type: ignore[attr-defined,no-any-return]
 
     def _run(self) -> None:
         """Zero-argument form for fd registrations (the core calls it per event)."""
@@ -130,6 +117,11 @@ class AioTimerHandle(TimerHandle):
     def __repr__(self) -> str:
         state = " cancelled" if self._cancelled else ""
         return f"<TimerHandle when={self._when:.6f} {_describe(self._args[0])}{state}>"
+
+
+def _handle(callback: Callable[..., Any], args: tuple[Any, ...]) -> AioHandle:
+    """A handle that runs in a copy of the current context (asyncio's default)."""
+    return AioHandle(contextvars.copy_context().run, (callback, *args))
 
 
 def _fd_of(fileobj: Any) -> int:
@@ -355,7 +347,9 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_soon")
-        h = AioHandle(callback, args, self, context)
+        if context is None:
+            context = contextvars.copy_context()
+        h = AioHandle(context.run, (callback, *args))
         self._ready.append(h)
         return h
 
@@ -366,7 +360,9 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             raise RuntimeError("Event loop is closed")
         if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
-        h = AioHandle(callback, args, self, context)
+        if context is None:
+            context = contextvars.copy_context()
+        h = AioHandle(context.run, (callback, *args))
         self._ready.append(h)  # deque.append is atomic under the GIL
         self._core.wake()
         return h
@@ -462,7 +458,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         self._check_closed()
         fdn = _fd_of(fd)
         self._ensure_fd_no_transport(fdn)
-        self._watch_level(fdn, "reader", EPOLLIN, AioHandle(callback, args, self, None))
+        self._watch_level(fdn, "reader", EPOLLIN, _handle(callback, args))
 
     def remove_reader(self, fd: Any) -> bool:
         if self._core._closed:
@@ -476,7 +472,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         self._check_closed()
         fdn = _fd_of(fd)
         self._ensure_fd_no_transport(fdn)
-        self._watch_level(fdn, "writer", EPOLLOUT, AioHandle(callback, args, self, None))
+        self._watch_level(fdn, "writer", EPOLLOUT, _handle(callback, args))
 
     def remove_writer(self, fd: Any) -> bool:
         if self._core._closed:
@@ -564,7 +560,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             raise RuntimeError(str(exc)) from None
         if old not in (-1, self._sig_socks[1].fileno()):
             self._old_wakeup_fd = old
-        self._signal_handlers[sig] = AioHandle(callback, args, self, None)
+        self._signal_handlers[sig] = _handle(callback, args)
         try:
             signal.signal(sig, _noop_signal_handler)
             signal.siginterrupt(sig, False)
