@@ -26,7 +26,7 @@ from actorq.testing import running
 
 pytest.importorskip("zmq")
 
-from test_examples_kvserver import kvserver  # noqa: E402,F401  (the fixture, reused)
+from test_examples_kvserver import kvserver  # noqa: F401  (the fixture, reused)
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -204,9 +204,21 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         port = probe.getsockname()[1]
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20
@@ -236,9 +248,10 @@ def test_redis_asyncio_against_redis_server(rt: Any, redis_port: int) -> None:
     assert aio.redis_counter(redis_port, "hits", 20) == [20, b"actorq"]
 
 
-def test_redis_asyncio_against_the_kv_example(rt: Any, kvserver: tuple[int, Any]) -> None:
+def test_redis_asyncio_against_the_kv_example(rt: Any, request: pytest.FixtureRequest) -> None:
+    port = request.getfixturevalue("kvserver")[0]  # examples/kvserver, started for real
     aio = rt.spawn(Aio)
-    assert aio.redis_counter(kvserver[0], "aio-hits", 20) == [20, b"actorq"]
+    assert aio.redis_counter(port, "aio-hits", 20) == [20, b"actorq"]
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):

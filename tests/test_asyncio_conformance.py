@@ -78,8 +78,12 @@ class _OnActorq:
 EXCLUDED: dict[str, str] = {
     # patch or call the stock loop's internals, which our loop does not have
     "EventLoopTestsMixin.test_timeout_rounding": "counts calls of BaseEventLoop._run_once",
-    "EventLoopTestsMixin.test_create_server_multiple_hosts_ipv4": "patches asyncio.base_events.socket",
-    "EventLoopTestsMixin.test_create_server_multiple_hosts_ipv6": "patches asyncio.base_events.socket",
+    **{
+        f"EventLoopTestsMixin.test_create_server_multiple_hosts_ipv{v}": (
+            "patches asyncio.base_events.socket"
+        )
+        for v in (4, 6)
+    },
     "CTask_CFuture_Tests.test_log_destroyed_pending_task": "patches BaseEventLoop._run_once",
     "PyTask_PyFuture_Tests.test_log_destroyed_pending_task": "patches BaseEventLoop._run_once",
     "CTask_CFuture_Tests.test_error_in_call_soon": "patches asyncio.base_events.logger",

@@ -534,7 +534,9 @@ class NetworkMixin:
             infos: set[Any] = set()
             for h in hosts:
                 infos.update(
-                    await self.getaddrinfo(h, port, family=family, type=socket.SOCK_STREAM, flags=flags)
+                    await self.getaddrinfo(
+                        h, port, family=family, type=socket.SOCK_STREAM, flags=flags
+                    )
                 )
             sockets = _bind_all(infos, reuse_address, reuse_port)
         else:
@@ -546,7 +548,13 @@ class NetworkMixin:
         for s in sockets:
             s.setblocking(False)
         server = Server(
-            self, sockets, protocol_factory, ssl, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
+            self,
+            sockets,
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
         )
         if start_serving:
             server._start_serving()
@@ -596,7 +604,13 @@ class NetworkMixin:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
         sock.setblocking(False)
         server = Server(
-            self, [sock], protocol_factory, ssl, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
+            self,
+            [sock],
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
         )
         if start_serving:
             server._start_serving()
@@ -717,7 +731,15 @@ class NetworkMixin:
         if sock is not None:
             if sock.type != socket.SOCK_DGRAM:
                 raise ValueError(f"A UDP Socket was expected, got {sock!r}")
-            if local_addr or remote_addr or family or proto or flags or reuse_port or allow_broadcast:
+            if (
+                local_addr
+                or remote_addr
+                or family
+                or proto
+                or flags
+                or reuse_port
+                or allow_broadcast
+            ):
                 raise ValueError(
                     "socket modifier keyword arguments can not be used when sock is specified"
                 )
@@ -780,7 +802,7 @@ class NetworkMixin:
             if remote_addr
             else None
         )
-        if local_addr and not local or remote_addr and not remote:
+        if (local_addr and not local) or (remote_addr and not remote):
             raise OSError("getaddrinfo() returned empty list")
         families = {i[0] for i in (local or remote or [])}
         last: OSError | None = None
@@ -798,9 +820,8 @@ class NetworkMixin:
                 sock.setblocking(False)
                 if loc is not None:
                     sock.bind(loc)
-                if rem is not None:
-                    if not allow_broadcast:
-                        await self.sock_connect(sock, rem)
+                if rem is not None and not allow_broadcast:
+                    await self.sock_connect(sock, rem)
                 return sock, rem
             except OSError as exc:
                 sock.close()
@@ -867,7 +888,9 @@ def _try_call(fut: asyncio.Future[Any], sock: socket.socket, op: str, *args: Any
         fut.set_result(result)
 
 
-def _send_rest(fut: asyncio.Future[Any], sock: socket.socket, view: memoryview, pos: list[int]) -> None:
+def _send_rest(
+    fut: asyncio.Future[Any], sock: socket.socket, view: memoryview, pos: list[int]
+) -> None:
     if fut.done():
         return
     start = pos[0]

@@ -8,8 +8,9 @@ level-triggered ``add_reader``), so it follows the drain rules in ``core.py``:
   EAGAIN. Except when the edge carried ``EPOLLRDHUP``: then the peer's FIN
   came with (or before) the data, raises no later edge, and a short read
   has not seen it, so we read on to the end of file. (Registered for
-  ``EPOLLIN | EPOLLRDHUP``; the core keeps each fd's last event flags.) After ``_READS_PER_EDGE`` full reads it returns True: "not
-  drained, call me again after the others" (a fast peer cannot starve the loop).
+  ``EPOLLIN | EPOLLRDHUP``; the core keeps each fd's last event flags.)
+  After ``_READS_PER_EDGE`` full reads it returns True: "not drained, call
+  me again after the others" (a fast peer cannot starve the loop).
 - *paused reading* registers nothing new: an edge that comes while paused is
   ignored, and ``resume_reading`` queues one read attempt, because the data
   that arrived while paused raised its edge already.
@@ -26,12 +27,11 @@ import asyncio
 import collections
 import errno
 import logging
+import select
 import socket
 import warnings
 from asyncio import trsock
 from typing import TYPE_CHECKING, Any
-
-import select
 
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
 

@@ -50,8 +50,8 @@ from asyncio import events
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from .core import EPOLLIN, EPOLLOUT, Handle, Loop, TimerHandle, _describe
 from ._aio_net import NetworkMixin
+from .core import EPOLLIN, EPOLLOUT, Handle, Loop, TimerHandle, _describe
 
 __all__ = ["AsyncioLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 
@@ -274,7 +274,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         agens = list(self._asyncgens)
         self._asyncgens.clear()
         results = await asyncio.gather(*[ag.aclose() for ag in agens], return_exceptions=True)
-        for result, agen in zip(results, agens):
+        for result, agen in zip(results, agens, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler(
                     {
@@ -291,6 +291,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
                 f"asynchronous generator {agen!r} was scheduled after "
                 "loop.shutdown_asyncgens() call",
                 ResourceWarning,
+                stacklevel=2,
                 source=self,
             )
         self._asyncgens.add(agen)
@@ -335,8 +336,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
     def _check_thread(self) -> None:
         if self._thread_id is not None and self._thread_id != threading.get_ident():
             raise RuntimeError(
-                "Non-thread-safe operation invoked on an event loop other "
-                "than the current one"
+                "Non-thread-safe operation invoked on an event loop other than the current one"
             )
 
     def call_soon(
@@ -763,4 +763,3 @@ def run(main: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T:
     """``asyncio.run(main)`` on a new actorq loop."""
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)
-
