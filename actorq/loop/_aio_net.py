@@ -35,7 +35,9 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     ssl_module = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from .aio import AsyncioLoop
+    from collections.abc import Callable
+
+    from .core import Loop
 
 logger = logging.getLogger("asyncio")
 
@@ -69,18 +71,43 @@ def _check_ssl_args(
 class NetworkMixin:
     """Sockets, connections and servers for ``AsyncioLoop`` (see the module docstring)."""
 
-    def __init__(self: AsyncioLoop) -> None:  # type: ignore[misc]
+    if TYPE_CHECKING:  # what it uses of AsyncioLoop
+        _core: Loop
+        _debug: bool
+
+        def create_future(self) -> Any: ...
+        def call_soon(self, callback: Callable[..., Any], *args: Any) -> Any: ...
+        def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+        def call_exception_handler(self, context: dict[str, Any]) -> None: ...
+        def get_debug(self) -> bool: ...
+        def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None: ...
+        def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None: ...
+        def remove_reader(self, fd: Any) -> bool: ...
+        def remove_writer(self, fd: Any) -> bool: ...
+        def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any: ...
+        async def getaddrinfo(
+            self,
+            host: Any,
+            port: Any,
+            *,
+            family: int = 0,
+            type: int = 0,
+            proto: int = 0,
+            flags: int = 0,
+        ) -> list[Any]: ...
+
+    def __init__(self) -> None:
         # fd -> the transport using it (add_reader on it is refused, as asyncio does)
         self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
-    def _ensure_fd_no_transport(self: AsyncioLoop, fd: int) -> None:  # type: ignore[misc]
+    def _ensure_fd_no_transport(self, fd: int) -> None:
         transport = self._transports.get(fd)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
     # --- waiting on a socket --------------------------------------------------
     def _wait_io(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         writable: bool,
         attempt: Any,
@@ -99,7 +126,7 @@ class NetworkMixin:
         return fut
 
     def _io_done(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         fd: int,
         writable: bool,
         mine: Any,
@@ -109,24 +136,24 @@ class NetworkMixin:
         if e is not None and getattr(e, "writer" if writable else "reader") is mine:
             (self.remove_writer if writable else self.remove_reader)(fd)
 
-    async def sock_recv(self: AsyncioLoop, sock: socket.socket, n: int) -> bytes:  # type: ignore[misc]
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         _check_nonblocking(sock)
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock, "recv", n)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recv", n)
 
-    async def sock_recv_into(self: AsyncioLoop, sock: socket.socket, buf: Any) -> int:  # type: ignore[misc]
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         _check_nonblocking(sock)
         try:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock, "recv_into", buf)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recv_into", buf)
 
     async def sock_recvfrom(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         bufsize: int,
     ) -> tuple[bytes, Any]:
@@ -135,10 +162,10 @@ class NetworkMixin:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock, "recvfrom", bufsize)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         buf: Any,
         nbytes: int = 0,
@@ -150,10 +177,10 @@ class NetworkMixin:
             return sock.recvfrom_into(buf, nbytes)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock, "recvfrom_into", buf, nbytes)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _try_call, sock, "recvfrom_into", buf, nbytes)
 
     async def sock_sendto(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         data: Any,
         address: Any,
@@ -163,9 +190,9 @@ class NetworkMixin:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, True, _try_call, sock, "sendto", data, address)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, True, _try_call, sock, "sendto", data, address)
 
-    async def sock_sendall(self: AsyncioLoop, sock: socket.socket, data: Any) -> None:  # type: ignore[misc]
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         _check_nonblocking(sock)
         try:
             n = sock.send(data)
@@ -176,7 +203,7 @@ class NetworkMixin:
             return
         await self._wait_io(sock, True, _send_rest, sock, view, [n])
 
-    async def sock_connect(self: AsyncioLoop, sock: socket.socket, address: Any) -> None:  # type: ignore[misc]
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
         _check_nonblocking(sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             infos = await self.getaddrinfo(
@@ -193,7 +220,7 @@ class NetworkMixin:
         # Connecting goes on in the background: writable means done, SO_ERROR says how.
         await self._wait_io(sock, True, _connect_done, sock, address)
 
-    async def sock_accept(self: AsyncioLoop, sock: socket.socket) -> tuple[socket.socket, Any]:  # type: ignore[misc]
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         _check_nonblocking(sock)
         try:
             conn, address = sock.accept()
@@ -201,10 +228,10 @@ class NetworkMixin:
             return conn, address
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _accept_one, sock)  # type: ignore[no-any-return]
+        return await self._wait_io(sock, False, _accept_one, sock)
 
     async def sock_sendfile(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         file: Any,
         offset: int = 0,
@@ -250,7 +277,7 @@ class NetworkMixin:
 
     # --- connections ----------------------------------------------------------
     async def _connect_one(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         info: Any,
         local_infos: list[Any] | None,
         errors: list[OSError],
@@ -285,7 +312,7 @@ class NetworkMixin:
             raise
 
     async def create_connection(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         host: Any = None,
         port: Any = None,
@@ -359,7 +386,7 @@ class NetworkMixin:
         )
 
     async def _make_stream(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         sock: socket.socket,
         protocol_factory: Any,
         ssl: Any,
@@ -372,9 +399,10 @@ class NetworkMixin:
         protocol = protocol_factory()
         waiter = self.create_future()
         transport: Any
+        app: Any
         if ssl:
             context = _ssl_context(ssl, server_side, server_hostname)
-            ssl_protocol = sslproto.SSLProtocol(
+            ssl_protocol = _ssl_protocol(
                 self,
                 protocol,
                 context,
@@ -396,7 +424,7 @@ class NetworkMixin:
         return app, protocol
 
     async def create_unix_connection(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         path: Any = None,
         *,
@@ -436,7 +464,7 @@ class NetworkMixin:
         )
 
     async def connect_accepted_socket(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         sock: socket.socket,
         *,
@@ -453,7 +481,7 @@ class NetworkMixin:
         )
 
     async def start_tls(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         transport: Any,
         protocol: Any,
         sslcontext: Any,
@@ -473,7 +501,7 @@ class NetworkMixin:
         if not getattr(transport, "_start_tls_compatible", False):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _ssl_protocol(
             self,
             protocol,
             sslcontext,
@@ -499,7 +527,7 @@ class NetworkMixin:
 
     # --- servers ----------------------------------------------------------------
     async def create_server(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         host: Any = None,
         port: Any = None,
@@ -562,7 +590,7 @@ class NetworkMixin:
         return server
 
     async def create_unix_server(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         path: Any = None,
         *,
@@ -617,19 +645,19 @@ class NetworkMixin:
             await asyncio.sleep(0)
         return server
 
-    def _start_accepting(self: AsyncioLoop, server: Server, sock: socket.socket) -> None:  # type: ignore[misc]
+    def _start_accepting(self, server: Server, sock: socket.socket) -> None:
         self._core._watch(
             sock.fileno(), "reader", EPOLLIN, functools.partial(self._accept_ready, server, sock)
         )
 
-    def _stop_accepting(self: AsyncioLoop, sock: socket.socket) -> None:  # type: ignore[misc]
+    def _stop_accepting(self, sock: socket.socket) -> None:
         if not self._core._closed:
             self._core._unwatch(sock.fileno(), "reader", EPOLLIN)
 
     # asyncio's private name for it (CPython's tests call it)
     _stop_serving = _stop_accepting
 
-    def _accept_ready(self: AsyncioLoop, server: Server, sock: socket.socket) -> bool | None:  # type: ignore[misc]
+    def _accept_ready(self, server: Server, sock: socket.socket) -> bool | None:
         """Accept until EAGAIN (one connection per accept), at most a budget per call."""
         for _ in range(_ACCEPTS_PER_EDGE):
             if server._sockets is None:
@@ -659,11 +687,11 @@ class NetworkMixin:
             self._accepted(server, conn, addr)
         return True
 
-    def _resume_accepting(self: AsyncioLoop, server: Server, sock: socket.socket) -> None:  # type: ignore[misc]
+    def _resume_accepting(self, server: Server, sock: socket.socket) -> None:
         if server._sockets is not None and server._serving:
             self._start_accepting(server, sock)
 
-    def _accepted(self: AsyncioLoop, server: Server, conn: socket.socket, addr: Any) -> None:  # type: ignore[misc]
+    def _accepted(self, server: Server, conn: socket.socket, addr: Any) -> None:
         try:
             protocol = server._protocol_factory()
         except (SystemExit, KeyboardInterrupt):
@@ -679,7 +707,7 @@ class NetworkMixin:
             StreamTransport(self, conn, protocol, None, extra, server)
             return
         waiter = self.create_future()
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _ssl_protocol(
             self,
             protocol,
             server._ssl_context,
@@ -708,7 +736,7 @@ class NetworkMixin:
 
     # --- datagrams ----------------------------------------------------------------
     async def create_datagram_endpoint(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         protocol_factory: Any,
         local_addr: Any = None,
         remote_addr: Any = None,
@@ -779,7 +807,7 @@ class NetworkMixin:
         return transport, protocol
 
     async def _datagram_socket(
-        self: AsyncioLoop,  # type: ignore[misc]
+        self,
         local_addr: Any,
         remote_addr: Any,
         family: int,
@@ -832,6 +860,11 @@ class NetworkMixin:
         raise last if last is not None else ValueError("can not get address information")
 
 
+def _ssl_protocol(*args: Any, **kwargs: Any) -> Any:
+    """asyncio's own TLS state machine over our transport (stdlib: reused, not copied)."""
+    return sslproto.SSLProtocol(*args, **kwargs)
+
+
 def _ssl_context(ssl: Any, server_side: bool, server_hostname: str | None) -> Any:
     if not isinstance(ssl, bool):
         return ssl
@@ -861,9 +894,9 @@ def _bind_all(infos: set[Any], reuse_address: bool, reuse_port: bool | None) -> 
             try:
                 sock.bind(sa)
             except OSError as err:
+                why = (err.strerror or "").lower()
                 raise OSError(
-                    err.errno,
-                    f"error while attempting to bind on address {sa!r}: {err.strerror.lower()}",
+                    err.errno, f"error while attempting to bind on address {sa!r}: {why}"
                 ) from None
     except BaseException:
         for sock in sockets:

@@ -31,15 +31,12 @@ import select
 import socket
 import warnings
 from asyncio import trsock
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
 
 _READ_BITS = EPOLLIN | select.EPOLLRDHUP
 _HUNG_UP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
-
-if TYPE_CHECKING:
-    from .aio import AsyncioLoop
 
 logger = logging.getLogger("asyncio")
 
@@ -60,7 +57,7 @@ class _FlowControl:
     """Write buffer limits and pause_writing/resume_writing, shared by transports."""
 
     _protocol: Any
-    _face: AsyncioLoop
+    _face: Any
     _high = _HIGH_WATER
     _low = _HIGH_WATER // 4
     _protocol_paused = False
@@ -124,7 +121,7 @@ class _SocketTransport(_FlowControl):
     _sock: socket.socket | None
 
     def _setup(
-        self, face: AsyncioLoop, sock: socket.socket, protocol: Any, extra: Any, server: Any
+        self, face: Any, sock: socket.socket, protocol: Any, extra: Any, server: Any
     ) -> None:
         self._extra = dict(extra) if extra else {}
         self._extra["socket"] = trsock.TransportSocket(sock)
@@ -232,7 +229,7 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
 
     def __init__(
         self,
-        face: AsyncioLoop,
+        face: Any,
         sock: socket.socket,
         protocol: Any,
         waiter: asyncio.Future[Any] | None = None,
@@ -464,7 +461,7 @@ class DatagramTransport(_SocketTransport, asyncio.Transport, asyncio.DatagramTra
 
     def __init__(
         self,
-        face: AsyncioLoop,
+        face: Any,
         sock: socket.socket,
         protocol: Any,
         address: Any = None,
@@ -601,7 +598,7 @@ class Server(asyncio.AbstractServer):
 
     def __init__(
         self,
-        face: AsyncioLoop,
+        face: Any,
         sockets: list[socket.socket],
         protocol_factory: Any,
         ssl_context: Any,
@@ -647,7 +644,7 @@ class Server(asyncio.AbstractServer):
             sock.listen(self._backlog)
             self._loop._start_accepting(self, sock)
 
-    def get_loop(self) -> AsyncioLoop:
+    def get_loop(self) -> Any:
         return self._loop
 
     def is_serving(self) -> bool:

@@ -72,7 +72,7 @@ class AioHandle(Handle):
     __slots__ = ()
 
     def get_context(self) -> contextvars.Context:
-        return self._fn.__self__  # type: ignore[attr-defined,no-any-return]
+        return self._fn.__self__  # type: ignore[attr-defined]
 
     def _run(self) -> None:
         """Zero-argument form for fd registrations (the core calls it per event)."""
@@ -148,7 +148,7 @@ def _debug_from_env() -> bool:
     )
 
 
-class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
+class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc]
     """An ``asyncio.AbstractEventLoop`` running on an actorq ``Loop`` (see the
     module docstring). ``AsyncioLoop()`` makes its own core; ``AsyncioLoop(loop)``
     gives an existing core (a worker's) its asyncio face."""
@@ -223,7 +223,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
                 sys.set_coroutine_origin_tracking_depth(0)
             sys.set_asyncgen_hooks(*old_hooks)
 
-    def run_until_complete(self, future: Awaitable[T]) -> T:
+    def run_until_complete(self, future: Awaitable[T]) -> T:  # type: ignore[override]
         self._check_closed()
         self._check_running()
         new_task = not asyncio.isfuture(future)
@@ -241,7 +241,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             fut.remove_done_callback(_stop_when_done)
         if not fut.done():
             raise RuntimeError("Event loop stopped before Future completed.")
-        return fut.result()  # type: ignore[no-any-return]
+        return fut.result()
 
     def stop(self) -> None:
         self._core.stop()
@@ -339,7 +339,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
                 "Non-thread-safe operation invoked on an event loop other than the current one"
             )
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
     ) -> AioHandle:
         if self._core._closed:
@@ -353,7 +353,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         self._ready.append(h)
         return h
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
     ) -> AioHandle:
         if self._core._closed:
@@ -367,7 +367,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         self._core.wake()
         return h
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., Any],
@@ -378,7 +378,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             raise TypeError("delay must not be None")
         return self.call_at(self._core._clock() + delay, callback, *args, context=context)
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., Any],
@@ -414,14 +414,14 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             task: Any = asyncio.Task(coro, loop=self, name=name, context=context)
             if task._source_traceback:
                 del task._source_traceback[-1]
-            return task  # type: ignore[no-any-return]
+            return task
         task = factory(self, coro) if context is None else factory(self, coro, context=context)
         if name is not None:
             try:
                 task.set_name(name)
             except AttributeError:
                 pass
-        return task  # type: ignore[no-any-return]
+        return task
 
     def set_task_factory(self, factory: Any) -> None:
         if factory is not None and not callable(factory):
@@ -453,7 +453,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
             cb.__self__.cancel()
         return core._unwatch(fd, slot, bit)
 
-    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         """Call ``callback(*args)`` while ``fd`` is readable (level-triggered, as asyncio)."""
         self._check_closed()
         fdn = _fd_of(fd)
@@ -467,7 +467,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         self._ensure_fd_no_transport(fdn)
         return self._unwatch_level(fdn, "reader", EPOLLIN)
 
-    def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+    def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         """Call ``callback(*args)`` while ``fd`` is writable (level-triggered, as asyncio)."""
         self._check_closed()
         fdn = _fd_of(fd)
@@ -482,7 +482,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         return self._unwatch_level(fdn, "writer", EPOLLOUT)
 
     # --- executor and name resolution ----------------------------------------
-    def run_in_executor(
+    def run_in_executor(  # type: ignore[override]
         self, executor: concurrent.futures.Executor | None, func: Callable[..., T], *args: Any
     ) -> asyncio.Future[T]:
         self._check_closed()
@@ -539,7 +539,7 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):
         if sig not in signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., Any], *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         """Run ``callback(*args)`` on the loop when ``sig`` arrives (main thread
         only). Python's own handler writes the signal number to a wakeup
         socket the loop watches (``signal.set_wakeup_fd``)."""

@@ -587,7 +587,7 @@ class Loop:
         asyncio Task of that face, so ``asyncio.current_task()``, TaskGroup
         and ``asyncio.timeout`` work in the coroutine."""
         if self._facade is not None:
-            return self._facade.create_task(coro)  # type: ignore[no-any-return]
+            return self._facade.create_task(coro)
         return Task(coro, self)
 
     # --- running ---------------------------------------------------------------
@@ -1104,8 +1104,7 @@ class Task(Future[T]):
                     else:
                         y._callbacks.append(self._wakeup)
             elif (
-                getattr(y, "_asyncio_future_blocking", None)
-                and y.get_loop() is self._loop._facade
+                getattr(y, "_asyncio_future_blocking", None) and y.get_loop() is self._loop._facade
             ):
                 # an asyncio Future of this loop (when it is an asyncio loop: aio.py)
                 y._asyncio_future_blocking = False
@@ -1130,11 +1129,12 @@ class Task(Future[T]):
             self._step(None, fut._exc if fut._exc is not None else Cancelled())
 
     def _wakeup_foreign(self, fut: Any) -> None:
+        result = fut.result  # (taken before the identity test narrows fut's type)
         if self._waiting is not fut:
             return
         self._waiting = None
         try:
-            value = fut.result()
+            value = result()
         except BaseException as exc:
             self._step(None, exc)
         else:
