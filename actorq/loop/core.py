@@ -1104,7 +1104,8 @@ class Task(Future[T]):
                     else:
                         y._callbacks.append(self._wakeup)
             elif (
-                getattr(y, "_asyncio_future_blocking", None) and y.get_loop() is self._loop._facade
+                getattr(y, "_asyncio_future_blocking", None) is True
+                and y.get_loop() is self._loop._facade
             ):
                 # an asyncio Future of this loop (when it is an asyncio loop: aio.py)
                 y._asyncio_future_blocking = False
