@@ -119,6 +119,9 @@ class AioTimerHandle(TimerHandle):
         return f"<TimerHandle when={self._when:.6f} {_describe(self._args[0])}{state}>"
 
 
+_new_handle = object.__new__
+
+
 def _handle(callback: Callable[..., Any], args: tuple[Any, ...]) -> AioHandle:
     """A handle that runs in a copy of the current context (asyncio's default)."""
     return AioHandle(contextvars.copy_context().run, (callback, *args))
@@ -349,7 +352,11 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
             self._check_callback(callback, "call_soon")
         if context is None:
             context = contextvars.copy_context()
-        h = AioHandle(context.run, (callback, *args))
+        # (the fields set here, not in an __init__: one Python frame less per callback)
+        h = _new_handle(AioHandle)
+        h._fn = context.run
+        h._args = (callback, *args)
+        h._cancelled = False
         self._ready.append(h)
         return h
 
