@@ -231,11 +231,17 @@ def _aio_loop(name: str) -> asyncio.AbstractEventLoop:
 
 
 class _Echo(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.lost = asyncio.get_running_loop().create_future()
+
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.set_result(None)
 
 
 class _Pinger(asyncio.Protocol):
@@ -262,7 +268,13 @@ class _Pinger(asyncio.Protocol):
 
 async def _protocol_echo(n: int) -> float:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Echo, "127.0.0.1", 0)
+    echoes: list[_Echo] = []
+
+    def echo() -> _Echo:
+        echoes.append(_Echo())
+        return echoes[-1]
+
+    server = await loop.create_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     done = loop.create_future()
     transport, _ = await loop.create_connection(lambda: _Pinger(n, done), "127.0.0.1", port)
@@ -271,12 +283,23 @@ async def _protocol_echo(n: int) -> float:
     dt = time.perf_counter() - t0
     transport.close()
     server.close()
-    await server.wait_closed()
+    await asyncio.gather(*(e.lost for e in echoes))  # the server side saw EOF and closed
     return n / dt
 
 
-async def _stream_server() -> tuple[Any, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _StreamServer:
+    """An echo server of 64 B records; ``close()`` also waits for its handlers
+    (3.11's ``Server.wait_closed`` does not), so no task outlives the loop."""
+
+    async def start(self) -> int:
+        self.handlers: set[asyncio.Task[Any]] = set()
+        self.server = await asyncio.start_server(self.echo, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
         try:
             while True:
                 writer.write(await reader.readexactly(64))
@@ -284,8 +307,10 @@ async def _stream_server() -> tuple[Any, int]:
             pass
         writer.close()
 
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.gather(*self.handlers)
 
 
 async def _stream_client(port: int, n: int) -> None:
@@ -298,23 +323,23 @@ async def _stream_client(port: int, n: int) -> None:
 
 
 async def _stream_echo(n: int) -> float:
-    server, port = await _stream_server()
+    server = _StreamServer()
+    port = await server.start()
     t0 = time.perf_counter()
     await _stream_client(port, n)
     dt = time.perf_counter() - t0
-    server.close()
-    await server.wait_closed()
+    await server.close()
     return n / dt
 
 
 async def _many_conns(n: int, conns: int = 100) -> float:
-    server, port = await _stream_server()
+    server = _StreamServer()
+    port = await server.start()
     per = max(1, n // conns)
     t0 = time.perf_counter()
     await asyncio.gather(*(_stream_client(port, per) for _ in range(conns)))
     dt = time.perf_counter() - t0
-    server.close()
-    await server.wait_closed()
+    await server.close()
     return per * conns / dt
 
 
