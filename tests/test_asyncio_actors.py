@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import actorq
-from actorq.testing import running
+from actorq.testing import running, wait_until
 
 pytest.importorskip("zmq")
 
@@ -150,6 +150,40 @@ class Aio:
             first = await client.get(url)
             second = await client.get(url + "?again")
         return [first.status_code, first.text, second.text]
+
+
+@actorq.actor
+class Watcher:
+    """Collects notes told to it."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def note(self, what: str) -> None:
+        self.seen.append(what)
+
+    def notes(self) -> list[str]:
+        return self.seen
+
+
+@actorq.actor
+class Background:
+    """Starts asyncio work that outlives the method that started it."""
+
+    def __init__(self, watcher: Any) -> None:
+        self.watcher = watcher
+
+    async def start(self) -> str:
+        self.task = asyncio.create_task(self.forever())
+        await asyncio.sleep(0)
+        return "started"
+
+    async def forever(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError as exc:
+            self.watcher.note.tell(f"cancelled: {exc.args[0] if exc.args else ''}")
+            raise
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +317,13 @@ def test_httpx_in_an_actor(rt: Any, http_url: str) -> None:
     pytest.importorskip("httpx")
     aio = rt.spawn(Aio)
     assert aio.http_get(http_url) == [200, "hello from /x", "hello from /x?again"]
+
+
+def test_stopping_an_actor_cancels_the_asyncio_tasks_it_started(rt: Any) -> None:
+    watcher = rt.spawn(Watcher)
+    bg = rt.spawn(Background, watcher)
+    assert bg.start() == "started"
+    assert watcher.notes() == []
+    bg.stop()
+    seen = wait_until(watcher.notes, what="the background task's cancellation")
+    assert seen == [f"cancelled: actor #{bg.id & 0xFFFFFFFF} stopped"]

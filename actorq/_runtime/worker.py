@@ -213,7 +213,11 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
     node.gone.update(spec.gone)
     state = {"stopping": False}
 
+    tasks_of = _track_actor_tasks(node.loop)
+
     def on_stopped(actor_id: int) -> None:
+        for task in tasks_of.pop(actor_id, ()):
+            task.cancel(f"actor #{actor_id & 0xFFFFFFFF} stopped")
         endpoint.notify("stopped", {"id": actor_id})
 
     node.on_stopped = on_stopped
@@ -259,6 +263,27 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
                 entry["id"] & 0xFFFFFFFF,
                 exc,
             )
+
+
+def _track_actor_tasks(loop: Any) -> dict[int, set[Any]]:
+    """Remember the asyncio tasks an actor's own code creates (``create_task``,
+    a TaskGroup, ``gather`` of coroutines), by actor id, so that stopping the
+    actor cancels them; returns that map (tasks leave it when done)."""
+    import asyncio
+
+    tasks_of: dict[int, set[Any]] = {}
+
+    def factory(aio: Any, coro: Any, context: Any = None) -> Any:
+        task = asyncio.Task(coro, loop=aio, context=context)
+        actor = _actor.ctx.actor  # set while an actor's method (or a step of it) runs
+        if actor is not None:
+            mine = tasks_of.setdefault(actor.id, set())
+            mine.add(task)
+            task.add_done_callback(mine.discard)
+        return task
+
+    loop._facade.set_task_factory(factory)
+    return tasks_of
 
 
 def _run_main(
