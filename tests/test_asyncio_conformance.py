@@ -90,14 +90,7 @@ EXCLUDED: dict[str, str] = {
     "PyTask_PyFuture_Tests.test_error_in_call_soon": "patches asyncio.base_events.logger",
     "CoroutineGatherTests.test_issue46672": "patches BaseEventLoop.call_exception_handler",
     # not supported: NotImplementedError naming the method (see actorq/loop/aio.py)
-    "EventLoopTestsMixin.test_read_pipe": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_unclosed_pipe_transport": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_read_pty_output": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_write_pipe": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_write_pipe_disconnect_on_close": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_write_pty": "pipe transports are not supported",
-    "EventLoopTestsMixin.test_bidirectional_pty": "pipe transports are not supported",
-    "StreamTests.test_read_all_from_pipe_reader": "pipe transports are not supported",
+    "StreamTests.test_read_all_from_pipe_reader": "runs loop.subprocess_exec (no subprocesses)",
 }
 
 

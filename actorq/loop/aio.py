@@ -29,7 +29,7 @@ attached, ``core.spawn`` makes asyncio Tasks, so ``asyncio.current_task()``,
 ``actorq.Cancelled`` is ``asyncio.CancelledError``: one cancellation.
 
 Not supported (each raises NotImplementedError naming the method): subprocess
-transports, pipe transports, ``loop.sendfile`` on transports.
+transports and ``loop.sendfile`` on transports.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._aio_net import NetworkMixin
+from ._pipes import ReadPipeTransport, WritePipeTransport
 from .core import EPOLLIN, EPOLLOUT, Handle, Loop, TimerHandle, _describe
 
 __all__ = ["AsyncioLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
@@ -714,6 +715,29 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
     def slow_callback_duration(self, seconds: float) -> None:
         self._core._slow = seconds
 
+    # --- pipes ----------------------------------------------------------------------
+    async def connect_read_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = ReadPipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def connect_write_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = WritePipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
     # --- not supported ------------------------------------------------------------
     def _unsupported(self, what: str) -> NotImplementedError:
         return NotImplementedError(f"AsyncioLoop.{what} is not supported by actorq's loop")
@@ -723,12 +747,6 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
 
     async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unsupported("subprocess_exec")
-
-    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unsupported("connect_read_pipe")
-
-    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._unsupported("connect_write_pipe")
 
     async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
         raise self._unsupported("sendfile")
