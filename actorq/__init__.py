@@ -1,6 +1,44 @@
 """actorq: a NUMA-aware actor runtime for Linux multicore machines.
 
-Public API only; everything is re-exported from the modules that own it.
+One pinned worker process per core, each with its own epoll loop; actor
+messages travel between workers over shared-memory rings. A first program::
+
+    import actorq
+
+    @actorq.actor
+    class Counter:
+        def __init__(self, start: int = 0) -> None:
+            self.value = start
+
+        def add(self, n: int = 1) -> int:
+            self.value += n
+            return self.value
+
+    async def main(rt: actorq.Runtime) -> None:
+        c = await rt.spawn(Counter, 10, name="hits")
+        print(await c.add(5))       # ask: awaits the reply (15)
+        c.add.tell(1)               # tell: fire and forget
+
+    actorq.run(main)                # or, from a shell: actorq run app:main
+
+The API, by what you do with it:
+
+- declare actors: ``actor`` (a class decorator; hints: restart, mailbox,
+  reentrant, group, state ...); talk to one through an ``ActorRef``, whose
+  attributes are its methods (``dir(ref)`` lists them, ``help(ref.add)``
+  shows the method's docstring);
+- run: ``run(main)`` starts a runtime, runs ``main(rt)`` and stops it;
+  ``start()`` hosts one inside an existing program (``HostedRuntime``);
+  ``Runtime`` is ``rt``: ``spawn``, ``lookup``, ``stats``, ``shutdown``;
+- inside an actor: ``runtime()``, ``self_ref()``, ``sleep()``,
+  ``current_loop()`` (the worker's epoll loop, to serve sockets);
+- from another process: ``connect(address)`` (``rt.address``);
+- errors: ``ActorqError`` and its subclasses (``RemoteError``, ``ActorDied``,
+  ``Deadlock``, ``Overloaded`` ...).
+
+The command line: ``actorq run``, ``actorq topology``, ``actorq place``,
+``actorq stats`` (``actorq --help``). The runtime's names are imported on
+first use, so ``import actorq`` stays cheap.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ class BoundCoroutine:
         while True:
             prev, prev_chain, prev_tag = ctx.actor, ctx.chain, board[0]
             ctx.actor, ctx.chain = self.ref, self.chain
-            board[0] = tag
+            board[0] = board[5] = tag  # RUNNING and LAST (_runtime/board.py)
             try:
                 yielded = coro.send(send_value) if error is None else coro.throw(error)
             except StopIteration as stop:
@@ -298,6 +298,28 @@ class Method:
         return f"<method {self.name} of {self.ref!r}, timeout {self.timeout} s>"
 
 
+class _InstanceDoc:
+    """``__doc__`` that is the class's own on the class (so ``help(Method)`` still
+    reads it) and ``doc(instance)`` on an instance: ``help``/``?`` on a ref or a
+    method ref show the actor's own docstrings."""
+
+    def __init__(self, class_doc: str | None, doc: Callable[[Any], str | None]) -> None:
+        self.class_doc, self.doc = class_doc, doc
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str | None:
+        return self.class_doc if obj is None else self.doc(obj)
+
+
+def _method_doc(m: Method) -> str | None:
+    fn = m.ref.method_fn(m.name)
+    return getattr(fn, "__doc__", None) if fn is not None else Method.__dict__["__doc__"].class_doc
+
+
+def _ref_doc(ref: ActorRef) -> str | None:
+    spec = registry.get(ref.cls_path)
+    return spec.cls.__doc__ if spec is not None else ActorRef.__dict__["__doc__"].class_doc
+
+
 class ActorRef:
     """A handle to an actor anywhere in the runtime; can be sent inside messages."""
 
@@ -355,6 +377,15 @@ class ActorRef:
         cls = self.cls_path.rpartition(":")[2]
         named = f" {self.name!r}" if self.name else ""
         return f"<ActorRef {cls}{named} #{self.id & 0xFFFFFFFF} on worker {self.worker}>"
+
+    def __dir__(self) -> list[str]:
+        """The actor's methods too (when its class is imported here), for dir() and completion."""
+        spec = registry.get(self.cls_path)
+        return sorted({*super().__dir__(), *(spec.methods if spec is not None else ())})
+
+
+Method.__doc__ = _InstanceDoc(Method.__doc__, _method_doc)  # type: ignore[assignment]
+ActorRef.__doc__ = _InstanceDoc(ActorRef.__doc__, _ref_doc)  # type: ignore[assignment]
 
 
 _codec.register_ref_type(ActorRef, lambda i, c, n: ActorRef(i, c, n))

@@ -37,7 +37,7 @@ class Config:
     restart: str = "on-crash"  # workers: "on-crash" (restart within 1 s) or "never"
     explain: bool = False  # log every placement decision and its reason
     stop_timeout: float = 5.0  # seconds an orderly stop may take before workers are killed
-    ring_capacity: int | None = None  # bytes per ring; None: 256 KiB, less with many workers
+    ring_capacity: int | None = None  # bytes per ring; None: 256 KiB however many workers
     stall_timeout: float = 10.0  # a worker whose loop is held this long is reported
     stall_action: str = "restart"  # then: "restart" (kill it, like a crash) or "report" only
     restart_intensity: int = 3  # an actor that crashes its worker more than this often ...
@@ -57,6 +57,14 @@ class Config:
     # or ask to it raises Overloaded; past a quarter of it, tells park.
     backlog_limit: int = 65_536
     fair_queueing: bool = True  # false: one FIFO per actor, for comparison in bench overload
+    # The runtime's name in the per-user registry (actorq ps/top/stats NAME);
+    # None: the app's name and the supervisor's pid, e.g. "hello-4242".
+    name: str | None = None
+    # Counters kept inside the runtime (see _runtime/metrics.py); false: no
+    # sampling of service times and no publishing (for measuring their cost).
+    metrics: bool = True
+    # "HOST:PORT" to serve Prometheus metrics on (port 0: any free one); None: no endpoint.
+    metrics_address: str | None = None
     source: str | None = None  # the file the values came from
 
     def admission(self) -> Any:
@@ -102,6 +110,18 @@ def parse_cpus(text: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(cpus))
 
 
+def parse_host_port(value: Any, where: str) -> str:
+    """``"127.0.0.1:9464"`` (or ``"[::1]:9464"``, ``":9464"`` for every address),
+    checked: a ConfigError naming what is wrong."""
+    if isinstance(value, str):
+        _host, sep, port = value.rpartition(":")
+        if sep and port.isdigit() and 0 <= int(port) <= 65535:
+            return value
+    raise ConfigError(
+        f"{where}: metrics_address = {value!r} must be HOST:PORT, e.g. 127.0.0.1:9464"
+    )
+
+
 def _coerce(key: str, value: Any, where: str) -> Any:
     def bad(expect: str) -> ConfigError:
         return ConfigError(f"{where}: {key} = {value!r} must be {expect}")
@@ -124,10 +144,16 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value not in ("on-crash", "never"):
             raise bad('"on-crash" or "never"')
         return value
-    if key in ("explain", "fair_queueing"):
+    if key in ("explain", "fair_queueing", "metrics"):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
+    if key == "name":
+        from ._runtime.rundir import check_name
+
+        return check_name(value)
+    if key == "metrics_address":
+        return parse_host_port(value, where)
     if key == "stall_action":
         if value not in ("restart", "report"):
             raise bad('"restart" or "report"')

@@ -67,6 +67,10 @@ class RemoteError(ActorError):
         self.message = message
         self.traceback_text = traceback_text
 
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str, str]]:
+        # pickled when main's outcome goes back to the caller of actorq.run
+        return (type(self), (self.type_name, self.message, self.traceback_text))
+
     def __str__(self) -> str:
         base = f"{self.type_name}: {self.message}"
         if self.traceback_text:

@@ -6,7 +6,9 @@
 actorq contenders run a real runtime (``actorq.run`` with two workers pinned
 to two CPUs) and measure between two actors, one on each worker:
 
-* ``actorq-tell``: actor A tells ``take(blob)`` N times to actor B, then asks
+* ``actorq-tell``: actor A tells ``take(blob)`` N times to actor B (``await
+  sink.take.tell(blob)``, which suspends only while the way to B is
+  congested), then asks
   B ``count()`` on the same (sender, receiver) pair, which is answered only
   after every tell was handled. Rate = N / (time from the first tell to that
   answer): every message was encoded, carried, decoded and dispatched.
@@ -73,7 +75,7 @@ def _runtime_bench(
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(n):
-                tell(blob)
+                await tell(blob)  # as async code should: parks only while congested
             got = await sink.count()
             dt = time.perf_counter() - t0
             cpu = time.process_time() - cpu0 + await sink.cpu() - sink_cpu0

@@ -103,3 +103,17 @@ def no_leaks() -> Iterator[None]:
     assert not leaked_kids, f"child processes left running: {sorted(leaked_kids)}"
     assert not leaked_fds, f"memfd descriptors left open: {sorted(leaked_fds)}"
     assert not leaked_shm, f"/dev/shm entries left behind: {sorted(leaked_shm)}"
+
+
+@pytest.fixture
+def xdg(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private XDG_RUNTIME_DIR for this test (and the processes it starts): its
+    runtimes' registry (rundir.py) is its own. Short, under /tmp: control
+    sockets must fit a unix socket path."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="aqx", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)

@@ -34,10 +34,10 @@ def _die_with_parent() -> None:
 
 
 def start_server(argv: list[str], env: dict[str, str] | None = None,
-                 timeout: float = 90.0) -> tuple[subprocess.Popen[str], int]:
+                 timeout: float = 90.0, cwd: Path = ROOT) -> tuple[subprocess.Popen[str], int]:
     """Start a server that prints ``listening on HOST:PORT``; return it and the port."""
     proc = subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + timeout

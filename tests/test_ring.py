@@ -187,7 +187,9 @@ def test_not_a_ring_is_refused() -> None:
 
     seg = Segment.create(8192, name="actorq-notring")
     with pytest.raises(RingCorrupt, match="bad magic"):
-        Ring(seg, -1, -1)
+        Ring.attach(os.dup(seg.fd), -1, -1)
+    with pytest.raises(ValueError, match="not an actorq inbox"):
+        Ring.slot(seg, 0, doorbell_fd=-1, space_fd=-1)
     seg.close()
 
 
@@ -325,15 +327,15 @@ def test_ring_handles_work_in_an_unrelated_interpreter(no_leaks: None) -> None:
         """
     )
     h = ring.handles()
-    fds = [fd for fd in h[:5] if fd >= 0]
-    assert h[4] == -1
+    fds = [fd for fd in h[:4] if fd >= 0]
+    assert h[4:] == (-1, 0)
     with parent, child:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(child.fileno())], pass_fds=[child.fileno()]
         )
         got: list[bytes] = []
         try:
-            socket.send_fds(parent, [b"-1 -1"], fds)  # no inbox, no sender id
+            socket.send_fds(parent, [b"-1 0"], fds)  # no sender id (not a slot), slab reader 0
             r = ring.reader()
             while len(got) < 1000:
                 assert r.wait(timeout=10), f"child exited with {proc.poll()}"
@@ -349,11 +351,12 @@ def test_ring_handles_work_in_an_unrelated_interpreter(no_leaks: None) -> None:
 
 # -- inbox ------------------------------------------------------------------------------
 def test_inbox_finds_flagged_rings_and_keeps_per_sender_order(no_leaks: None) -> None:
-    with Inbox.create(64, name="actorq-inbox-test") as inbox:
-        rings = {s: inbox.ring(s, 4096) for s in (3, 17, 63)}
+    with Inbox.create(64, 4096, name="actorq-inbox-test") as inbox:
+        rings = {s: inbox.ring(s) for s in (3, 17, 63)}
         writers = {s: ring.writer() for s, ring in rings.items()}
         got: list[tuple[int, bytes]] = []
-        assert inbox.drain(lambda s, x: got.append((s, x))) == 0  # fresh rings: looked at once
+        assert inbox.drain(lambda s, x: got.append((s, x))) == 0
+        assert inbox.senders() == [3, 17, 63]  # a writer opens its slot
         writers[17].send_nowait(b"a")
         writers[63].send_nowait(b"b")
         writers[17].send_nowait(b"c")
@@ -371,22 +374,49 @@ def test_inbox_finds_flagged_rings_and_keeps_per_sender_order(no_leaks: None) ->
         assert got == [(3, b"z")]
 
 
-def test_inbox_close_keeps_the_rings_asked_for(no_leaks: None) -> None:
-    inbox = Inbox.create(4)
-    rings = {s: inbox.ring(s, 4096) for s in (0, 2, 3)}
-    assert inbox.senders() == [0, 2, 3]
-    assert dict(inbox.rings) == rings
-    inbox.close(keep=[2])
-    assert inbox.senders() == []
-    assert dict(inbox.rings) == {2: rings[2]}
-    kept = rings[2].writer()
-    kept.send_nowait(b"still mapped")  # the ring holds its own view of the inbox's flags
-    rings[2].close()
+def _touched_kib(seg: object) -> int:
+    return os.fstat(seg.fd).st_blocks // 2  # type: ignore[attr-defined]
+
+
+def test_inbox_slots_cost_memory_only_once_written(no_leaks: None) -> None:
+    with Inbox.create(256, 1 << 18, name="actorq-inbox-sparse") as inbox:
+        assert inbox.segment.size > 256 << 18  # a full ring for every sender
+        assert _touched_kib(inbox.segment) <= 4  # only the header page
+        rings = [inbox.ring(s) for s in range(256)]  # slots as rings: still nothing touched
+        assert _touched_kib(inbox.segment) <= 4
+        assert inbox.drain(print) == 0
+        w = rings[200].writer()
+        w.send_nowait(b"x" * 1000)
+        got: list[tuple[int, bytes]] = []
+        inbox.drain(lambda s, x: got.append((s, bytes(x))))
+        assert got == [(200, b"x" * 1000)]
+        assert _touched_kib(inbox.segment) <= 8  # header + the one slot's first page
+
+
+def _drain_one_and_die(inbox: Inbox) -> bool:
+    def die(s: int, x: bytes) -> None:
+        os._exit(0)  # a worker killed while handling its first record
+
+    inbox.drain(die)
+    return False
+
+
+def test_a_resumed_inbox_reader_finds_records_its_predecessor_unflagged(no_leaks: None) -> None:
+    with Inbox.create(4, 4096) as inbox:
+        w = inbox.ring(2).writer()
+        for i in range(3):
+            w.send_nowait(rec(i, 8))
+        assert reap(fork(_drain_one_and_die, inbox)) == 0  # cleared the flag, then died
+        assert not inbox.pending()  # nothing points at the records any more...
+        inbox.resume()  # ...until a new reader looks at every opened slot once
+        got: list[bytes] = []
+        inbox.drain(lambda s, x: got.append(x))
+        assert got == [rec(i, 8) for i in range(3)]  # not yet consumed: the tail never moved
 
 
 def test_inbox_drain_limit_leaves_the_rest_flagged() -> None:
-    with Inbox.create(4) as inbox:
-        writers = [inbox.ring(s, 4096).writer() for s in range(4)]
+    with Inbox.create(4, 4096) as inbox:
+        writers = [inbox.ring(s).writer() for s in range(4)]
         for w in writers:
             for i in range(5):
                 w.send_nowait(rec(i, 8))
@@ -405,8 +435,8 @@ def test_inbox_drain_limit_leaves_the_rest_flagged() -> None:
 
 
 def test_inbox_drain_is_fair_to_a_quiet_sender_beside_a_flooding_one() -> None:
-    with Inbox.create(2) as inbox:
-        flood, quiet = inbox.ring(0, 1 << 16).writer(), inbox.ring(1, 4096).writer()
+    with Inbox.create(2, 1 << 16) as inbox:
+        flood, quiet = inbox.ring(0).writer(), inbox.ring(1).writer()
         for i in range(1000):
             flood.send_nowait(rec(i, 8))
         quiet.send_nowait(rec(0, 8))
@@ -428,8 +458,8 @@ def _inbox_sender(ring: Ring, sid: int, n: int) -> bool:
 
 def test_inbox_many_senders_across_processes(no_leaks: None) -> None:
     n = 500
-    with Inbox.create(8) as inbox:
-        rings = [inbox.ring(s, 1024) for s in range(4)]
+    with Inbox.create(8, 1024) as inbox:
+        rings = [inbox.ring(s) for s in range(4)]
         pids = [fork(_inbox_sender, rings[s], s, n) for s in range(4)]
         got: dict[int, list[bytes]] = {s: [] for s in range(4)}
 
@@ -490,15 +520,15 @@ def test_send_async_parks_a_coroutine_while_the_loop_keeps_running(no_leaks: Non
 
 
 def test_inbox_ring_attached_from_handles_notifies_the_inbox(no_leaks: None) -> None:
-    with Inbox.create(4, name="actorq-inbox-attach") as inbox:
-        ring = inbox.ring(2, 4096)
+    with Inbox.create(4, 4096, name="actorq-inbox-attach") as inbox:
+        ring = inbox.ring(2)
         h = ring.handles()
-        assert h[4] >= 0
-        assert h[5] == 2
-        other = Ring.attach(*[os.dup(fd) if fd >= 0 else -1 for fd in h[:5]], h[5])
+        assert h[0] == inbox.segment.fd  # a slot travels as its inbox's segment
+        assert h[4:] == (2, 0)
+        other = Ring.attach(*[os.dup(fd) if fd >= 0 else -1 for fd in h[:4]], *h[4:])
         try:
             w = other.writer()
-            assert inbox.drain(print) == 0  # a new ring is looked at once
+            assert inbox.drain(print) == 0
             assert inbox.prepare_sleep()
             w.send_nowait(b"via handles")
             assert w.doorbells == 1
@@ -531,8 +561,8 @@ def _sleep_and_die(inbox: Inbox) -> bool:
 
 
 def test_a_restarted_inbox_reader_never_reuses_a_sleep_epoch(no_leaks: None) -> None:
-    with Inbox.create(2) as inbox:
-        w = inbox.ring(0, 4096).writer()
+    with Inbox.create(2, 4096) as inbox:
+        w = inbox.ring(0).writer()
         inbox.drain(print)
         assert reap(fork(_sleep_and_die, inbox)) == 0  # a worker that died asleep
         w.send_nowait(b"a")
@@ -585,9 +615,9 @@ def _inbox_echo(inbox: Inbox, out: Ring, n: int) -> bool:
 
 def test_no_wake_up_is_lost_when_both_sides_always_sleep(no_leaks: None) -> None:
     n = 2000
-    with Inbox.create(2) as mine, Inbox.create(2) as theirs:
-        to_them = theirs.ring(0, 4096)
-        to_me = mine.ring(1, 4096)
+    with Inbox.create(2, 4096) as mine, Inbox.create(2, 4096) as theirs:
+        to_them = theirs.ring(0)
+        to_me = mine.ring(1)
         mine.spinner.max_s = mine.spinner.min_s = mine.spinner.budget = 0.0
         pid = fork(_inbox_echo, theirs, to_me, n)
         w = to_them.writer()
@@ -643,24 +673,23 @@ def test_release_fds_keeps_the_ring_working_with_two_fds(no_leaks: None) -> None
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    with Inbox.create(2) as inbox:
-        ring = inbox.ring(1, 4096)
-        w = ring.writer()
+    with Ring.create(4096) as ring:
+        w, r = ring.writer(), ring.reader()
         before = open_fds()
-        ring.release_fds()  # ring, slab and inbox memfds; mmap's own dups stay
-        assert open_fds() == before - 3
+        ring.release_fds()  # ring and slab memfds; mmap's own dups stay
+        assert open_fds() == before - 2
         with pytest.raises(ringmod.RingError, match="release_fds"):
             ring.handles()
         w.send_nowait(b"still" * 5000)  # through the slab
         w.send_nowait(b"works")
         got: list[bytes] = []
-        inbox.drain(lambda s, x: got.append(x))
+        r.drain(got.append)
         assert got == [b"still" * 5000, b"works"]
 
 
 def test_inbox_zero_copy_slab_record_can_be_held() -> None:
-    with Inbox.create(2, zero_copy=True) as inbox:
-        w = inbox.ring(1, 4096, slab=((8192, 1),), slab_threshold=100).writer()
+    with Inbox.create(2, 4096, zero_copy=True, slab_threshold=100) as inbox:
+        w = inbox.ring(1, slab=((8192, 1),)).writer()
         w.send_nowait(b"S" * 3000)
         leases = []
         inbox.drain(lambda s, v: leases.append(inbox.hold(s)))

@@ -150,8 +150,8 @@ def send_all(ring: Ring, sid: int, sizes: list[int]) -> bool:
     st.lists(st.integers(0, 300), min_size=1, max_size=150),
 )
 def test_inbox_merges_senders_without_loss(no_leaks: None, senders: int, sizes: list[int]) -> None:
-    with Inbox.create(8) as inbox:
-        rings = [inbox.ring(s, 1024) for s in range(senders)]
+    with Inbox.create(8, 1024) as inbox:
+        rings = [inbox.ring(s) for s in range(senders)]
         got: dict[int, list[bytes]] = {s: [] for s in range(senders)}
 
         def cb(s: int, x: bytes) -> None:

@@ -1,14 +1,17 @@
 """The runtime directory: claimed with an owner file, removed on every exit we
-survive, swept at the next start when a killed runtime left it, and named in
-the one line a runtime prints at the default log level."""
+survive, swept at the next start when a killed runtime left it (in the
+per-user registry), and named in the one line a runtime prints at the
+default log level."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -133,29 +136,33 @@ def test_an_explicit_directory_whose_socket_answers_is_refused(tmp_path) -> None
     assert not (d / rundir.OWNER_FILE).exists()
 
 
-def test_next_start_sweeps_the_default_base_and_prints_where_it_runs(tmp_path, no_leaks) -> None:
+def test_next_start_sweeps_the_registry_and_prints_where_it_runs(tmp_path, no_leaks) -> None:
     write_app(tmp_path, APP)
-    base = tmp_path / "xdg"
-    base.mkdir(mode=0o700)
-    stale = _runtime_dir(base, "actorq-stale", _dead_owner())
-    live = _runtime_dir(base, "actorq-live", _me())
-    unowned = _runtime_dir(base, "actorq-unowned", None)
-    proc = run_cmd(
-        [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "1"],
-        cwd=tmp_path,
-        extra_env={"XDG_RUNTIME_DIR": str(base)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    used = Path(proc.stdout.split()[1].removeprefix("ipc://")).parent
-    assert used.parent == base
-    assert not stale.exists()
-    assert live.exists()
-    assert unowned.exists()
-    assert not used.exists()  # its own directory is gone too
-    banner = [ln for ln in proc.stderr.splitlines() if "runtime up" in ln]
-    assert len(banner) == 1, proc.stderr
-    assert f"runtime directory {used} (actorq stats {used})" in banner[0]
-    assert "1 workers on CPUs" in banner[0]
+    base = Path(tempfile.mkdtemp(prefix="aqx", dir="/tmp"))  # short: the socket lives below
+    try:
+        reg = base / "actorq"
+        reg.mkdir(mode=0o700)
+        stale = _runtime_dir(reg, "stale", _dead_owner())
+        live = _runtime_dir(reg, "live", _me())
+        unowned = _runtime_dir(reg, "unowned", None)
+        proc = run_cmd(
+            [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "1"],
+            cwd=tmp_path,
+            extra_env={"XDG_RUNTIME_DIR": str(base)},
+        )
+        assert proc.returncode == 0, proc.stderr
+        used = Path(proc.stdout.split()[1].removeprefix("ipc://")).parent
+        assert used.parent == reg
+        assert not stale.exists()
+        assert live.exists()
+        assert unowned.exists()
+        assert not used.exists()  # its own directory is gone too
+        banner = [ln for ln in proc.stderr.splitlines() if "actorq.banner" in ln]
+        assert len(banner) == 1, proc.stderr
+        assert f"runtime {used.name} up: 1 workers on CPUs" in banner[0]
+        assert f"runtime directory {used} (actorq top {used.name}" in banner[0]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_sigkilled_runtimes_directory_is_reused_by_the_next(tmp_path, no_leaks) -> None:
@@ -188,11 +195,11 @@ def test_a_run_that_fails_to_start_leaves_no_directory(tmp_path, no_leaks) -> No
 
     write_app(tmp_path, APP)
     proc = run_cmd(
-        [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "8"],
+        [sys.executable, "-m", "actorq", "run", "app:main", "--workers", "40"],
         cwd=tmp_path,
         extra_env={"XDG_RUNTIME_DIR": str(tmp_path)},
         preexec_fn=low_limit,
     )
     assert proc.returncode == 2, proc.stderr
     assert "file descriptors" in proc.stderr
-    assert not list(tmp_path.glob("actorq-*"))
+    assert os.listdir(tmp_path / "actorq") == []  # the registry holds nothing of it

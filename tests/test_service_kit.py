@@ -128,6 +128,9 @@ def test_runtime_started_as_the_unit_does_stops_cleanly_on_its_kill_signal(tmp_p
     allowed = sorted(os.sched_getaffinity(0))
     text = TOML.read_text().replace('runtime_dir = "/run/actorq"',
                                     f'runtime_dir = "{tmp_path / "run"}"')
+    # a name and a port of its own: other runtimes (and tests) may run beside it
+    text = text.replace('name = "myservice"', f'name = "kit-{os.getpid()}"').replace(
+        'metrics_address = "127.0.0.1:9464"', 'metrics_address = "127.0.0.1:0"')
     if not {0, 1} <= set(allowed):
         text = text.replace('cpus = "0-1"', f'cpus = "{allowed[0]}"').replace(
             "workers = 2", "workers = 1")

@@ -27,6 +27,14 @@ copied out is published as read, hands that batch to its successor again;
 one killed between that publication and counting the batch loses it
 uncounted. No user code runs in either.)
 - ``DEAD_LETTERS``: the worker's dead-letter count, so it survives the worker.
+- ``LAST``: the RUNNING word of the last method that started, left in place
+  when it returns (cleared when the loop goes to sleep), so the worker's own
+  slow-callback warning can name the method after it let go of the loop
+  (``Board.take_last``).
+
+After these words comes the worker's metrics block (metrics.py): counters
+it publishes for ``actorq stats``, ``actorq top`` and Prometheus, one block
+of words per actor slot (the slot ``take_slot`` gives an actor at spawn).
 
 The words are 64-bit and written by one process (the worker); the supervisor
 reads them only after the worker is gone or stalled, so no fences are needed:
@@ -36,9 +44,12 @@ a torn or stale read costs at most one message of accounting.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-RUNNING, TAKEN, HANDLED, DEAD_LETTERS, SCRATCH = range(5)
+from . import metrics
+
+RUNNING, TAKEN, HANDLED, DEAD_LETTERS, SCRATCH, LAST = range(6)
 _HEADER_WORDS = 8
 ASYNC = 1 << 62  # RUNNING: set while an async method's step runs (it is counted in IN_HAND)
 _SEQ_MASK = 0xFFFF_FFFF
@@ -50,7 +61,8 @@ MAX_ACTORS = 4096  # actors beyond this on one worker are counted, but not by na
 _NAMES_AT = _HEADER_WORDS * 8
 _IDS_AT = _NAMES_AT + (MAX_METHODS + 1) * _NAME_BYTES
 _IN_HAND_AT = _IDS_AT + MAX_ACTORS * 8
-SIZE = _IN_HAND_AT + MAX_ACTORS * 8
+_METRICS_AT = _IN_HAND_AT + MAX_ACTORS * 8
+SIZE = _METRICS_AT + metrics.words_for(MAX_ACTORS) * 8
 
 
 def running_tag(actor_id: int, code: int) -> int:
@@ -93,6 +105,7 @@ class Board:
         self._codes: dict[str, int] = {}
         self._free: list[int] = []
         self._next_slot = 0
+        self.metrics_at = _METRICS_AT // 8  # first word of the metrics block
 
     # -- the worker's side ---------------------------------------------------------------
     def method_code(self, name: str) -> int:
@@ -119,7 +132,15 @@ class Board:
             return SCRATCH
         self.words[_IDS_AT // 8 + slot] = actor_id
         self.words[_IN_HAND_AT // 8 + slot] = 0
+        at = metrics.actor_words_at(self.metrics_at, slot)  # a fresh actor's counters start at 0
+        self._mm[at * 8 : (at + metrics.ACTOR_WORDS) * 8] = bytes(metrics.ACTOR_WORDS * 8)
         return _IN_HAND_AT // 8 + slot
+
+    def metrics_slot(self, word: int) -> int:
+        """The first metrics word of the actor whose in-hand word is ``word`` (-1: none)."""
+        if word == SCRATCH:
+            return -1
+        return metrics.actor_words_at(self.metrics_at, word - _IN_HAND_AT // 8)
 
     def release_slot(self, word: int) -> None:
         if word == SCRATCH:
@@ -128,6 +149,26 @@ class Board:
         self.words[_IDS_AT // 8 + slot] = 0
         self.words[word] = 0
         self._free.append(slot)
+
+    def method_name(self, code: int) -> str | None:
+        """The name ``method_code`` gave ``code`` (None for 0 or unknown)."""
+        if not 0 < code <= MAX_METHODS:
+            return None
+        at = _NAMES_AT + code * _NAME_BYTES
+        raw = bytes(self._mm[at : at + _NAME_BYTES]).split(b"\0", 1)[0]
+        return raw.decode("utf-8", "replace") or None
+
+    def take_last(self) -> tuple[int, str | None] | None:
+        """(actor seq, method) of the method that started last, and clear it; None if none."""
+        word = self.words[LAST]
+        if not word:
+            return None
+        self.words[LAST] = 0
+        return word & _SEQ_MASK, self.method_name((word >> 32) & _CODE_MASK)
+
+    def forget_last(self) -> None:
+        """Clear LAST (the worker, as its loop goes to sleep: nothing since is slow)."""
+        self.words[LAST] = 0
 
     # -- the supervisor's side -----------------------------------------------------------
     def read(self) -> Snapshot:
@@ -140,17 +181,31 @@ class Board:
             handled=w[HANDLED],
             dead_letters=w[DEAD_LETTERS],
         )
-        code = (running >> 32) & _CODE_MASK
-        if snap.running_seq and 0 < code <= MAX_METHODS:
-            at = _NAMES_AT + code * _NAME_BYTES
-            raw = bytes(self._mm[at : at + _NAME_BYTES]).split(b"\0", 1)[0]
-            snap.running_method = raw.decode("utf-8", "replace") or None
+        if snap.running_seq:
+            snap.running_method = self.method_name((running >> 32) & _CODE_MASK)
         ids, hands = _IDS_AT // 8, _IN_HAND_AT // 8
         for slot in range(MAX_ACTORS):
             aid = w[ids + slot]
             if aid:
                 snap.in_hand[aid] = w[hands + slot]
         return snap
+
+    def actor_slots(self) -> Iterator[tuple[int, int]]:
+        """(slot, actor id) of every actor slot in use."""
+        ids = _IDS_AT // 8
+        for slot in range(self._next_slot_seen()):
+            aid = self.words[ids + slot]
+            if aid:
+                yield slot, aid
+
+    def _next_slot_seen(self) -> int:
+        # The supervisor's copy of _next_slot is not the worker's (it lives in the
+        # worker's memory): the highest slot in use is found from the shared ids.
+        ids = self.words[_IDS_AT // 8 : _IDS_AT // 8 + MAX_ACTORS]
+        top = MAX_ACTORS
+        while top and not ids[top - 1]:
+            top -= 1
+        return top
 
     def reset(self) -> None:
         """Zero the board for a fresh incarnation (the supervisor, before forking it)."""

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from .._actor import ActorRef, ActorSpec, BoundCoroutine, ctx, find_spec
 from .._codec import ASK, F_DEADLOCK, F_DIED, F_REMOTE, STOP, TELL
 from ..errors import RemoteError
-from .board import ASYNC, RUNNING, running_tag
+from . import metrics
+from .board import ASYNC, LAST, RUNNING, running_tag
 
 if TYPE_CHECKING:
     from .node import Node
@@ -58,14 +59,17 @@ class Cell:
     """One hosted actor: instance, mailbox, and whether a message is running."""
 
     __slots__ = (
+        "asks",
         "board",
         "busy",
+        "errors",
         "fns",
         "hand",
         "hold",
         "instance",
         "mail",
         "node",
+        "ran",
         "reentrant",
         "ref",
         "spec",
@@ -89,6 +93,7 @@ class Cell:
         # set when a method told into a congested way out: the actor takes no next
         # message until that has drained (Node._throttle)
         self.hold: Any = None
+        self.ran = self.asks = self.errors = 0  # metrics.py: run, asks answered, raised
 
     def post(self, item: Item, key: int) -> None:
         """Run ``item`` now, or queue it behind the others from sender ``key``."""
@@ -126,20 +131,37 @@ class Cell:
 
     def run(self, item: Item) -> None:
         kind, sender, req, method, args, kwargs, chain, _ = item
+        self.call(kind, sender, req, method, args, kwargs, chain)
+
+    def call(
+        self,
+        kind: int,
+        sender: int,
+        req: int,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        chain: list[Any] | None,
+    ) -> None:
+        """Run one message now (the actor is idle and its mailbox empty, or this
+        is the mailbox's next): the fields of an ``Item``, passed as they were
+        decoded, so the common path builds no tuple."""
         node = self.node
         if kind == STOP or self.stopped:
             self._stop_or_refuse(kind, sender, req, method)
             return
         entry = self.fns.get(method)
-        if entry is not None:  # the common case, kept short: a known method of a live actor
+        if entry is not None and not node.timing:  # the common case: a known method, untimed
             fn, tag = entry
             prev = _ctx.actor
             _ctx.actor = self.ref
             board = self.board
-            board[RUNNING] = tag
+            board[RUNNING] = board[LAST] = tag
+            self.ran += 1  # metrics
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             except Exception as exc:
+                self.errors += 1  # metrics
                 node.method_raised(self, kind, sender, req, method, exc)
                 return
             finally:
@@ -147,13 +169,17 @@ class Cell:
                 board[RUNNING] = 0
             if type(result) is not _CoroutineType:
                 if kind == ASK:
+                    self.asks += 1  # metrics
                     node.reply(sender, req, result, self, method)
                 if self.hold is not None:
                     self._park()
                 return
             self._start(result, kind, sender, req, method, chain, tag)
             return
-        self._run_slow(item)
+        if entry is not None:  # the node was asked to time one message (metrics.py)
+            metrics.timed_call(self, entry[0], kind, sender, req, method, args, kwargs, chain)
+            return
+        self._run_slow((kind, sender, req, method, args, kwargs, chain, None))
 
     def _closes_cycle(self, item: Item) -> bool:
         """If the ask ``item`` waits on the turn we are inside, fail it with Deadlock."""
@@ -232,12 +258,14 @@ class Cell:
         try:
             result = task.result()
         except Exception as exc:
+            self.errors += 1  # metrics
             node.method_raised(self, kind, sender, req, method, exc)
         except BaseException as exc:  # Cancelled: the actor is going away
             if kind == ASK:
                 node.fail(sender, req, F_DIED, "ActorDied", f"{self.ref!r}: {type(exc).__name__}")
         else:
             if kind == ASK:
+                self.asks += 1  # metrics
                 node.reply(sender, req, result, self, method)
         if not self.reentrant:
             self.busy = False

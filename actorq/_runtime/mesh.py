@@ -1,29 +1,39 @@
 """The data plane between processes: one channel per ordered pair of nodes.
 
-Node 0 is the supervisor, nodes 1..N the workers. The supervisor makes every
-channel before it forks, so workers inherit them (and a restarted worker,
-forked again, inherits the same ones: messages sent to a dead worker wait in
-its inbound channels for its successor).
+Node 0 is the supervisor, nodes 1..N the workers. The supervisor makes the
+mesh before it forks, so workers inherit it (and a restarted worker, forked
+again, inherits the same one: messages sent to a dead worker wait in its
+inbound channels for its successor). ``RingMesh`` makes O(N) things up front
+(per node: one memfd of ring slots, one slab, two eventfds) and a pair's ring
+comes into being when its first record is written; ``SocketMesh`` makes a
+socketpair per pair of nodes (O(N²) fds: the fallback for small meshes).
 
 Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
 ``SocketMesh``, the fallback where rings cannot run), a
 ``Port`` gives its node three things:
 
-- ``send(dest, record)``: never blocks, never drops. When the channel to
-  ``dest`` is full the record joins a local backlog for ``dest`` (and so does
-  every later record for ``dest``, keeping FIFO), and the loop is asked to
-  call us when there is room. The sender's loop keeps draining its own inbound
-  channels meanwhile, so two workers asking each other with both directions
-  full cannot deadlock: a fixed queue depth is never the backpressure policy
-  (Seastar learned this with nested submit_to; see anchors.md section 2).
+- ``send(dest, message)``: never blocks, never drops. Messages for one
+  destination are coalesced into one *batch record* (a msgpack array whose
+  elements are the messages, each already packed by the caller: the array is
+  their bytes joined behind an array header, no second encode), cut at
+  ``_BATCH_BYTES`` and at every flush. When the channel to ``dest`` is full
+  the batch joins a local backlog for ``dest`` (and so does every later one,
+  keeping FIFO), and the loop is asked to call us when there is room. The
+  sender's loop keeps draining its own inbound channels meanwhile, so two
+  workers asking each other with both directions full cannot deadlock: a
+  fixed queue depth is never the backpressure policy (Seastar learned this
+  with nested submit_to; see anchors.md section 2).
 - ``flush()``: make written records visible to their readers (one doorbell
   per destination per loop turn at most; batching is where throughput comes
-  from).
-- ``start(loop, deliver, taken)``: call ``deliver(sender, record)`` for every
-  inbound record, in order per sender. Records leave the channel before they
-  are delivered (``taken(n)`` says how many were just taken): a worker that
-  dies while handling one does not hand it to its successor again, so a
-  poison message runs at most once and the supervisor can count what was lost.
+  from). ``publish(dest)`` does it for one destination now (an ask).
+- ``start(loop, deliver, taken)``: call ``deliver(sender, messages)`` with the
+  decoded messages of every inbound batch, in order per sender. Records leave
+  the channel before they are delivered (``taken(n)`` says how many messages
+  were just taken): a worker that dies while handling one does not hand it to
+  its successor again, so a poison message runs at most once and the
+  supervisor can count what was lost.
+
+The whole way of a message, sender to actor, is told at the top of node.py.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._codec import unpack
 from ..errors import PayloadTooLarge, RingFull
 
 if TYPE_CHECKING:
@@ -43,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actorq.mesh")
 
-Deliver = Callable[[int, bytes], None]
+Deliver = Callable[[int, list[Any]], None]
 Taken = Callable[[int], None]
 
 
@@ -51,24 +62,88 @@ def _no_count(n: int) -> None:
     pass
 
 
-_BUDGET = 256  # records per channel per wake before giving others a turn
+# A batch is cut once it holds this many messages or bytes: it stays an inline
+# ring record (below the slab threshold), a reader starts on the first
+# message of a long burst while the writer still fills the next batch, and a
+# drain's budget (below) bounds how long the loop's other sources wait, even
+# when each message takes its actor a while.
+_BATCH_MSGS = 64
+_BATCH_BYTES = 15 << 10  # below the rings' slab threshold (16 KiB): an inline record
+_BUDGET = 4  # batch records per wake (at most 256 messages) before other sources get a turn
+MAX_MESSAGE = 8 << 20  # the largest message: the rings' largest slab class
+_CAPACITY = 1 << 18  # bytes per channel unless configured (the inbox's DEFAULT_SLOT_CAPACITY)
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an n-element array: batch = header + the packed messages."""
+    if n < 16:
+        return _FIXARRAY[n]
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+_FIXARRAY = [bytes([0x90 | n]) for n in range(16)]
 
 
 class Port:
     """One node's ends of the mesh (see the module docstring)."""
 
     index: int
-    backlog_total: int = 0
+    backlog_total: int = 0  # messages waiting in backlogs (their channel was full)
+    backlog_bytes: int = 0  # and their bytes
+    # the largest packed message a record can carry (less the 5 bytes of a
+    # batch's array header)
+    max_message: int = MAX_MESSAGE
     draining: bool = False  # True while inbound records are delivered: a flush follows
+    # destination -> [header slot, this turn's messages...], not yet a record
+    _out: dict[int, list[bytes]]
+    _outsize: dict[int, int]  # their bytes
 
-    def send(self, dest: int, data: bytes) -> None:  # pragma: no cover - interface
+    def send(self, dest: int, data: bytes) -> None:
+        """Add one packed message to ``dest``'s batch (see the module docstring).
+
+        Raises PayloadTooLarge here, at the sender, for a message no record can
+        hold; a batch is cut before a message that would take it past
+        ``_BATCH_BYTES``, so only a lone message is ever larger."""
+        n = len(data)
+        if n > self.max_message:
+            raise PayloadTooLarge(
+                f"a {n}-byte message is too large for the channel to node {dest} "
+                f"(at most {self.max_message} bytes, the rings' largest record)"
+            )
+        out = self._out.get(dest)
+        if out is not None:
+            size = self._outsize[dest] + n
+            if size <= _BATCH_BYTES and len(out) <= _BATCH_MSGS:
+                out.append(data)
+                self._outsize[dest] = size
+                return
+            self._cut(dest)
+        self._out[dest] = [b"", data]  # [0]: the array header, filled in by _cut
+        self._outsize[dest] = n
+
+    def _cut(self, dest: int) -> None:
+        """Make ``dest``'s batch one record and hand it to the channel."""
+        out = self._out.pop(dest)
+        del self._outsize[dest]
+        count = len(out) - 1
+        out[0] = _array_header(count)
+        self._write(dest, b"".join(out), count)
+
+    def _cut_all(self) -> None:
+        for dest in list(self._out):
+            self._cut(dest)
+
+    def _write(self, dest: int, record: bytes, count: int) -> None:  # pragma: no cover
+        """Write one batch record of ``count`` messages (or queue it in the backlog)."""
         raise NotImplementedError
 
     def flush(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def publish(self, dest: int) -> None:
-        """Make what was written to ``dest`` visible now (default: at the next flush)."""
+        """Make what was sent to ``dest`` visible now (default: at the next flush)."""
 
     def start(
         self, loop: Any, deliver: Deliver, taken: Taken = _no_count
@@ -141,15 +216,16 @@ class SocketMesh:
 
 
 _LEN = struct.Struct("<I")
-SOCKET_MAX_RECORD = 8 << 20  # the same bound as the rings' default slab, so both behave alike
 
 
 class SocketPort(Port):
     def __init__(self, index: int, socks: dict[int, socket.socket]) -> None:
         self.index = index
         self.socks = socks
-        self._out: dict[int, bytearray] = {}  # bytes the kernel did not take yet, per peer
-        self._outn: dict[int, int] = {}  # records in _out, per peer
+        self._out = {}
+        self._outsize = {}
+        self._unsent: dict[int, bytearray] = {}  # bytes the kernel did not take yet, per peer
+        self._unsentn: dict[int, int] = {}  # messages in _unsent, per peer
         self._room = {}
         self._in: dict[int, bytearray] = {j: bytearray() for j in socks}
         self._loop: Any = None
@@ -185,31 +261,34 @@ class SocketPort(Port):
         deliver = self._deliver
         assert deliver is not None
         off, end = 0, len(acc)
-        records = []
+        batches = []
+        count = 0
         while end - off >= 4:
             (n,) = _LEN.unpack_from(acc, off)
             if end - off - 4 < n:
                 break
-            records.append(bytes(acc[off + 4 : off + 4 + n]))
+            try:
+                msgs = unpack(memoryview(acc)[off + 4 : off + 4 + n])
+            except Exception as exc:
+                log.error("node %d: unreadable record from node %d: %s", self.index, peer, exc)
+            else:
+                batches.append(msgs)
+                count += len(msgs)
             off += 4 + n
         if off:
             del acc[:off]
-        self._taken(len(records))
-        for record in records:
-            deliver(peer, record)
+        self._taken(count)
+        for msgs in batches:
+            deliver(peer, msgs)
 
-    def send(self, dest: int, data: bytes) -> None:
-        if len(data) > SOCKET_MAX_RECORD:
-            raise PayloadTooLarge(
-                f"a {len(data)}-byte record is too large for the channel to node {dest} "
-                f"(at most {SOCKET_MAX_RECORD} bytes, like the rings' largest slab class)"
-            )
-        frame = _LEN.pack(len(data)) + data
-        out = self._out.get(dest)
+    def _write(self, dest: int, record: bytes, count: int) -> None:
+        frame = _LEN.pack(len(record)) + record
+        out = self._unsent.get(dest)
         if out:
             out += frame
-            self.backlog_total += 1
-            self._outn[dest] += 1
+            self.backlog_total += count
+            self.backlog_bytes += len(frame)
+            self._unsentn[dest] += count
             return
         s = self.socks[dest]
         try:
@@ -217,13 +296,14 @@ class SocketPort(Port):
         except (BlockingIOError, InterruptedError):
             sent = 0
         if sent < len(frame):
-            self._out[dest] = bytearray(frame[sent:])
-            self._outn[dest] = 1
-            self.backlog_total += 1
+            self._unsent[dest] = bytearray(frame[sent:])
+            self._unsentn[dest] = count
+            self.backlog_total += count
+            self.backlog_bytes += len(frame) - sent
             self._loop.add_writer(s.fileno(), self._writable, dest)
 
     def _writable(self, dest: int) -> None:
-        out = self._out.get(dest)
+        out = self._unsent.get(dest)
         s = self.socks[dest]
         while out:
             try:
@@ -231,19 +311,24 @@ class SocketPort(Port):
             except (BlockingIOError, InterruptedError):
                 return
             del out[:sent]
+            self.backlog_bytes -= sent
         self._loop.remove_writer(s.fileno())
-        self._out.pop(dest, None)
-        self.backlog_total -= self._outn.pop(dest, 0)
+        self._unsent.pop(dest, None)
+        self.backlog_total -= self._unsentn.pop(dest, 0)
         self._roomy(dest)
 
     def queued(self, dest: int) -> int:
-        return self._outn.get(dest, 0)
+        return self._unsentn.get(dest, 0)
 
     def flush(self) -> None:
-        pass  # every send is already visible
+        self._cut_all()  # a written frame is visible at once
+
+    def publish(self, dest: int) -> None:
+        if dest in self._out:
+            self._cut(dest)
 
     def backlog(self) -> dict[int, int]:
-        return {d: len(b) for d, b in self._out.items() if b}
+        return {d: n for d, n in self._unsentn.items() if n}
 
     def close(self) -> None:
         loop = self._loop
@@ -255,11 +340,13 @@ class SocketPort(Port):
         self.socks.clear()
 
 
-def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -> Any:
+def make_mesh(nodes: int, capacity: int | None, numa: list[int | None] | None = None) -> Any:
     """The best channels this build has: shared-memory rings, else socketpairs.
 
+    ``capacity``: bytes per ring (None: 256 KiB, whatever the number of nodes).
     ``$ACTORQ_MESH`` = ``ring`` or ``socket`` forces one (benchmarks compare them).
     """
+    capacity = capacity or _CAPACITY
     kind = os.environ.get("ACTORQ_MESH", "auto")
     if kind in ("auto", "ring"):
         try:
@@ -278,69 +365,125 @@ def make_mesh(nodes: int, capacity: int, numa: list[int | None] | None = None) -
 
 
 class RingMesh:
-    """Channels as SPSC rings (actorq.shm): node j's ``Inbox`` holds one ring
-    per sender, all behind one doorbell, memory bound to j's NUMA node.
+    """Channels as SPSC rings (actorq.shm), O(N) in fds and memory.
 
-    Everything is made in the supervisor before forking. A child keeps its own
-    inbox and the rings it writes, and closes the rest. Readers and writers
-    are made fresh in the child from the positions stored in shared memory:
-    the objects it inherited were built in the supervisor and cache stale
-    positions, which matters when a worker is restarted after records flowed.
+    For each node j the supervisor makes, before forking: an ``Inbox`` (one
+    sparse memfd holding j's ready flags and one ring slot per possible
+    sender, plus j's doorbell eventfd), a ``Slab`` (one sparse memfd for the
+    large records j sends to anyone) and j's space eventfd (rung by any
+    reader that frees room j is waiting for). Both memfds are bound to j's
+    NUMA node. That is 4 fds per node and about two touched pages, however
+    many peers there are; a ring's pages are allocated when its sender first
+    writes, so rings are made on demand and each keeps its full capacity.
+
+    A child keeps the mappings and the eventfds (it writes to every inbox and
+    rings every writer's space doorbell) and closes its copies of the memfd
+    descriptors. Readers and writers are made in the child, on first use,
+    from the positions stored in shared memory: a restarted worker finds the
+    records waiting in its slots, and its inbox looks once at every slot a
+    sender ever opened (``Inbox.resume``).
     """
 
     kind = "ring"
 
     def __init__(self, nodes: int, capacity: int, numa: list[int | None] | None = None) -> None:
-        from ..shm import Inbox
+        from ..shm import Inbox, Slab
+        from ..shm.doorbell import new_eventfd
 
         cap = 1 << max(12, (capacity - 1).bit_length())  # a power of two
         self.nodes = nodes
-        self.inboxes: list[Any] = []
+        self.space_fds: list[int] = []
+        self.slabs: list[Slab | None] = []
+        self.inboxes: list[Inbox] = []
         try:
+            self.space_fds.extend(new_eventfd() for _ in range(nodes))
             for j in range(nodes):
                 node = numa[j] if numa is not None and j < len(numa) else None
-                inbox = Inbox.create(nodes, node=node, name=f"actorq-inbox-{j}")
-                self.inboxes.append(inbox)
-                for i in range(nodes):
-                    if i != j:
-                        inbox.ring(i, cap, name=f"actorq-ring-{i}-{j}")
+                self.slabs.append(Slab.create(readers=nodes, node=node, name=f"actorq-slab-{j}"))
+                self.inboxes.append(
+                    Inbox(
+                        nodes,
+                        cap,
+                        node=node,
+                        name=f"actorq-inbox-{j}",
+                        space_fds=self.space_fds,
+                        slabs=self.slabs,
+                        slab_reader=j,
+                    )
+                )
         except BaseException:
             self.close()
             raise
 
     def port(self, index: int) -> RingPort:
         inbox = self.inboxes[index]
-        for s in inbox.senders():  # fresh readers at the shared tails
-            inbox.add(s, inbox.remove(s))
-        rings = {j: self.inboxes[j].rings[index] for j in range(self.nodes) if j != index}
-        return RingPort(index, inbox, rings)
+        inbox.zero_copy = True  # RingPort decodes batches straight from the ring
+        inbox.resume()
+        port = RingPort(index, inbox, _Writers(self, index), self.space_fds[index])
+        slab = self.slabs[index]  # our large records go through our own slab
+        largest = slab.largest if slab is not None else inbox.capacity // 2 - 8  # inline only
+        port.max_message = largest - 5
+        return port
 
     def close_others(self, index: int) -> None:
-        """In a child: close every inbox but ours, keeping the rings we write."""
-        for j, inbox in enumerate(self.inboxes):
-            if j != index:
-                inbox.close(keep=[index])  # still in inbox.rings for port(); no reader here
+        """In a child: close our copies of the memfd descriptors (the mappings
+        stay: we write into every inbox and slab). Nothing is passed on from a
+        child, so the fds are not needed; the eventfds are."""
+        for inbox in self.inboxes:
+            inbox.segment.close_fd()
+        for slab in self.slabs:
+            if slab is not None:
+                slab.segment.close_fd()
 
     def close(self) -> None:
         for inbox in self.inboxes:
             inbox.close()
         self.inboxes = []
+        for slab in self.slabs:
+            if slab is not None:
+                slab.close()
+        self.slabs = []
+        for fd in self.space_fds:
+            os.close(fd)
+        self.space_fds = []
+
+
+class _Writers(dict[int, Any]):
+    """Node ``index``'s writer to each peer, made on first use (that is when
+    the ring's slot is first touched)."""
+
+    def __init__(self, mesh: RingMesh, index: int) -> None:
+        super().__init__()
+        self.mesh = mesh
+        self.index = index
+
+    def __missing__(self, dest: int) -> Any:
+        if dest == self.index or not 0 <= dest < self.mesh.nodes:
+            raise KeyError(dest)
+        writer = self[dest] = self.mesh.inboxes[dest].ring(self.index).writer()
+        return writer
 
 
 class RingPort(Port):
-    def __init__(self, index: int, inbox: Inbox, rings: dict[int, Any]) -> None:
+    def __init__(self, index: int, inbox: Inbox, writers: dict[int, Any], space_fd: int) -> None:
         self.index = index
         self.inbox = inbox
-        self.rings = rings
-        self.writers = {j: r.writer() for j, r in rings.items()}
+        self.writers = writers  # made on first use (RingMesh)
+        self.space_fd = space_fd  # one for all of our writers: see _on_space
+        self._space_watched = False
         self._dirty: set[int] = set()
-        self._backlog: dict[int, collections.deque[bytes]] = {}
+        self._out = {}
+        self._outsize = {}
+        # destination -> batch records (and their message counts) its full ring refused
+        self._backlog: dict[int, collections.deque[tuple[bytes, int]]] = {}
+        self._queued: dict[int, int] = {}  # destination -> messages in its backlog
         self._room = {}
         self._loop: Any = None
         self._deliver: Deliver  # set by start(), before anything can call _drain
         self._remove_hook: Any = None
         self._drain_queued = False
-        self._batch: list[tuple[int, bytes]] = []
+        self._batch: list[tuple[int, list[Any]]] = []  # (sender, messages) taken this drain
+        self._batch_n = 0  # messages in _batch
         # An answer is likely soon: we just published an ask, or answered what
         # we drained (the asker tends to ask again). The next before_sleep then
         # spins a full ``max_s`` once, whatever the adaptive budget decayed to:
@@ -357,8 +500,15 @@ class RingPort(Port):
         self._remove_hook = loop.before_sleep(self._before_sleep)
         self._queue_drain()  # records may be waiting already (a restarted worker)
 
-    def _take(self, sender: int, record: bytes) -> None:
-        self._batch.append((sender, record))
+    def _take(self, sender: int, record: memoryview) -> None:
+        # zero copy: ``record`` is the ring's own memory, valid until we return
+        try:
+            msgs = unpack(record)
+            self._batch_n += len(msgs)
+        except Exception as exc:  # a record we cannot read must not stop the worker
+            log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
+            return
+        self._batch.append((sender, msgs))
 
     def _doorbell(self) -> bool:
         self.inbox.wake_up()
@@ -375,13 +525,14 @@ class RingPort(Port):
             batch = self._batch
             if batch:
                 self._batch = []
-                self._taken(len(batch))
+                self._taken(self._batch_n)
+                self._batch_n = 0
                 deliver = self._deliver
-                for sender, record in batch:
-                    deliver(sender, record)
+                for sender, msgs in batch:
+                    deliver(sender, msgs)
         finally:
             self.draining = False
-            if self._dirty:
+            if self._dirty or self._out:
                 self.flush()  # replies made while draining go out now, one publish per ring
                 self._expect = True
         return inbox.pending()
@@ -397,7 +548,7 @@ class RingPort(Port):
 
     def _before_sleep(self) -> None:
         inbox = self.inbox
-        if self._dirty:
+        if self._dirty or self._out:
             self.flush()
         if self._expect:
             self._expect = False
@@ -417,22 +568,28 @@ class RingPort(Port):
             self._queue_drain()
 
     # -- outbound --------------------------------------------------------------------
-    def send(self, dest: int, data: bytes) -> None:
+    def _write(self, dest: int, record: bytes, count: int) -> None:
         q = self._backlog.get(dest)
         if q:
-            q.append(data)
-            self.backlog_total += 1
+            q.append((record, count))
+            self.backlog_total += count
+            self.backlog_bytes += len(record)
+            self._queued[dest] += count
             return
         try:
-            self.writers[dest].write(data)
+            self.writers[dest].write(record)
         except RingFull:
-            self._backlog[dest] = collections.deque([data])
-            self.backlog_total += 1
+            self._backlog[dest] = collections.deque([(record, count)])
+            self.backlog_total += count
+            self.backlog_bytes += len(record)
+            self._queued[dest] = count
             self._park(dest)
             return
         self._dirty.add(dest)
 
     def flush(self) -> None:
+        if self._out:
+            self._cut_all()
         writers = self.writers
         for dest in self._dirty:
             writers[dest].publish()
@@ -440,6 +597,8 @@ class RingPort(Port):
 
     def publish(self, dest: int) -> None:
         self._expect = True  # an ask: its answer is awaited
+        if dest in self._out:
+            self._cut(dest)
         if dest in self._dirty:
             self._dirty.discard(dest)
             self.writers[dest].publish()
@@ -450,44 +609,59 @@ class RingPort(Port):
         w = self.writers[dest]
         w.publish()
         self._dirty.discard(dest)
-        self._loop.add_reader(w.space_fd, self._space, dest)
+        if not self._space_watched:  # the first parked destination: watch our space doorbell
+            self._space_watched = True
+            self._loop.add_reader(self.space_fd, self._on_space)
         q = self._backlog[dest]
-        if w.wait_for_space(len(q[0])):
+        if w.wait_for_space(len(q[0][0])):
             self._loop.call_soon(self._space, dest)
+
+    def _on_space(self) -> None:
+        """Our space doorbell rang: some reader freed room. It is shared by all
+        of our writers, so reset it once here and retry every parked one."""
+        from ..shm.doorbell import clear
+
+        clear(self.space_fd)
+        for dest in list(self._backlog):
+            self._space(dest)
 
     def _space(self, dest: int) -> None:
         q = self._backlog.get(dest)
         w = self.writers[dest]
         while q:
+            record, count = q[0]
             try:
-                w.write(q[0])
+                w.write(record)
             except RingFull:
                 w.publish()
-                if w.wait_for_space(len(q[0])):
+                if w.wait_for_space(len(record)):
                     continue
                 return  # still armed: the reader rings space_fd
             except PayloadTooLarge as exc:
                 log.error("dropped a queued record to node %d: %s", dest, exc)
             q.popleft()
-            self.backlog_total -= 1
+            self.backlog_total -= count
+            self.backlog_bytes -= len(record)
+            self._queued[dest] -= count
         w.publish()
-        self._loop.remove_reader(w.space_fd)
         self._backlog.pop(dest, None)
+        self._queued.pop(dest, None)
+        if not self._backlog and self._space_watched:
+            self._space_watched = False
+            self._loop.remove_reader(self.space_fd)
         self._roomy(dest)
 
     def backlog(self) -> dict[int, int]:
-        return {d: len(q) for d, q in self._backlog.items() if q}
+        return {d: n for d, n in self._queued.items() if n}
 
     def queued(self, dest: int) -> int:
-        q = self._backlog.get(dest)
-        return len(q) if q else 0
+        return self._queued.get(dest, 0)
 
     def close(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self.inbox.doorbell_fd)
-            for w in self.writers.values():
-                loop.remove_reader(w.space_fd)
+            loop.remove_reader(self.space_fd)
             if self._remove_hook is not None:
                 self._remove_hook()
         self.flush()  # the writers themselves are closed with their rings

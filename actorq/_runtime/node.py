@@ -1,18 +1,47 @@
 """A node of the runtime: its loop, its actors, its ends of the mesh.
 
 Every process of a runtime is a ``Node``: the supervisor is node 0 (it hosts
-no actors but runs ``main`` and proxies outside clients), workers are nodes
-1..N, each pinned to one CPU. An actor id is ``(node << 32) | serial``, so the
-node that hosts an actor is read off its id with a shift: no directory lookup
-on the message path.
+no actors; it proxies outside clients), workers are nodes 1..N, each pinned to
+one CPU, and the process running ``main`` is node N+1. An actor id is
+``(node << 32) | serial``, so the node that hosts an actor is read off its id
+with a shift: no directory lookup on the message path.
 
-Message handling in a node
---------------------------
-``ask`` packs the call, remembers the request (id -> future, target) and
-sends the record (to itself through ``call_soon`` when the target lives on
-the same node: the mesh is skipped but the arguments are still copied, so an
-actor's behaviour never depends on where placement put it). Records for
-actors go to their ``Cell`` in the ``Host`` (see host.py).
+A message's way
+---------------
+``ref.take.tell(blob)`` in an actor method on worker A, for an actor on B:
+
+1. *Sender, at the call site* (``Node.tell``): the message is packed once
+   with msgpack, ``[TELL, target, method, args, kwargs, src]``. Packing here
+   is what lets an unsendable argument be named where the mistake was made;
+   an oversized one is refused here too (``PayloadTooLarge``). The bytes are
+   appended to B's *batch* in the port (mesh.py); nothing touches shared
+   memory yet. A tell costs about 1 µs of the sender's CPU (64 B payload;
+   ``python -m bench breakdown``).
+2. *Once per loop turn* (a ``call_soon`` armed by the first tell of the
+   turn, or at the end of an inbox drain, for replies), each destination's
+   batch becomes ONE ring record: a msgpack array whose elements are the
+   packed messages, made by joining their bytes behind an array header (no
+   second encode), cut at 64 messages or 15 KiB. The record is copied into
+   the ring and the head published; the reader's doorbell is rung only if it
+   announced sleep. An ask publishes its batch at once (someone waits).
+3. *Receiver* (``RingPort._drain``): the inbox finds the flagged rings in
+   O(flagged), and each batch is decoded with one msgpack call straight from
+   the ring's memory (zero copy: the payload's only copy on this side is the
+   ``bytes`` object the method receives). All taken records leave the ring
+   before any is delivered: a crash in a method never redelivers it (at most
+   once), and the board counts what was taken and handled, so every loss is
+   counted.
+4. *Dispatch* (``Node.deliver``): the decoded list is routed in order. A
+   tell or ask to an idle actor with an empty mailbox runs its method at
+   once from the decoded record (``Cell.call``: no tuple rebuilt); others go
+   to the actor's mailbox (admission.py) as an ``Item``. A reply resolves the
+   asker's future, and the task awaiting it resumes in the same loop turn.
+
+FIFO holds per (sender, receiver) pair: one ring per ordered pair, batches
+written in order, messages in a batch in order, the backlog of a full ring
+drained before new batches. Same-node messages skip the ring (``call_soon``)
+but are still packed and unpacked, so an actor's behaviour never depends on
+where placement put it.
 
 Request ids start at ``incarnation << 40``: when a worker is restarted its
 successor never reuses an id whose stale reply may still sit in a channel.
@@ -70,6 +99,11 @@ _NEVER = float("inf")
 # A sweep looks at every pending ask, so sweeps are spaced by at least this
 # much, plus this much per pending ask: with many asks outstanding the sweeps
 # stay a small share of the loop's time (deadlines are then met a little late).
+# A tell from async code parks once this many bytes wait in backlogs (besides
+# ``backlog_limit // 4`` messages): a full ring plus this much is enough to
+# keep the reader busy, and more only costs the sender memory and cache.
+_SOFT_BYTES = 8 << 20
+_HARD_BYTES = 8 * _SOFT_BYTES  # past this, a tell is refused (Overloaded), like backlog_limit
 _SWEEP_GAP = 0.005
 _SWEEP_GAP_PER_ASK = 5e-6
 
@@ -145,6 +179,7 @@ class Node:
         self.backlog_hard = self.admission.backlog_limit
         self.backlog_soft = max(1, self.backlog_hard // 4)
         self.expired = 0  # asks dropped unrun because their deadline had passed
+        self.timing = False  # metrics.py: time the next method that runs here
         self._flush_handle: Any = None
         self.on_stopped: Callable[[int], None] | None = None
         port.start(loop, self.deliver, self._taken)
@@ -200,7 +235,7 @@ class Node:
         if dest == self.index:
             if self.local_queued >= self.backlog_hard:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
-        elif self.port.backlog_total >= self.backlog_soft:
+        elif self.port.backlog_total >= self.backlog_soft or self.port.backlog_bytes >= _SOFT_BYTES:
             self._check_room(self.port.queued(dest), ref, method, f"the channel to worker {dest}")
         fut = self.loop.create_future()
         self._send(dest, data, True)  # may raise PayloadTooLarge: nothing to undo
@@ -266,6 +301,17 @@ class Node:
                 f"{ref!r}.{method}.tell", args, kwargs, ref.method_fn(method)
             ) from None
         dest = rid >> _NODE_SHIFT
+        port = self.port
+        if (
+            dest != self.index
+            and port.backlog_total < self.backlog_soft
+            and port.backlog_bytes < _SOFT_BYTES
+        ):  # the common case first: another node, and the way there has room
+            self.sent += 1
+            port.send(dest, data)
+            if self._flush_handle is None and not port.draining:
+                self._flush_handle = self.loop.call_soon(self._flush)
+            return self._held_back(rid) if self._slow else _SENT
         if dest == self.index:
             if self.local_queued >= self.backlog_soft:
                 self._check_room(self.local_queued, ref, method, "this worker's own queue")
@@ -276,30 +322,31 @@ class Node:
             self.local_queued += 1
             self.loop.call_soon(self._deliver_local, data)
             return self._held_back(rid) if self._slow else _SENT
-        port = self.port
-        if port.backlog_total >= self.backlog_soft:
-            fut = self._room_futs.get(dest)
-            if fut is not None and not fut.done():  # congested already: the short way
-                if port.queued(dest) >= self.backlog_hard:
-                    self._check_room(
-                        port.queued(dest), ref, method, f"the channel to worker {dest}"
-                    )
-                self.sent += 1
-                port.send(dest, data)  # joins the backlog, which drains on its own
-                actor = _ctx.actor
-                if actor is not None and actor is not self._hold_actor:
-                    self._throttle(dest)  # holds this actor too
-                return fut
-            queued = port.queued(dest)
-            self._check_room(queued, ref, method, f"the channel to worker {dest}")
-            self._send(dest, data)
-            return self._throttle(dest) if queued + 1 >= self.backlog_soft else _SENT
-        self.sent += 1
-        port.send(dest, data)
-        if self._flush_handle is None and not port.draining:
-            self._flush_handle = self.loop.call_soon(self._flush)
-        if self._slow:
-            return self._held_back(rid)
+        # the way to another node is congested
+        fut = self._room_futs.get(dest)
+        if fut is not None and not fut.done():  # congested already: the short way
+            if port.queued(dest) >= self.backlog_hard:
+                self._check_room(
+                    port.queued(dest), ref, method, f"the channel to worker {dest}"
+                )
+            self.sent += 1
+            port.send(dest, data)  # joins the backlog, which drains on its own
+            actor = _ctx.actor
+            if actor is not None and actor is not self._hold_actor:
+                self._throttle(dest)  # holds this actor too
+            return fut
+        queued = port.queued(dest)
+        self._check_room(queued, ref, method, f"the channel to worker {dest}")
+        if port.backlog_bytes >= _HARD_BYTES:
+            self.refused_sends += 1
+            raise Overloaded(
+                f"{ref!r}.{method}: {port.backlog_bytes} bytes of messages wait for full "
+                f"channels already (at most {_HARD_BYTES}); from async code await the tell "
+                f"(await ref.{method}.tell(...)) to wait for room, or send less"
+            )
+        self._send(dest, data)
+        if queued + 1 >= self.backlog_soft or port.backlog_bytes >= _SOFT_BYTES:
+            return self._throttle(dest)
         return _SENT
 
     # --- backpressure ------------------------------------------------------------
@@ -343,7 +390,7 @@ class Node:
             waiting, self._local_room = self._local_room, []
             for room in waiting:
                 room()
-        self.deliver(self.index, data)
+        self.deliver(self.index, [_unpack(data)])
 
     def stop_actor(self, ref: ActorRef) -> Any:
         self._req += 1
@@ -490,18 +537,33 @@ class Node:
         """The port took ``n`` records off the rings; they are ours to lose now."""
         self.board[TAKEN] += n
 
-    def deliver(self, sender: int, data: bytes) -> None:
-        self.received += 1
-        try:
-            self._route(sender, data)
-        finally:  # after routing: a crash before this counts the record as lost (board.py)
-            self.board[HANDLED] += 1
+    def deliver(self, sender: int, msgs: list[Any]) -> None:
+        """Route a batch of decoded messages from node ``sender``, in order.
 
-    def _route(self, sender: int, data: bytes) -> None:
+        The common case is inlined: a tell to an idle actor with an empty
+        mailbox runs its method at once (``Cell.call``) from the record as it
+        was decoded. Everything else takes ``_route``."""
+        self.received += len(msgs)
+        board, cells = self.board, self.actors
+        for msg in msgs:
+            try:
+                if msg[0] == TELL:
+                    cell = cells.get(msg[1])
+                    if cell is not None and not cell.busy and not cell.mail.size:
+                        cell.call(TELL, sender, 0, msg[2], msg[3], msg[4], None)
+                    else:
+                        self._route(sender, msg)
+                else:
+                    self._route(sender, msg)
+            except Exception:  # a bad record must not cost the rest of the batch
+                log.exception("node %d: a record from node %d failed", self.index, sender)
+            # after routing: a crash before this counts the message as lost (board.py)
+            board[HANDLED] += 1
+
+    def _route(self, sender: int, msg: Any) -> None:
         try:
-            msg = _unpack(data)
             kind = msg[0]
-        except Exception as exc:  # a record we cannot read must not stop the worker
+        except Exception as exc:
             log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
             return
         if kind == REPLY:
@@ -525,6 +587,10 @@ class Node:
                 _, req, target, method, args, kwargs, src, deadline, chain = msg
             if deadline is not None and deadline <= self._clock():
                 self.expired += 1  # its asker has given up: abort early, not late
+                return
+            cell = self.actors.get(target)
+            if cell is not None and not cell.busy and not cell.mail.size:
+                cell.call(ASK, sender, req, method, args, kwargs, chain)  # no Item built
                 return
             item: Item = (ASK, sender, req, method, args, kwargs, chain, deadline)
         elif kind == TELL:

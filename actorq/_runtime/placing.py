@@ -21,7 +21,10 @@ from .directory import Directory
 
 log = logging.getLogger("actorq.supervisor")
 
-_FDS_PER_RING = 9  # measured: ring memfd, doorbell, space eventfd, slab, inbox share
+# Measured in the supervisor (bench/mesh.py): per node its inbox and slab
+# memfds and their mmap dups, doorbell and space eventfds, and a worker's pidfd.
+_FDS_PER_NODE = 8
+_FDS_BASE = 64  # the loop, ZeroMQ, signals, logs, the interpreter's own
 
 
 def discover_machine() -> Any:
@@ -55,6 +58,15 @@ def worker_cpus(cfg: Config, machine: Any) -> list[tuple[int, int | None]]:
     else:
         cpus = allowed
     n = cfg.workers or len(cpus)
+    if n > len(cpus):
+        log.warning(
+            "%d workers on %d CPU%s (%s): workers share CPUs round robin, so they "
+            "compete for time; fine for tests and I/O-bound work, slower for CPU-bound work",
+            n,
+            len(cpus),
+            "" if len(cpus) == 1 else "s",
+            format_cpulist(cpus),
+        )
     chosen = [cpus[i % len(cpus)] for i in range(n)]
 
     def node_of(cpu: int) -> int | None:
@@ -67,9 +79,10 @@ def worker_cpus(cfg: Config, machine: Any) -> list[tuple[int, int | None]]:
 
 
 def check_fd_limit(nodes: int) -> None:
-    """Every channel is made up front: about 9 fds per ordered pair of nodes in
-    the supervisor. Lift the soft limit to the hard one; if that is still not
-    enough, say so before anything starts (rather than fail half-way)."""
+    """The mesh costs a few fds per node in the supervisor (``RingMesh``: O(N);
+    the socketpair fallback, when forced, one per ordered pair). Lift the soft
+    limit to the hard one; if that is still not enough, say so before anything
+    starts (rather than fail half-way)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         try:
@@ -79,25 +92,21 @@ def check_fd_limit(nodes: int) -> None:
             log.debug("could not raise RLIMIT_NOFILE: %s", exc)
     if soft == resource.RLIM_INFINITY:
         return
-    need = _FDS_PER_RING * nodes * (nodes - 1) + 64
-    if need > soft:
+
+    def need(n: int) -> int:
+        pairs = n * (n - 1) if os.environ.get("ACTORQ_MESH") == "socket" else 0
+        return _FDS_PER_NODE * n + pairs + _FDS_BASE
+
+    if need(nodes) > soft:
         most = 1
-        while _FDS_PER_RING * (most + 2) * (most + 1) + 64 <= soft:
+        while need(most + 3) <= soft:  # workers + supervisor + main
             most += 1
         raise ConfigError(
-            f"{nodes - 1} workers need about {need} file descriptors for their rings (one per "
-            f"pair of workers, made up front), but RLIMIT_NOFILE allows {soft}; raise the "
-            f"limit (ulimit -n / LimitNOFILE=) or run at most {most} workers (--workers)"
+            f"a runtime of {nodes} processes (supervisor, workers, main) needs about "
+            f"{need(nodes)} file descriptors, but "
+            f"RLIMIT_NOFILE allows {soft}; raise the limit (ulimit -n / LimitNOFILE=) "
+            f"or run at most {most} workers (--workers)"
         )
-
-
-def auto_ring_capacity(nodes: int) -> int:
-    """Every ordered pair of nodes gets a ring up front, so ring memory grows
-    with nodes²: 256 KiB each up to ~16 nodes, then smaller (down to 16 KiB)
-    to keep the total near 64 MiB. Larger messages go through the ring's slab,
-    which is only touched when used."""
-    per = (64 << 20) // max(1, nodes * (nodes - 1))
-    return 1 << max(14, min(18, per.bit_length() - 1))
 
 
 class WorkerPlacer:

@@ -13,9 +13,19 @@ Tidying happens at three moments, because no single one covers every exit:
   ``atexit`` safety net, run only in the process that made the directory: a
   forked child that exits normally must not take its parent's directory);
 - at the next start, for a runtime that could not clean up at all (SIGKILL,
-  power loss): ``sweep_stale`` removes ``actorq-*`` directories of ours in the
-  default base whose owner is gone. A directory without an owner file, or whose
-  owner lives, is never touched (many runtimes may share the base).
+  power loss): ``sweep_stale`` removes the directories of ours in the
+  registry (below) whose owner is gone, and the registry's links to
+  directories whose owner is gone. A directory without an owner file, or
+  whose owner lives, is never touched (many runtimes share the registry).
+
+Where runtimes are found: every runtime has a name (``--name``, ``name`` in
+the config; by default the app's and the supervisor's pid, ``hello-4242``)
+and an entry of that name in one per-user place, the *registry*
+(``$XDG_RUNTIME_DIR/actorq/``, or ``/tmp/actorq-<uid>/`` without it; mode
+0700, refused if someone else owns it or can read it). A runtime's default
+directory is its registry entry itself; an explicit one is linked from it.
+``runtime.json`` in the directory says what ``actorq ps`` shows (name,
+workers, start time, metrics address), so listing runtimes asks none of them.
 
 An explicit directory (``runtime_dir``, e.g. systemd's RuntimeDirectory) is
 claimed rather than made: a live owner refuses the start, naming its pid; a
@@ -26,15 +36,17 @@ from __future__ import annotations
 
 import atexit
 import errno
+import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
 import stat
 import tempfile
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import psutil
 
@@ -46,10 +58,14 @@ banner.setLevel(logging.INFO)  # one line at start, shown at the default level (
 
 PREFIX = "actorq-"
 OWNER_FILE = "owner.pid"
+INFO_FILE = "runtime.json"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _START_TOLERANCE_S = 0.01  # start times are computed from clock ticks: equal or not
 
 # directories this process made or claimed -> the pid that did (see _release_at_exit)
 _owned: dict[Path, tuple[int, bool]] = {}
+# explicit directories -> their link in the registry (removed with the directory's claim)
+_links: dict[Path, Path] = {}
 
 
 # --- owners ------------------------------------------------------------------------
@@ -111,20 +127,62 @@ def owner_alive(owner: tuple[int, float]) -> bool:
     return now is not None and abs(now - started) < _START_TOLERANCE_S
 
 
-# --- the default base and its stale directories ----------------------------------------
+# --- the registry and its stale entries -------------------------------------------------
 
 
-def default_base() -> Path:
-    """``$XDG_RUNTIME_DIR`` if it is a writable directory, else the temp dir."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base) and os.access(base, os.W_OK):
-        return Path(base)
-    return Path(tempfile.gettempdir())
+def registry() -> Path:
+    """The per-user place where running runtimes are found (module docstring);
+    made 0700 if missing. A ConfigError if it is not a private directory of ours."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
+        p = Path(xdg) / "actorq"
+    else:
+        p = Path(tempfile.gettempdir()) / f"actorq-{os.getuid()}"
+    try:
+        p.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = p.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        now = (
+            f"uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}"
+            if stat.S_ISDIR(st.st_mode)
+            else "not a directory"
+        )
+        raise errors.ConfigError(
+            f"{p} must be a directory owned by uid {os.getuid()} with mode 0700 (it is {now}); "
+            "actorq keeps its runtimes' control sockets there: remove it, or set "
+            "XDG_RUNTIME_DIR to a private directory"
+        )
+    return p
 
 
-def sweep_stale(base: Path) -> list[Path]:
-    """Remove the ``actorq-*`` directories under ``base`` that are ours and whose
-    owner is gone; the ones removed. Never one without an owner file."""
+def check_name(name: str) -> str:
+    """``name`` if it can name a runtime (a registry entry), else a ConfigError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise errors.ConfigError(
+            f"runtime name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return name
+
+
+def default_name(app: str | None) -> str:
+    """``<app>-<pid>``: the app's last telling dotted part (``examples.hello.app``
+    gives ``hello``; ``actorq`` without an app), made a valid name."""
+    parts = [p for p in (app or "").split(".") if p]
+    while len(parts) > 1 and parts[-1] in ("app", "main", "__main__"):
+        parts.pop()
+    stem = parts[-1] if parts else "actorq"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".-")[:40] or "actorq"
+    return f"{stem}-{os.getpid()}"
+
+
+def sweep_stale(base: Path, prefix: str = PREFIX, links: bool = False) -> list[Path]:
+    """Remove the ``prefix*`` directories under ``base`` that are ours and whose
+    owner is gone; the ones removed. Never one without an owner file. With
+    ``links`` (the registry), also the links whose directory is gone or
+    ownerless (the link only, never what it points to)."""
     removed: list[Path] = []
     uid = os.getuid()
     try:
@@ -133,11 +191,17 @@ def sweep_stale(base: Path) -> list[Path]:
         log.debug("cannot scan %s for stale runtime directories: %s", base, exc)
         return removed
     for entry in entries:
-        if not entry.name.startswith(PREFIX):
+        if not entry.name.startswith(prefix) or entry.name.startswith("."):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
+            continue
+        if links and stat.S_ISLNK(st.st_mode) and st.st_uid == uid:
+            owner = read_owner(Path(entry.path))
+            if owner is None or not owner_alive(owner):
+                _unlink(Path(entry.path))
+                removed.append(Path(entry.path))
             continue
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
             continue
@@ -156,26 +220,60 @@ def sweep_stale(base: Path) -> list[Path]:
 # --- making, claiming and releasing ----------------------------------------------------
 
 
-def make_runtime_dir(path: str | None = None) -> tuple[Path, bool]:
+def make_runtime_dir(
+    path: str | None = None, name: str | None = None, app: str | None = None
+) -> tuple[Path, bool]:
     """A private directory for the control socket, claimed by this process:
-    (path, created_by_us).
+    (path, created_by_us), and registered under ``name``.
 
-    Without ``path``, stale directories in the default base are swept and a
-    fresh ``actorq-*`` one is made there. A given ``path`` must be ours and not
-    readable by others (it is created with 0700 if missing).
+    Stale entries of the registry are swept first. Without ``path`` the
+    directory is the registry entry ``name`` itself; a given ``path`` must be
+    ours and not readable by others (it is created with 0700 if missing) and
+    is linked from the registry entry. A ``name`` in use by a live runtime is
+    refused; without one, ``<app>-<pid>`` is used, with a suffix (``-2``,
+    ``-3``, ...) for the second runtime of one process (``name_of`` says which).
     """
-    if path is None:
-        base = default_base()
-        sweep_stale(base)
-        p = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    names = [check_name(name)] if name else [default_name(app)]
+    if not name:
+        names += [f"{names[0]}-{i}" for i in range(2, 100)]
+    reg = registry()
+    sweep_stale(reg, prefix="", links=True)
+    p, created = (None, True) if path is None else _claim_explicit(Path(path))
+    for n in names:
+        entry = reg / n
         try:
-            write_owner(p)
-        except BaseException:
-            shutil.rmtree(p, ignore_errors=True)
-            raise
-        _remember(p, created=True)
-        return p, True
-    p = Path(path)
+            if p is None:
+                entry.mkdir(mode=0o700)
+                try:
+                    write_owner(entry)
+                except BaseException:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    raise
+                _remember(entry, created=True)
+                return entry, True
+            entry.symlink_to(p.resolve())
+            _links[p] = entry
+            return p, created
+        except FileExistsError:
+            continue
+    if p is not None:
+        release_runtime_dir(p, created)
+    entry = reg / names[0]
+    owner = read_owner(entry)
+    who = f" (pid {owner[0]})" if owner is not None else ""
+    raise errors.ConfigError(
+        f"a runtime named {names[0]!r} is already running{who} ({entry}); "
+        "pick another name (--name, or name in the config)"
+    )
+
+
+def name_of(directory: Path) -> str:
+    """The registry name of a directory ``make_runtime_dir`` gave this process."""
+    link = _links.get(directory)
+    return (link if link is not None else directory).name
+
+
+def _claim_explicit(p: Path) -> tuple[Path, bool]:
     created = False
     try:
         p.mkdir(mode=0o700, parents=True)
@@ -194,6 +292,80 @@ def make_runtime_dir(path: str | None = None) -> tuple[Path, bool]:
     _claim(p)
     _remember(p, created)
     return p, created
+
+
+def write_info(directory: Path, info: dict[str, Any]) -> None:
+    """Write ``runtime.json`` (what ``actorq ps`` shows) atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=".info-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        os.replace(tmp, directory / INFO_FILE)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+def read_info(directory: Path) -> dict[str, Any]:
+    """``runtime.json`` of a runtime directory ({} if missing or unreadable)."""
+    try:
+        info = json.loads((directory / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+# --- finding running runtimes -------------------------------------------------------------
+
+
+def running_runtimes() -> list[dict[str, Any]]:
+    """The live runtimes of this user in the registry, by name: each with its
+    name, directory, pid, start time and what its ``runtime.json`` says."""
+    reg = registry()
+    out = []
+    for entry in sorted(reg.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        owner = read_owner(entry)
+        if owner is None or not owner_alive(owner):
+            continue
+        info = read_info(entry)
+        out.append(
+            {
+                **info,
+                "name": entry.name,
+                "directory": os.fspath(entry.resolve()),
+                "pid": owner[0],
+                "started": owner[1],
+            }
+        )
+    return out
+
+
+def find_runtime(which: str | None) -> str:
+    """The directory (or address) of the runtime ``which`` names: a runtime
+    directory, an ``ipc://`` address, a name in the registry, or nothing (the
+    only running one). LookupError with the choices when that is not one runtime."""
+    if which is not None and ("/" in which or "://" in which or which in (".", "..")):
+        return which
+    if which is not None:
+        entry = registry() / which
+        if entry.exists():
+            return os.fspath(entry)
+        if Path(which).is_dir():
+            return which
+    live = running_runtimes()
+    if which is None and len(live) == 1:
+        return str(live[0]["directory"])
+    names = ", ".join(str(r["name"]) for r in live)
+    if which is not None:
+        raise LookupError(
+            f"no runtime named {which!r} in {registry()}"
+            + (f"; running: {names}" if names else "; none is running")
+        )
+    if not live:
+        raise LookupError(f"no runtime of yours is running (none in {registry()})")
+    raise LookupError(f"{len(live)} runtimes are running ({names}): name one")
 
 
 def _claim(p: Path) -> None:
@@ -261,10 +433,14 @@ def release_runtime_dir(p: Path, created: bool) -> None:
     """Undo ``make_runtime_dir``: remove the directory if we made it, else our
     socket and owner file from it. Safe to call twice."""
     _owned.pop(p, None)
+    link = _links.pop(p, None)
+    if link is not None and link.is_symlink():
+        _unlink(link)
     if created:
         shutil.rmtree(p, ignore_errors=True)
         return
     _unlink(p / "control")
+    _unlink(p / INFO_FILE)
     owner = read_owner(p)
     if owner is not None and owner[0] == os.getpid():
         _unlink(p / OWNER_FILE)
@@ -280,15 +456,21 @@ def _release_at_exit() -> None:
 # --- saying where it is -------------------------------------------------------------------
 
 
-def announce(workers: int, cpus: str, runtime_dir: Path) -> None:
+def announce(
+    workers: int, cpus: str, runtime_dir: Path, name: str = "", metrics: str | None = None
+) -> None:
     """The one line a runtime always prints at start (unless the log level asks
-    for errors only): where its directory is, so ``actorq stats`` can find it."""
+    for errors only): its name and directory, so ``actorq stats``/``top`` find it."""
     if logging.getLogger("actorq").getEffectiveLevel() > logging.WARNING:
         return
     banner.info(
-        "runtime up: %d workers on CPUs %s; runtime directory %s (actorq stats %s)",
+        "runtime %s up: %d workers on CPUs %s; runtime directory %s "
+        "(actorq top %s, actorq stats %s)%s",
+        name or "?",
         workers,
         cpus,
         runtime_dir,
-        shlex.quote(os.fspath(runtime_dir)),
+        shlex.quote(name),
+        shlex.quote(name),
+        f"; Prometheus metrics at http://{metrics}/metrics" if metrics else "",
     )

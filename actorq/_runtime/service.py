@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorRef, check_timeout
 from ..errors import ActorDied
-from . import logs
+from . import logs, metrics
 from .directory import ActorEntry
 
 if TYPE_CHECKING:
@@ -171,7 +171,12 @@ class ControlService:
                     info["error"] = str(exc)
             workers.append(info)
         return {
+            "name": sup.name,
+            "directory": os.fspath(sup.runtime_dir),
             "address": sup.address,
+            "metrics_address": sup.metrics_endpoint.address if sup.metrics_endpoint else None,
+            # what each worker last published in its board (metrics.py): read, not asked
+            "metrics": metrics.runtime_view(sup),
             "mesh": sup.mesh.kind,
             "workers": workers,
             "actors": [e.row() for e in sup.directory.entries.values()],

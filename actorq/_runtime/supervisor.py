@@ -72,7 +72,7 @@ from ..topology.cpulist import format_cpulist
 from . import logs
 from .board import Board, Snapshot
 from .directory import Directory
-from .placing import WorkerPlacer, auto_ring_capacity, check_fd_limit, discover_machine, worker_cpus
+from .placing import WorkerPlacer, check_fd_limit, discover_machine, worker_cpus
 from .procs import Proc, describe_exit
 from .worker import ChildSpec, child_main
 
@@ -119,6 +119,8 @@ class Supervisor:
         self.workers_told = False  # the stop reached the workers
         self.runtime_dir: Any = None
         self.created_dir = False
+        self.name = ""  # in the per-user registry (rundir.py)
+        self.metrics_endpoint: Any = None  # prometheus.Endpoint with --metrics
         self.loop: Any = None
         self._result_buf = bytearray()
         self._result_fd = -1
@@ -127,22 +129,26 @@ class Supervisor:
     # --- start ---------------------------------------------------------------------------
     def start(self) -> None:
         """Make the mesh, fork every child, and start the loop (not yet running)."""
+        from . import metrics
         from .control import Trust, control_address, new_secret
         from .mesh import make_mesh
-        from .rundir import make_runtime_dir
+        from .rundir import make_runtime_dir, name_of
 
         cfg = self.cfg
+        metrics.settings.enabled = cfg.metrics  # the children inherit it
         machine = discover_machine()
         placements = worker_cpus(cfg, machine)
         self.worker_cpus = [cpu for cpu, _ in placements]
         self.trust = Trust(new_secret())  # before any fork: the children inherit it
-        self.runtime_dir, self.created_dir = make_runtime_dir(cfg.runtime_dir)
+        self.runtime_dir, self.created_dir = make_runtime_dir(
+            cfg.runtime_dir, cfg.name, _app_name(self.main)
+        )
+        self.name = name_of(self.runtime_dir)
         self.address = control_address(self.runtime_dir)
         nodes = len(placements) + 1 + (1 if self.main is not None else 0)
         check_fd_limit(nodes)
-        capacity = cfg.ring_capacity or auto_ring_capacity(nodes)
         numa = [None] + [node for _, node in placements] + [None]
-        self.mesh = make_mesh(nodes, capacity, numa[:nodes])
+        self.mesh = make_mesh(nodes, cfg.ring_capacity, numa[:nodes])
         self.workers = [
             Proc("worker", i + 1, self.trust.identity(f"w{i + 1}"), Board(), cpu, node)
             for i, (cpu, node) in enumerate(placements)
@@ -158,6 +164,36 @@ class Supervisor:
             )
             self._fork(self.main_proc)
         self._start_loop()
+        self._start_metrics_endpoint()
+
+    def _start_metrics_endpoint(self) -> None:
+        """Serve Prometheus metrics if asked, and say in runtime.json where
+        (actorq ps). After the first forks, so those children do not inherit
+        the listener (a worker restarted later holds a copy of its fd, never
+        accepting on it, until it exits)."""
+        from .rundir import write_info
+
+        if self.cfg.metrics_address:
+            from .prometheus import Endpoint
+
+            try:
+                self.metrics_endpoint = Endpoint(self, self.cfg.metrics_address)
+            except OSError as exc:
+                from ..errors import ConfigError
+
+                raise ConfigError(
+                    f"metrics_address {self.cfg.metrics_address}: cannot listen there ({exc})"
+                ) from None
+        write_info(
+            self.runtime_dir,
+            {
+                "name": self.name,
+                "workers": len(self.workers),
+                "cpus": self.worker_cpus,
+                "app": _app_name(self.main),
+                "metrics": self.metrics_endpoint.address if self.metrics_endpoint else None,
+            },
+        )
 
     def abort_start(self) -> None:
         """``start`` failed part-way: kill what was forked and release what was made."""
@@ -277,7 +313,13 @@ class Supervisor:
             self.ready.set_result(None)
             from .rundir import announce
 
-            announce(len(self.workers), format_cpulist(self.worker_cpus), self.runtime_dir)
+            announce(
+                len(self.workers),
+                format_cpulist(self.worker_cpus),
+                self.runtime_dir,
+                self.name,
+                self.metrics_endpoint.address if self.metrics_endpoint else None,
+            )
         self.ready_event.set()
 
     # --- running -------------------------------------------------------------------------
@@ -527,6 +569,9 @@ class Supervisor:
         return f"{who}.{snap.running_method or '?'}"
 
     def _stalled(self, proc: Proc, late: float) -> None:
+        from . import metrics
+
+        metrics.stalled(self, proc.index)
         holder = self.holder(proc)
         act = self.cfg.stall_action == "restart"
         log.error(
@@ -641,6 +686,9 @@ class Supervisor:
         self._close_all()
 
     def _close_all(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
         for name in ("zsrc", "signals", "port"):
             src = getattr(self, name, None)
             if src is not None:
@@ -670,6 +718,17 @@ class Supervisor:
     def dead_letters(self, workers: list[dict[str, Any]]) -> int:
         live: int = sum(w.get("dead_letters", 0) for w in workers)  # stats rows: msgpack's Any
         return live + self.node.dead_letters + self.carried_dead_letters + self.lost
+
+
+def _app_name(main: Any) -> str | None:
+    """What names the app by default: main's module (the script for __main__)."""
+    module = getattr(main, "__module__", None) if main is not None else None
+    if module == "__main__":  # python -m pkg.app (its spec), or python app.py (the file)
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return str(spec.name).removesuffix(".__main__")
+        return os.path.splitext(os.path.basename(sys.argv[0] or "main"))[0] or None
+    return module
 
 
 def make_config(

@@ -174,6 +174,8 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
     )
     _actor.ctx.node = node
     _actor.ctx.board = node.board
+    loop.describe_slow = _slow_work_namer(node)
+    loop.before_sleep(node.board_slots.forget_last)
     zsrc = ZmqSource(sock, endpoint.on_message)
     loop.add_source(zsrc)
     if spec.role == "worker":
@@ -206,6 +208,23 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
         port.close()
         sock.close(linger=200)
         ctx.term()
+
+
+def _slow_work_namer(node: Node) -> Callable[[Any], str | None]:
+    """What the loop's slow-callback warning names: the actor method that ran last
+    in the slow callback (the board's LAST word), not the ring or task that ran it."""
+
+    def name(_callback: Any) -> str | None:
+        last = node.board_slots.take_last()
+        if last is None:
+            return None
+        seq, method = last
+        cell = node.actors.get((node.index << 32) | seq)
+        if cell is None:
+            return f"actor #{seq}'s method {method or '?'}"
+        return f"{cell.spec.cls.__qualname__}.{method or '?'} of {cell.ref!r}"
+
+    return name
 
 
 def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str, Any]) -> None:
@@ -250,6 +269,9 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
     handlers.update(
         create=h_create, peer_died=h_peer_died, stats=h_stats, ping=h_ping, shutdown=h_shutdown
     )
+    from .metrics import start_publisher
+
+    start_publisher(node)  # counters into the board, for stats/top/Prometheus (metrics.py)
     for entry in spec.recreate:
         try:
             node.host.create(

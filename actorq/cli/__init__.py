@@ -1,4 +1,4 @@
-"""The ``actorq`` command: ``run``, ``topology``, ``place``.
+"""The ``actorq`` command: ``run``, ``topology``, ``place``, ``stats``, ``top``, ``ps``.
 
 Each subcommand lives in the module that owns its work; this file only parses
 arguments and dispatches, importing lazily so ``actorq topology`` does not
@@ -18,7 +18,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "topology": ("actorq.cli.topology", "print the machine and its scheduling universe"),
     "place": ("actorq.cli.place", "show where a described set of actors would land, and why"),
     "run": ("actorq.cli.run", "run an app: actorq run module:attr"),
-    "stats": ("actorq.cli.stats", "where the actors of a running runtime live: actorq stats DIR"),
+    "stats": ("actorq.cli.stats", "where the actors of a running runtime live, and how busy"),
+    "top": ("actorq.cli.top", "watch a running runtime live: workers and busy actors"),
+    "ps": ("actorq.cli.ps", "list the running runtimes of this user"),
 }
 
 

@@ -1,8 +1,11 @@
-"""``actorq place [--root DIR] [--cpus LIST] [--json] SPEC...``: where actors would land, and why.
+"""``actorq place [--root DIR] [--cpus LIST] [--json] [--svg FILE] SPEC...``: where actors
+would land, and why.
 
 Nothing is started: the machine is read (a live one, or a snapshot tree under
 ``--root``), the described actors are planned with :func:`actorq.placement.plan`,
-and each placement is printed with its reason.
+and each placement is printed with its reason. ``--svg FILE`` (``-``: stdout)
+also draws it: CPUs as boxes inside their core, cache, package and NUMA node,
+each actor on its CPU in its group's colour (``actorq.topology.svg``).
 
 SPEC is a TOML or JSON file, or the compact form on the command line.
 
@@ -27,11 +30,16 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..placement import Hints
 from .topology import add_root_argument
+
+if TYPE_CHECKING:
+    from ..placement import Placement, Plan
+    from ..topology.model import Machine
+    from ..topology.universe import Universe
 
 _KEYS = {"count", "group", "state", "footprint", "writes", "node", "cpu", "weight"}
 _UNITS = {
@@ -65,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help='print {"actors": [{"name", "group", "cpu", "core", "package", "node", "reason"}]}',
+    )
+    parser.add_argument(
+        "--svg",
+        metavar="FILE",
+        default=None,
+        help="also draw the placement as an SVG picture into FILE ('-': stdout, instead of text)",
     )
     parser.add_argument(
         "spec",
@@ -219,6 +233,31 @@ def _text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _colour_key(p: Placement) -> str:
+    """What an actor is coloured by: its group, else its kind (``web-3`` -> ``web``)."""
+    return p.group if p.group is not None else re.sub(r"-\d+$", "", p.name)
+
+
+def _svg(machine: Machine, universe: Universe, result: Plan, spec: str) -> str:
+    from ..topology.cpulist import format_cpulist
+    from ..topology.svg import to_svg
+
+    items: dict[int, list[tuple[str, str | None]]] = {}
+    members: dict[str, list[Placement]] = {}
+    for p in result.placements.values():
+        key = _colour_key(p)
+        items.setdefault(p.cpu, []).append((p.name, key))
+        members.setdefault(key, []).append(p)
+    legend: dict[str | None, str] = {}
+    for name, ps in members.items():
+        hows = sorted({p.how for p in ps})
+        cpus = format_cpulist(sorted({p.cpu for p in ps}))
+        kind = "group" if ps[0].group is not None else "private"
+        legend[name] = f"{name} ({kind}, {len(ps)} actors): {'/'.join(hows)} on CPUs {cpus}"
+    title = f"actorq place {spec} on {machine.root}"
+    return to_svg(machine, universe, items, legend, title)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -243,6 +282,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"actorq place: {exc}", file=sys.stderr)
         return 1
     doc = result.to_json()
+    if args.svg is not None:
+        picture = _svg(machine, universe, result, " ".join(args.spec))
+        if args.svg == "-":
+            sys.stdout.write(picture)
+            return 0
+        try:
+            with open(args.svg, "w", encoding="utf-8") as f:
+                f.write(picture)
+        except OSError as exc:
+            print(f"actorq place: --svg {args.svg}: {exc.strerror}", file=sys.stderr)
+            return 1
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

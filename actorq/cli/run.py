@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="MODULE:ATTR",
-        help="the app's main coroutine function, e.g. examples.hello:main",
+        help="the app's main coroutine function, e.g. actorq.examples.hello:main",
     )
     parser.add_argument(
         "--workers",
@@ -54,6 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="private directory for the control socket (default: a fresh one)",
     )
     parser.add_argument(
+        "--name",
+        default=None,
+        metavar="NAME",
+        help="the runtime's name for actorq ps/top/stats (default: the app's, plus the pid)",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there, e.g. 127.0.0.1:9464 (default: no endpoint)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         default=None,
@@ -71,7 +83,7 @@ def load_target(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     attr = attr or "main"
     if not module_name:
-        raise LookupError(f"{target!r}: write MODULE:ATTR, e.g. examples.hello:main")
+        raise LookupError(f"{target!r}: write MODULE:ATTR, e.g. actorq.examples.hello:main")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -113,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             runtime_dir=args.runtime_dir,
             explain=args.explain,
+            name=args.name,
+            metrics_address=args.metrics,
         )
     except ConfigError as exc:
         return _fail(str(exc))

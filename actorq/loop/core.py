@@ -328,6 +328,9 @@ class Loop:
         # the asyncio face of this loop (aio.AsyncioLoop), once one is attached:
         # asyncio futures of it are this loop's, and spawn() makes asyncio Tasks
         self._facade: Any = None
+        # Who wires the loop may say what a slow callback was doing (a worker names
+        # the actor method): called with the callback, only when one is slow.
+        self.describe_slow: Callable[[Any], str | None] | None = None
         # statistics
         self._slow = slow_callback
         self._callbacks = 0
@@ -678,13 +681,18 @@ class Loop:
             log.error("callback %r raised %s", what, type(exc).__name__, exc_info=exc)
 
     def _slow_callback(self, d: float, what: Any) -> None:
+        name = _describe(what)
+        inside = self.describe_slow(what) if self.describe_slow is not None else None
+        if inside:
+            name = f"{inside} (in callback {name})"
         if d > self._longest:
             self._longest = d
-            self._longest_what = _describe(what)
+            self._longest_what = name
         if d > self._slow:
             log.warning(
-                "callback %s held the loop for %.3f s (threshold %.3f s)",
-                _describe(what),
+                "%s%s held the loop for %.3f s (threshold %.3f s)",
+                "" if inside else "callback ",
+                name,
                 d,
                 self._slow,
             )

@@ -373,6 +373,7 @@ class Server:
         self._accepting = False
         self._retry: Handle | None = None
         self._sweeper: Handle | None = None
+        self._closed_bytes = [0, 0]  # bytes in/out of connections already closed
 
     def start(self, sock: socket.socket | None = None) -> None:
         """Listen (or take ``sock``, a listening socket) and start accepting."""
@@ -381,6 +382,9 @@ class Server:
         self.port = self.listener.getsockname()[1]
         self._watch()
         self._sweeper = self.loop.call_later(self.limits.sweep_interval, self._sweep)
+        from .._runtime import metrics
+
+        metrics.add_server(self)  # its totals() go to the worker's board (actorq top, Prometheus)
 
     def close(self) -> None:
         """Stop accepting and close every connection."""
@@ -394,10 +398,27 @@ class Server:
             self.listener = None
         for conn in list(self.connections):
             conn.close("shutdown")
+        from .._runtime import metrics
+
+        metrics.remove_server(self)
 
     def stats(self) -> dict[str, int]:
         """Open connections, accepted, and every refusal/close by reason."""
         return {"open": len(self.connections), **self.counts}
+
+    def totals(self) -> dict[str, int]:
+        """The metrics' summary (O(connections)): open, accepted, refused (every
+        reason), closed by a defence, and bytes in and out of all connections."""
+        counts = self.counts
+        return {
+            "open": len(self.connections),
+            "accepted": counts["accepted"],
+            "refused": sum(n for k, n in counts.items() if k.startswith("refused_"))
+            + counts["accept_fd_errors"],
+            "closed": sum(n for k, n in counts.items() if k.startswith("closed_")),
+            "bytes_in": self._closed_bytes[0] + sum(c.bytes_in for c in self.connections),
+            "bytes_out": self._closed_bytes[1] + sum(c.bytes_out for c in self.connections),
+        }
 
     # -- accepting ---------------------------------------------------------------
     def _watch(self) -> None:
@@ -472,6 +493,8 @@ class Server:
     # -- connections -------------------------------------------------------------
     def _closed(self, conn: Connection, reason: str) -> None:
         if self.connections.pop(conn, 0) is None:
+            self._closed_bytes[0] += conn.bytes_in
+            self._closed_bytes[1] += conn.bytes_out
             n = self._per_peer[conn.peer] - 1
             if n:
                 self._per_peer[conn.peer] = n

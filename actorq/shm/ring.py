@@ -55,18 +55,26 @@ refuses to run on anything but x86-64 (``RingError`` at create/attach).
 Layout
 ======
 
-The segment starts with a 256-byte control block of 8-byte words in 64-byte
+A ring is a 256-byte control block followed by ``capacity`` bytes of
+records. It lives either alone in a memfd of its own (``Ring.create``, at
+offset 0) or as a *slot* of an inbox segment (``Ring.slot``, at the slot's
+offset; see ``readyflags.py``): the runtime's mesh uses slots only, so a
+reader's N inbound rings are one memfd, and a slot's pages are allocated when
+its writer first writes. The control block's 8-byte words sit in 64-byte
 cache lines grouped by who writes them and how often (head and tail never
 share a line):
 
-* line 0, constant: magic, version, capacity, max record, slab threshold.
+* line 0, constant: magic, version, capacity, max record, slab threshold
+  (a standalone ring only: a slot's geometry is in its inbox's header, so an
+  all-zero slot is a valid empty ring and nothing needs initialising).
 * line 1, written by the writer: ``head``, ``want_tail``/``want_seq`` (space
   doorbell request), doorbells rung, the CPU the writer is pinned to (a
   reader pinned to the same CPU never spins: it would only delay the writer).
 * line 2, written by the reader on every drain: ``tail``.
 * line 3, written by the reader only when it goes to sleep: ``sleeping``
   (read by the writer on every publish, so it must not share a line with
-  ``tail``, which changes all the time).
+  ``tail``, which changes all the time). A slot's reader sleeps on its
+  inbox's word instead (``inbox.py``).
 
 Records follow at offset 256, each 8-byte aligned: one 8-byte header word
 ``tag << 32 | length`` then the payload padded to 8 bytes. Tags carry a magic
@@ -90,10 +98,20 @@ while the woken reader waits for a CPU would make one syscall per record
 ``wait_for_space(n)``: it arms a request (the tail position the writer needs)
 and returns True if there is room already; otherwise watch ``space_fd``,
 which the reader rings, once per request, when a drain (or a slab release)
-has satisfied it. The reader never blocks on the writer. A worker whose
+has satisfied it. A large record that finds its slab size class exhausted
+arms the slab's request instead, which any of the slab's readers answers
+(``slab.py``). The reader never blocks on the writer. A worker whose
 outbound ring is full must keep draining its own inbound rings while it
 waits (Seastar's nested-call deadlock), so waiting is the caller's choice of
 loop, never a blocking call inside the ring.
+
+In a mesh a writer has ONE space eventfd and ONE slab for all of its rings
+(and a reader one doorbell for all of its slots), so fds grow with the
+nodes, not their pairs. A space ring therefore says "some ring of yours has
+room", not which: ``wait_for_space`` does not reset ``space_fd``, and the
+one loop that watches it resets it once and retries every parked
+destination (``RingPort._on_space``). Resetting it per ring would let one
+ring's retry swallow the edge another ring's reader raised.
 """
 
 from __future__ import annotations
@@ -104,7 +122,7 @@ import select
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from ..errors import PayloadTooLarge, RingCorrupt, RingError, RingFull
 from . import doorbell as _bell
@@ -162,21 +180,14 @@ def _rec_size(n: int) -> int:
     return 8 + ((n + 7) & ~7)
 
 
-class _InboxSide(Protocol):
-    """What ``Ring.create(inbox=...)`` uses of an ``Inbox`` (inbox.py imports this module)."""
-
-    @property
-    def max_senders(self) -> int: ...
-    @property
-    def doorbell_fd(self) -> int: ...
-    @property
-    def segment(self) -> Segment: ...
-
-
 class Ring:
-    """A ring in a memfd segment, with its doorbell and space doorbell.
+    """A ring in shared memory, with its doorbell and space doorbell.
 
-    One side creates it and hands ``handles()`` to the other (fork or
+    Either a *standalone* ring (``Ring.create``: its own memfd, geometry in
+    its control block) or a *slot* of an inbox segment (``Ring.slot``: the
+    geometry is the inbox's, the doorbell the inbox reader's, the space
+    doorbell and slab the writer's, shared with its other rings). One side
+    creates it and hands ``handles()`` to the other (fork or
     ``socket.send_fds``), which calls ``Ring.attach(*handles)``. Exactly one
     process may use ``writer()`` and one ``reader()``.
     """
@@ -184,35 +195,30 @@ class Ring:
     def __init__(
         self,
         seg: Segment,
+        *,
+        base: int,
+        capacity: int,
+        max_record: int,
+        slab_threshold: int,
         doorbell_fd: int,
         space_fd: int,
         slab: Slab | None = None,
-        inbox_seg: Segment | None = None,
+        slab_reader: int = 0,
         sender_id: int = -1,
+        owned: bool = True,
     ) -> None:
         self.segment = seg
+        self.base = base
+        self.capacity = capacity
+        self.max_record = max_record
+        self.slab_threshold = slab_threshold
         self.doorbell_fd = doorbell_fd
         self.space_fd = space_fd
         self.slab = slab
-        self.inbox_segment = inbox_seg
+        self.slab_reader = slab_reader
         self.sender_id = sender_id
-        ctl = seg.buf[:HDR].cast("Q")
-        try:
-            if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != VERSION:
-                raise RingCorrupt(
-                    f"ring {seg.name!r} (fd {seg.fd}): bad magic/version at offset 0; "
-                    "this fd is not an actorq ring of this version"
-                )
-            self.capacity: int = ctl[_CAPACITY]
-            self.max_record: int = ctl[_MAXREC]
-            self.slab_threshold: int = ctl[_THRESHOLD]
-        finally:
-            ctl.release()
-        if self.capacity & (self.capacity - 1) or HDR + self.capacity > seg.size:
-            raise RingCorrupt(
-                f"ring {seg.name!r}: impossible capacity {self.capacity} at offset 16"
-            )
-        self.name = seg.name
+        self.owned = owned  # close() closes the segment, eventfds and slab
+        self.name = seg.name if sender_id < 0 else f"{seg.name}[{sender_id}]"
         self._closed = False
         self._ends: list[RingWriter | RingReader] = []
 
@@ -226,68 +232,85 @@ class Ring:
         name: str = "actorq-ring",
         slab: Slab | Sequence[tuple[int, int]] | Literal["default"] | None = "default",
         slab_threshold: int = 16384,
-        inbox: _InboxSide | None = None,
-        sender_id: int | None = None,
     ) -> Ring:
-        """A new ring with ``capacity`` bytes of record space (a power of two >= 64).
+        """A new standalone ring with ``capacity`` bytes of record space (a power
+        of two >= 64), its own doorbell and space doorbell.
 
         ``slab``: size classes for large records (``"default"``, None for no
-        slab, a sequence of ``(size, count)``, or a ``Slab``); records over
-        ``slab_threshold`` bytes go there. ``inbox``/``sender_id``: make this
-        one of an ``Inbox``'s inbound rings (its doorbell is the inbox's).
-        """
+        slab, a sequence of ``(size, count)``, or a ``Slab``, which this ring
+        then owns); records over ``slab_threshold`` bytes go there."""
         _require_tso()
         if capacity < 64 or capacity & (capacity - 1):
             raise ValueError(f"ring capacity must be a power of two >= 64, not {capacity}")
         max_record = capacity // 2 - 8
+        threshold = min(max(0, slab_threshold), max_record)
         seg = Segment.create(HDR + capacity, name=name, node=node)
         ctl = seg.buf[:HDR].cast("Q")
         ctl[_CAPACITY] = capacity
         ctl[_MAXREC] = max_record
-        ctl[_THRESHOLD] = min(max(0, slab_threshold), max_record)
+        ctl[_THRESHOLD] = threshold
         ctl[_VERSION] = VERSION
         ctl[_MAGIC] = MAGIC
         ctl.release()
         fds: list[int] = []
-        slab_obj: Slab | None = None
-        inbox_seg: Segment | None = None
         try:
-            if inbox is not None:
-                if sender_id is None or not 0 <= sender_id < inbox.max_senders:
-                    raise ValueError(
-                        f"sender_id must be in 0..{inbox.max_senders - 1} for this inbox, "
-                        f"not {sender_id}"
-                    )
-                doorbell = os.dup(inbox.doorbell_fd)
-                fds.append(doorbell)
-                inbox_seg = Segment.from_fd(os.dup(inbox.segment.fd))
-            else:
-                sender_id = -1
-                doorbell = _bell.new_eventfd()
-                fds.append(doorbell)
-            space = _bell.new_eventfd()
-            fds.append(space)
-            if slab is not None:
-                from .slab import Slab
-
-                if isinstance(slab, Slab):
-                    slab_obj = slab
-                else:
-                    classes = None if slab == "default" else slab
-                    slab_obj = Slab.create(classes, node=node, name=name + "-slab")
+            fds.append(_bell.new_eventfd())
+            fds.append(_bell.new_eventfd())
+            slab_obj = _make_slab(slab, node, name + "-slab")
         except BaseException:
             for fd in fds:
                 os.close(fd)
-            if inbox_seg is not None:
-                inbox_seg.close()
             seg.close()
             raise
-        return cls(seg, doorbell, space, slab_obj, inbox_seg, sender_id)
+        return cls(
+            seg,
+            base=0,
+            capacity=capacity,
+            max_record=max_record,
+            slab_threshold=threshold,
+            doorbell_fd=fds[0],
+            space_fd=fds[1],
+            slab=slab_obj,
+        )
+
+    @classmethod
+    def slot(
+        cls,
+        inbox_seg: Segment,
+        sender_id: int,
+        *,
+        doorbell_fd: int,
+        space_fd: int,
+        slab: Slab | None = None,
+        slab_reader: int = 0,
+    ) -> Ring:
+        """Sender ``sender_id``'s slot in an inbox segment (see readyflags.py), as
+        a ring that owns nothing: no fd is made, no page is touched."""
+        _require_tso()
+        senders, capacity, max_record, threshold, stride, slots = readyflags.geometry(inbox_seg)
+        if not 0 <= sender_id < senders:
+            raise ValueError(
+                f"sender_id must be in 0..{senders - 1} for this inbox, not {sender_id}"
+            )
+        return cls(
+            inbox_seg,
+            base=slots + sender_id * stride,  # control block and first records share a page
+            capacity=capacity,
+            max_record=max_record,
+            slab_threshold=threshold,
+            doorbell_fd=doorbell_fd,
+            space_fd=space_fd,
+            slab=slab,
+            slab_reader=slab_reader,
+            sender_id=sender_id,
+            owned=False,
+        )
 
     def handles(self) -> tuple[int, ...]:
-        """Plain ints to pass to another process: (ring fd, doorbell fd, space fd,
-        slab fd or -1, inbox fd or -1, sender id or -1). Send the fds with
-        ``socket.send_fds`` (or inherit them) and the ints as data."""
+        """Plain ints to pass to another process: (segment fd, doorbell fd, space
+        fd, slab fd or -1, sender id or -1, slab reader id). Send the fds with
+        ``socket.send_fds`` (or inherit them) and the ints as data. For a slot
+        the segment is the whole inbox's."""
         if self.segment.fd < 0:
             raise RingError(f"ring {self.name!r}: release_fds() was called; it has no handles")
         return (
@@ -295,8 +318,8 @@ class Ring:
             self.doorbell_fd,
             self.space_fd,
             self.slab.fd if self.slab is not None else -1,
-            self.inbox_segment.fd if self.inbox_segment is not None else -1,
             self.sender_id,
+            self.slab_reader,
         )
 
     @classmethod
@@ -306,35 +329,64 @@ class Ring:
         doorbell_fd: int,
         space_fd: int,
         slab_fd: int = -1,
-        inbox_fd: int = -1,
         sender_id: int = -1,
+        slab_reader: int = 0,
     ) -> Ring:
         """The ring behind ``handles()`` as received here; takes ownership of the fds."""
         _require_tso()
         seg = Segment.from_fd(ring_fd)
         slab: Slab | None = None
-        inbox_seg: Segment | None = None
         try:
             if slab_fd >= 0:
                 from .slab import Slab
 
                 slab = Slab.from_fd(slab_fd)
-            if inbox_fd >= 0:
-                inbox_seg = Segment.from_fd(inbox_fd)
-            return cls(seg, doorbell_fd, space_fd, slab, inbox_seg, sender_id)
+            if sender_id >= 0:
+                ring = cls.slot(
+                    seg,
+                    sender_id,
+                    doorbell_fd=doorbell_fd,
+                    space_fd=space_fd,
+                    slab=slab,
+                    slab_reader=slab_reader,
+                )
+                ring.owned = True
+                return ring
+            ctl = seg.buf[:HDR].cast("Q")
+            try:
+                if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != VERSION:
+                    raise RingCorrupt(
+                        f"ring {seg.name!r} (fd {seg.fd}): bad magic/version at offset 0; "
+                        "this fd is not an actorq ring of this version"
+                    )
+                capacity, max_record, threshold = ctl[_CAPACITY], ctl[_MAXREC], ctl[_THRESHOLD]
+            finally:
+                ctl.release()
+            if capacity < 64 or capacity & (capacity - 1) or HDR + capacity > seg.size:
+                raise RingCorrupt(f"ring {seg.name!r}: impossible capacity {capacity} at offset 16")
+            return cls(
+                seg,
+                base=0,
+                capacity=capacity,
+                max_record=max_record,
+                slab_threshold=threshold,
+                doorbell_fd=doorbell_fd,
+                space_fd=space_fd,
+                slab=slab,
+                slab_reader=slab_reader,
+            )
         except BaseException:
             seg.close()
             if slab is not None:
                 slab.close()
-            if inbox_seg is not None:
-                inbox_seg.close()
             raise
 
     def stats(self) -> dict[str, int]:
         """What either side can see in shared memory: positions (bytes ever
         written/consumed), bytes in use, doorbells the writer rang, space
-        requests it made, and whether the reader is asleep."""
-        ctl = self.segment.buf[:HDR].cast("Q")
+        requests it made, and whether the reader is asleep (standalone rings:
+        a slot's reader sleeps on its inbox)."""
+        ctl = self.segment.buf[self.base : self.base + HDR].cast("Q")
         try:
             head, tail = ctl[_HEAD], ctl[_TAIL]
             return {
@@ -350,17 +402,13 @@ class Ring:
             ctl.release()
 
     def release_fds(self) -> None:
-        """Close the memfd descriptors (ring, slab, inbox segment) and keep the
-        mappings and the two eventfds: for a process that will never pass
-        this ring on (e.g. a supervisor that made all N*(N-1) rings, after
-        forking). It saves 3 of an inbox ring's 8 fds: Python's mmap keeps
-        its own dup of each memfd until the mapping goes (3.11 has no
-        ``trackfd=False``), and the doorbell and space eventfds stay."""
+        """Close the memfd descriptors (ring or inbox segment, slab) and keep
+        the mappings and the eventfds: for a process that will never pass this
+        ring on. Python's mmap keeps its own dup of each memfd until the
+        mapping goes (3.11 has no ``trackfd=False``)."""
         self.segment.close_fd()
         if self.slab is not None:
             self.slab.segment.close_fd()
-        if self.inbox_segment is not None:
-            self.inbox_segment.close_fd()
 
     def writer(self) -> RingWriter:
         end = RingWriter(self)
@@ -373,13 +421,16 @@ class Ring:
         return end
 
     def close(self) -> None:
-        """Close this side's fds and mappings (the memory goes when both sides closed)."""
+        """Release this side's views; an owning ring also closes its fds and
+        mappings (the memory goes when every side closed)."""
         if self._closed:
             return
         self._closed = True
         for end in self._ends:
             end.close()
         self._ends.clear()
+        if not self.owned:
+            return
         for fd in (self.doorbell_fd, self.space_fd):
             try:
                 os.close(fd)
@@ -387,8 +438,6 @@ class Ring:
                 pass
         if self.slab is not None:
             self.slab.close()
-        if self.inbox_segment is not None:
-            self.inbox_segment.close()
         self.segment.close()
 
     def __enter__(self) -> Ring:
@@ -401,6 +450,18 @@ class Ring:
         return f"<Ring {self.name!r} capacity={self.capacity} fd={self.segment.fd}>"
 
 
+def _make_slab(
+    slab: Slab | Sequence[tuple[int, int]] | Literal["default"] | None, node: int | None, name: str
+) -> Slab | None:
+    if slab is None:
+        return None
+    from .slab import Slab
+
+    if isinstance(slab, Slab):
+        return slab
+    return Slab.create(None if slab == "default" else slab, node=node, name=name)
+
+
 class _End:
     """What both ends hold: views of the ring's header and data, its space fd
     and a private fence."""
@@ -410,10 +471,12 @@ class _End:
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
         buf = ring.segment.buf
-        self._ctl = buf[:HDR].cast("Q")
-        self._data = buf[HDR : HDR + ring.capacity]
+        base = ring.base
+        self._ctl = buf[base : base + HDR].cast("Q")
+        self._data = buf[base + HDR : base + HDR + ring.capacity]
         self._dq = self._data.cast("Q")
         self._mm = ring.segment.mmap
+        self._pos0 = base + HDR + 8  # mmap offset of the payload of a record at data offset 0
         self._cap = ring.capacity
         self._mask = ring.capacity - 1
         self._tail = self._ctl[_TAIL]
@@ -423,8 +486,6 @@ class _End:
     def _release(self, *extra: memoryview) -> None:
         for v in (self._ctl, self._dq, self._data, *extra):
             v.release()
-        if self._slab is not None:
-            self._slab.close()
 
 
 class RingWriter(_End):
@@ -436,12 +497,18 @@ class RingWriter(_End):
         super().__init__(ring)
         self._head = self._published = self._ctl[_HEAD]
         self._inline_max = ring.slab_threshold if ring.slab is not None else ring.max_record
+        # One SlabWriter per slab and process, shared by the rings it serves.
         self._slab: SlabWriter | None = ring.slab.writer() if ring.slab is not None else None
+        self._slab_reader = ring.slab_reader
         self._doorbell = ring.doorbell_fd
-        if ring.inbox_segment is not None:
-            self._flags: memoryview | None = readyflags.flags_view(ring.inbox_segment)
-            self._sleepq = readyflags.sleep_view(ring.inbox_segment)
+        if ring.sender_id >= 0:  # a slot: flags and sleep word are the inbox's
+            self._flags: memoryview | None = readyflags.flags_view(ring.segment)
+            self._sleepq = readyflags.sleep_view(ring.segment)
             self._sleepi = readyflags.SLEEPING
+            opened = readyflags.opened_view(ring.segment)
+            if not opened[ring.sender_id]:
+                opened[ring.sender_id] = 1  # a reader that starts later looks here
+            opened.release()
         else:
             self._flags = None
             self._sleepq = self._ctl
@@ -476,7 +543,7 @@ class RingWriter(_End):
             self._tail = self._ctl[_TAIL]
             if head + need - self._tail > self._cap:
                 raise RingFull(self._full_msg(n))
-        pos = HDR + 8 + off
+        pos = self._pos0 + off
         self._mm[pos : pos + n] = data
         self._dq[off >> 3] = _H_INLINE | n
         self._head = head + need
@@ -515,7 +582,7 @@ class RingWriter(_End):
             self.write(data)
             self.publish()
             return
-        pos = HDR + 8 + off
+        pos = self._pos0 + off
         self._mm[pos : pos + n] = data
         self._dq[off >> 3] = _H_INLINE | n
         head += need
@@ -555,7 +622,7 @@ class RingWriter(_End):
             self._tail = self._ctl[_TAIL]
             if head + total - self._tail > self._cap:
                 raise RingFull(self._full_msg(n))
-        handle, view = slab.alloc(n)  # raises RingFull when the class is exhausted
+        handle, view = slab.alloc(n, self._slab_reader)  # RingFull: the class is exhausted
         view[:n] = data
         view.release()
         if pad < 16:
@@ -589,22 +656,28 @@ class RingWriter(_End):
 
         Publishes what was written first (the reader can only free what it
         can see). On False, wait until ``space_fd`` is readable (the reader
-        rings it once for this request), then retry the send; call this
-        again if it still does not fit. The request asks for half the ring
-        (or the record, if larger) to be free, so a producer that outruns
-        its consumer wakes once per half ring, not once per record."""
+        rings it once for this request), clear it, then retry the send; call
+        this again if it still does not fit. The request asks for half the
+        ring (or the record, if larger) to be free, so a producer that
+        outruns its consumer wakes once per half ring, not once per record.
+        A slab record whose size class is exhausted asks the slab's readers
+        instead (slab.py). This does not clear ``space_fd``: in a mesh it is
+        shared by all of the writer's rings, and only the one loop that
+        watches it may reset it."""
         self.publish()
-        _bell.clear(self.space_fd)
         if self._has_room(nbytes):
             return True
-        if nbytes > self._inline_max:
-            target = 0  # waiting for a slab buffer: any release or drain rings
-        else:
-            target = max(self._room_target(nbytes), self._head - self._cap // 2)
-        self._want_seq += 1
-        ctl = self._ctl
-        ctl[_WANT_TAIL] = target
-        ctl[_WANT_SEQ] = self._want_seq
+        slab = self._slab
+        if nbytes > self._inline_max and slab is not None and not slab.can_alloc(nbytes):
+            slab.arm()
+        if self._tail < self._room_target(nbytes):
+            target = self._room_target(nbytes)
+            if nbytes <= self._inline_max:
+                target = max(target, self._head - self._cap // 2)
+            self._want_seq += 1
+            ctl = self._ctl
+            ctl[_WANT_TAIL] = target
+            ctl[_WANT_SEQ] = self._want_seq
         self._acq()
         self._rel()
         return self._has_room(nbytes)
@@ -628,6 +701,7 @@ class RingWriter(_End):
             if left is not None and left <= 0:
                 raise RingFull(self._full_msg(len(data)) + f" (waited {timeout} s)")
             poller.poll(None if left is None else max(1, int(left * 1000)))
+            _bell.clear(self.space_fd)
 
     async def send_async(self, data: bytes | bytearray | memoryview) -> None:
         """Send from a coroutine on actorq's loop, parking on ``space_fd`` while
@@ -643,6 +717,7 @@ class RingWriter(_End):
                 if self.wait_for_space(len(data)):
                     continue
             await wait_readable(self.space_fd)
+            _bell.clear(self.space_fd)
 
     def _full_msg(self, n: int) -> str:
         used = self._head - self._tail
@@ -674,7 +749,8 @@ class RingReader(_End):
         super().__init__(ring)
         self._max_record = ring.max_record
         self._zero_copy = zero_copy
-        self._slab: SlabReader | None = ring.slab.reader() if ring.slab is not None else None
+        self._slab: SlabReader | None = None  # made on the first slab record
+        self._freed = False  # a slab buffer went back since the last space check
         self._held: tuple[int, memoryview] | None = None
         self.doorbell_fd = ring.doorbell_fd
         # Requests are numbered from 1; one made before this reader existed is
@@ -714,7 +790,7 @@ class RingReader(_End):
         emit = callback if sender_id is None else partial(callback, sender_id)
         data, dq, mask, cap, mm = self._data, self._dq, self._mask, self._cap, self._mm
         zero_copy = self._zero_copy
-        tag_inline, lenmask, base = _TAG_INLINE, _LEN, HDR + 8
+        tag_inline, lenmask, base = _TAG_INLINE, _LEN, self._pos0
         # `left` counts down to 0 when there is a limit; from -1 it never gets there.
         start = left = -1 if limit is None else limit
         try:
@@ -774,12 +850,18 @@ class RingReader(_End):
                 seq = ctl[_WANT_SEQ]
                 if seq != self._rung_seq and tail >= ctl[_WANT_TAIL]:
                     self._ring_space(seq)
+                elif self._freed:
+                    self._freed = False
+                    if self._slab is not None and self._slab.wanted():
+                        self._ring_space(self._rung_seq)
         return start - left
 
     def _slab_record(self, emit: Callable[[Any], object], handle: int, off: int) -> None:
         slab = self._slab
         if slab is None:
-            self._fail(off, "slab record in a ring that has no slab")
+            if self.ring.slab is None:
+                self._fail(off, "slab record in a ring that has no slab")
+            slab = self._slab = self.ring.slab.reader(self.ring.slab_reader)
         try:
             view = slab.view(handle)
         except ValueError as exc:
@@ -796,10 +878,12 @@ class RingReader(_End):
                     except BufferError:
                         pass
                     slab.free(handle)
+                    self._freed = True
         else:
             rec = view.tobytes()
             view.release()
             slab.free(handle)
+            self._freed = True
             emit(rec)
 
     def hold(self) -> SlabLease:
@@ -820,6 +904,8 @@ class RingReader(_End):
         seq = ctl[_WANT_SEQ]
         if seq != self._rung_seq and self._tail >= ctl[_WANT_TAIL]:
             self._ring_space(seq)
+        elif self._slab is not None and self._slab.wanted():
+            self._ring_space(self._rung_seq)
 
     def _ring_space(self, seq: int) -> None:
         self._rung_seq = seq
@@ -848,7 +934,7 @@ class RingReader(_End):
     def prepare_sleep(self) -> bool:
         """Announce sleep, fence, re-check. True: safe to wait on ``doorbell_fd``;
         False: work arrived (the announcement is withdrawn)."""
-        if self.ring.inbox_segment is not None:
+        if self.ring.sender_id >= 0:
             raise RuntimeError(
                 f"ring {self.ring.name!r} belongs to an Inbox: use Inbox.prepare_sleep()"
             )
@@ -878,6 +964,9 @@ class RingReader(_End):
     def close(self) -> None:
         """Release this end's views of the segment (Ring.close() does it too)."""
         self._release()
+        if self._slab is not None:
+            self._slab.close()
+            self._slab = None
 
 
 class SlabLease:

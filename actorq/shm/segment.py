@@ -146,7 +146,8 @@ class Segment:
         ``node``: bind the memory to this NUMA node before first touch (raises
         ValueError naming the nodes that exist if it is not one of them).
         ``populate``: allocate every page now (False: on first touch, for
-        large, sparsely used areas such as slabs).
+        large, sparsely used areas such as inboxes and slabs; such a mapping
+        is also kept off transparent huge pages).
         """
         if size <= 0:
             raise ValueError(f"segment size must be positive, not {size}")
@@ -173,6 +174,14 @@ class Segment:
         except BaseException:
             os.close(fd)
             raise
+        if not populate:
+            # Sparse means sparse: where shmem transparent huge pages are on
+            # ("always"/"within_size"), one touched byte would allocate 2 MiB.
+            # The flag stays with the mapping across fork.
+            try:
+                mm.madvise(mmap.MADV_NOHUGEPAGE)
+            except (AttributeError, OSError):
+                pass
         seg = cls(fd, mm, size, name, node if bound else None)
         if bound and node is not None:
             try:

@@ -1,3 +1,3 @@
-"""Hello, actors: ``actorq run examples.hello:main`` (see app.py)."""
+"""Hello, actors: ``actorq run actorq.examples.hello:main`` (see app.py)."""
 
 from .app import main as main

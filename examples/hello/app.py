@@ -1,8 +1,8 @@
 """Hello, actors: a counter, and a ping-pong between two pinned workers.
 
-Run it from the repository root::
+Run it from any directory, once actorq is installed::
 
-    actorq run examples.hello:main
+    actorq run actorq.examples.hello:main
 
 What happens: the supervisor starts one worker per core, pinned; ``main``
 spawns a ``Counter`` on the first worker and asks and tells it, then spawns

@@ -1,6 +1,6 @@
-"""``python -m examples.kvserver [--workers N] [--cpus LIST] [--port P]``.
+"""``python -m actorq.examples.kvserver [--workers N] [--cpus LIST] [--port P]``.
 
-The same as ``KVSERVER_PORT=P actorq run examples.kvserver.server:main
+The same as ``KVSERVER_PORT=P actorq run actorq.examples.kvserver.server:main
 --workers N``: starts the runtime, prints ``listening on 127.0.0.1:PORT``
 when every worker accepts, and serves until SIGTERM or Ctrl-C.
 """
@@ -14,7 +14,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m examples.kvserver", description=__doc__.split("\n")[0]
+        prog=f"python -m {__package__}", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--workers", type=int, default=None, help="default: one per physical core")
     ap.add_argument("--cpus", default=None, help="CPUs for the workers, e.g. 0-3")

@@ -1,4 +1,4 @@
-"""``python -m examples.pipeline``: run the pipeline and print per-stage throughput.
+"""``python -m actorq.examples.pipeline``: run the pipeline and print per-stage throughput.
 
 Options: ``--records N`` (default 200000), ``--batch B`` lines per batch
 (500), ``--window W`` batches in flight per link (4), ``--slow STAGE:USEC``
@@ -26,7 +26,7 @@ def slow_arg(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m examples.pipeline",
+    ap = argparse.ArgumentParser(prog=f"python -m {__package__}",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=500)

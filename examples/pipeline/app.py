@@ -21,7 +21,7 @@ stage), whatever the speeds. The report shows it: the stages before a slow
 one spend their time *blocked* (waiting for a window slot), and every
 stage's rate converges on the slow stage's rate.
 
-    python -m examples.pipeline [--records N] [--batch B] [--window W]
+    python -m actorq.examples.pipeline [--records N] [--batch B] [--window W]
                                 [--slow STAGE:USEC] [--workers N]
 """
 
