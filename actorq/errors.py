@@ -7,6 +7,8 @@ Modules add their errors here (not locally) so users can import them all from
 
 from __future__ import annotations
 
+from asyncio import CancelledError
+
 
 class ActorqError(Exception):
     """Base of actorq's own errors."""
@@ -35,9 +37,12 @@ class PayloadTooLarge(RingError, ValueError):
 
 
 # --- loop ---------------------------------------------------------------------
-class Cancelled(BaseException):
-    """A wait was cancelled. Derives from BaseException so ``except Exception``
-    in user code does not swallow it; let it propagate after cleanup."""
+# A wait was cancelled. One class for actorq and asyncio: ``actorq.Cancelled``
+# *is* ``asyncio.CancelledError`` (a BaseException, so ``except Exception`` in
+# user code does not swallow it; let it propagate after cleanup). The worker's
+# loop is an asyncio loop (loop/aio.py): an asyncio.timeout around an actor ask,
+# and an actorq cancel of a task awaiting asyncio work, raise the same thing.
+Cancelled = CancelledError
 
 
 # --- actors and runtime -------------------------------------------------------

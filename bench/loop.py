@@ -23,6 +23,18 @@ Besides wall-clock rates it reports events per CPU second of the process
 (``time.process_time``): on a shared machine that is the steadier measure of
 a loop's cost per event, as time spent descheduled does not count.
 
+Through the asyncio API (``aio_*``; contenders ``actorq-aio`` =
+``actorq.loop.new_event_loop()``, ``asyncio`` = the stock selector loop,
+``uvloop``), each program identical on every loop, over TCP loopback:
+
+- ``aio_protocol_echo``: 64 B round trips between two ``asyncio.Protocol``
+  objects (``create_server``/``create_connection``); round trips/s.
+- ``aio_stream_echo``: the same with ``asyncio.start_server`` and
+  ``open_connection`` streams (``readexactly``); round trips/s.
+- ``aio_sleep0``: 10 tasks each looping on ``await asyncio.sleep(0)``; steps/s.
+- ``aio_many_conns``: 100 stream connections, each doing round trips at
+  once against one server; round trips/s in all.
+
 ``python -m bench loop [--json] [--reps 9] [--workload echo ...] [--floor] [--cpu N]``
 """
 
@@ -44,9 +56,11 @@ from typing import Any
 from bench._common import Result, emit, machine_info, median_spread, percentile, pin
 
 CONTENDERS = ("actorq-loop", "asyncio", "uvloop")
+AIO_CONTENDERS = ("actorq-aio", "asyncio", "uvloop")
+AIO_WORKLOADS = ("aio_protocol_echo", "aio_stream_echo", "aio_sleep0", "aio_many_conns")
 RATIOS: dict[str, dict[str, float]] = {}
 CPU_RATES: dict[str, dict[str, float]] = {}
-WORKLOADS = ("echo", "call_soon", "call_soon_chain", "timer0", "timer")
+WORKLOADS = ("echo", "call_soon", "call_soon_chain", "timer0", "timer", *AIO_WORKLOADS)
 
 
 class _Adapter:
@@ -200,16 +214,175 @@ def _make_timer(n: int) -> Callable[[Any, Callable[[], None], int], None]:
     return sched
 
 
+# --- through the asyncio API ---------------------------------------------------------
+_MSG = b"x" * 64
+
+
+def _aio_loop(name: str) -> asyncio.AbstractEventLoop:
+    if name == "actorq-aio":
+        import actorq.loop
+
+        return actorq.loop.new_event_loop()
+    if name == "asyncio":
+        return asyncio.SelectorEventLoop()
+    import uvloop
+
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+class _Echo(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.set_result(None)
+
+
+class _Pinger(asyncio.Protocol):
+    """Sends 64 B, waits for 64 B back, n times; ``done`` when finished."""
+
+    def __init__(self, n: int, done: asyncio.Future[None]) -> None:
+        self.left, self.done, self.got = n, done, 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(_MSG)
+
+    def data_received(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.got < 64:
+            return
+        self.got -= 64
+        self.left -= 1
+        if self.left:
+            self.transport.write(_MSG)
+        elif not self.done.done():
+            self.done.set_result(None)
+
+
+async def _protocol_echo(n: int) -> float:
+    loop = asyncio.get_running_loop()
+    echoes: list[_Echo] = []
+
+    def echo() -> _Echo:
+        echoes.append(_Echo())
+        return echoes[-1]
+
+    server = await loop.create_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    done = loop.create_future()
+    transport, _ = await loop.create_connection(lambda: _Pinger(n, done), "127.0.0.1", port)
+    t0 = time.perf_counter()
+    await done
+    dt = time.perf_counter() - t0
+    transport.close()
+    server.close()
+    await asyncio.gather(*(e.lost for e in echoes))  # the server side saw EOF and closed
+    return n / dt
+
+
+class _StreamServer:
+    """An echo server of 64 B records; ``close()`` also waits for its handlers
+    (3.11's ``Server.wait_closed`` does not), so no task outlives the loop."""
+
+    async def start(self) -> int:
+        self.handlers: set[asyncio.Task[Any]] = set()
+        self.server = await asyncio.start_server(self.echo, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def echo(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            while True:
+                writer.write(await reader.readexactly(64))
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.gather(*self.handlers)
+
+
+async def _stream_client(port: int, n: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(n):
+        writer.write(_MSG)
+        await reader.readexactly(64)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _stream_echo(n: int) -> float:
+    server = _StreamServer()
+    port = await server.start()
+    t0 = time.perf_counter()
+    await _stream_client(port, n)
+    dt = time.perf_counter() - t0
+    await server.close()
+    return n / dt
+
+
+async def _many_conns(n: int, conns: int = 100) -> float:
+    server = _StreamServer()
+    port = await server.start()
+    per = max(1, n // conns)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_stream_client(port, per) for _ in range(conns)))
+    dt = time.perf_counter() - t0
+    await server.close()
+    return per * conns / dt
+
+
+async def _sleep0(n: int, tasks: int = 10) -> float:
+    per = n // tasks
+
+    async def spin() -> None:
+        for _ in range(per):
+            await asyncio.sleep(0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(spin() for _ in range(tasks)))
+    return per * tasks / (time.perf_counter() - t0)
+
+
+_AIO_PROGRAMS = {
+    "aio_protocol_echo": _protocol_echo,
+    "aio_stream_echo": _stream_echo,
+    "aio_sleep0": _sleep0,
+    "aio_many_conns": _many_conns,
+}
+
+
+def _aio(contender: str, workload: str, n: int) -> float:
+    loop = _aio_loop(contender)
+    try:
+        return loop.run_until_complete(_AIO_PROGRAMS[workload](n))
+    finally:
+        loop.close()
+
+
 def run(
     workloads: list[str], reps: int, n_echo: int, n_storm: int, floor: bool = False
 ) -> dict[str, list[Result]]:
     out: dict[str, list[Result]] = {}
     for w in workloads:
-        names = CONTENDERS + (("epoll-floor",) if floor and w == "echo" else ())
+        aio = w in AIO_WORKLOADS
+        contenders = AIO_CONTENDERS if aio else CONTENDERS
+        names = contenders + (("epoll-floor",) if floor and w == "echo" else ())
         rates: dict[str, list[float]] = {c: [] for c in names}
         cpu_rates: dict[str, list[float]] = {c: [] for c in names}
         rtts: dict[str, list[float]] = {c: [] for c in names}
-        n_events = n_echo if w == "echo" else n_storm
+        n_events = n_echo if w == "echo" or (aio and w != "aio_sleep0") else n_storm
         for _ in range(reps):
             if "epoll-floor" in names:
                 gc.disable()
@@ -219,7 +392,19 @@ def run(
                     cpu_rates["epoll-floor"].append(n_events / (time.process_time() - c0))
                 finally:
                     gc.enable()
-            for c in CONTENDERS:
+            for c in contenders:
+                if aio:
+                    gc.collect()
+                    gc.disable()
+                    c0 = time.process_time()
+                    try:
+                        r = _aio(c, w, n_events)
+                    finally:
+                        cpu = time.process_time() - c0
+                        gc.enable()
+                    rates[c].append(r)
+                    cpu_rates[c].append(n_events / cpu)
+                    continue
                 ad = _Adapter(c)
                 gc.collect()
                 gc.disable()

@@ -146,7 +146,7 @@ def child_main(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None = N
 def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> None:
     import zmq
 
-    from ..loop import Loop
+    from ..loop import AsyncioLoop, Loop
     from ..loop.sources import ZmqSource
     from .control import Endpoint
 
@@ -155,9 +155,10 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
     # after a restart run on_start before run_forever, and must find this loop
     # (actorq.current_loop()), not that dead copy (a kv shard's listener was
     # registered there and never accepted).
-    from ..loop import core as loop_core
+    from ..loop.core import set_current_loop
 
-    loop_core._local.loop = loop
+    set_current_loop(loop)
+    aio = AsyncioLoop(loop)  # asyncio's face: asyncio libraries work in actors (loop/aio.py)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, spec.identity)
@@ -208,7 +209,7 @@ def _serve(spec: ChildSpec, main: Callable[[Any], Awaitable[Any]] | None) -> Non
         },
     )
     try:
-        loop.run_forever()
+        aio.run_forever()  # the core's run_forever, as asyncio's running loop
     finally:
         zsrc.close()
         port.close()
@@ -238,7 +239,11 @@ def _serve_actors(spec: ChildSpec, node: Node, endpoint: Any, handlers: dict[str
     node.gone.update(spec.gone)
     state = {"stopping": False}
 
+    tasks_of = _track_actor_tasks(node.loop)
+
     def on_stopped(actor_id: int) -> None:
+        for task in tasks_of.pop(actor_id, ()):
+            task.cancel(f"actor #{actor_id & 0xFFFFFFFF} stopped")
         endpoint.notify("stopped", {"id": actor_id})
 
     node.on_stopped = on_stopped
@@ -302,6 +307,27 @@ def _listen_outside(spec: ChildSpec, node: Node) -> None:
         node.outside = Listener(node, runtime_dir, spec.identity)
     except OSError as exc:  # clients fall back to the control plane
         log.warning("worker %d: no direct channels for outside clients: %s", spec.index, exc)
+
+
+def _track_actor_tasks(loop: Any) -> dict[int, set[Any]]:
+    """Remember the asyncio tasks an actor's own code creates (``create_task``,
+    a TaskGroup, ``gather`` of coroutines), by actor id, so that stopping the
+    actor cancels them; returns that map (tasks leave it when done)."""
+    import asyncio
+
+    tasks_of: dict[int, set[Any]] = {}
+
+    def factory(aio: Any, coro: Any, context: Any = None) -> Any:
+        task = asyncio.Task(coro, loop=aio, context=context)
+        actor = _actor.ctx.actor  # set while an actor's method (or a step of it) runs
+        if actor is not None:
+            mine = tasks_of.setdefault(actor.id, set())
+            mine.add(task)
+            task.add_done_callback(mine.discard)
+        return task
+
+    loop._facade.set_task_factory(factory)
+    return tasks_of
 
 
 def _run_main(

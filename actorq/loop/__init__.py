@@ -2,12 +2,19 @@
 coroutines driven by the loop itself, and kernel event sources.
 
 It knows nothing of actors: the worker wires rings and actors onto it.
+``aio.py`` gives it asyncio's face, as uvloop does for libuv:
+``actorq.loop.new_event_loop()``, ``EventLoopPolicy``, ``run(coro)``.
 See ``core.py`` for the essay on edge-triggered semantics.
 """
 
 from __future__ import annotations
 
 from ..errors import Cancelled as Cancelled
+from .aio import AsyncioLoop as AsyncioLoop
+from .aio import EventLoopPolicy as EventLoopPolicy
+from .aio import install as install
+from .aio import new_event_loop as new_event_loop
+from .aio import run as run
 from .core import Future as Future
 from .core import Handle as Handle
 from .core import Loop as Loop

@@ -226,7 +226,7 @@ class TimerHandle(Handle):
 class _Entry:
     """One registered fd: its reader and writer callbacks and its event count."""
 
-    __slots__ = ("count", "fd", "kind", "mask", "reader", "source", "writer")
+    __slots__ = ("count", "et", "ev", "fd", "kind", "mask", "reader", "source", "writer")
 
     def __init__(self, fd: int, kind: str) -> None:
         self.fd = fd
@@ -237,7 +237,13 @@ class _Entry:
         self.mask = 0
         self.kind = kind
         self.count = 0
+        # the flags of its last event: a stream reader that sees EPOLLRDHUP
+        # there reads on past a short read, to the end of file (aio transports)
+        self.ev = 0
         self.source: Source | None = None
+        # EPOLLET unless told otherwise: asyncio's add_reader promises its
+        # callers level-triggered readiness (see aio.py), nothing else here does.
+        self.et = EPOLLET
 
 
 class _Local(threading.local):
@@ -255,6 +261,12 @@ def current_loop() -> Loop:
             "no actorq loop is running in this thread (call this from a callback or coroutine)"
         )
     return loop
+
+
+def set_current_loop(loop: Loop | None) -> None:
+    """Make ``loop`` this thread's current loop before it runs (a forked child
+    inherits its parent's, which would be a dead copy there)."""
+    _local.loop = loop
 
 
 def _again(loop: Loop, fn: Callable[[], Any]) -> None:
@@ -319,6 +331,9 @@ class Loop:
         self._stopping = False
         self._closed = False
         self._exception_handler: Callable[[BaseException, Any], None] | None = None
+        # the asyncio face of this loop (aio.AsyncioLoop), once one is attached:
+        # asyncio futures of it are this loop's, and spawn() makes asyncio Tasks
+        self._facade: Any = None
         # Who wires the loop may say what a slow callback was doing (a worker names
         # the actor method): called with the callback, only when one is slow.
         self.describe_slow: Callable[[Any], str | None] | None = None
@@ -366,7 +381,10 @@ class Loop:
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Run ``fn(*args)`` when ``time()`` reaches ``when`` (never earlier)."""
-        h = TimerHandle(fn, args, self, when)
+        return self._schedule(TimerHandle(fn, args, self, when), when)
+
+    def _schedule(self, h: TimerHandle, when: float) -> TimerHandle:
+        """Put timer ``h`` (due at ``when``) into its bucket."""
         try:
             k = int(when * 1000.0)
         except (OverflowError, ValueError):
@@ -444,21 +462,22 @@ class Loop:
                 pass  # closed while registered (EBADF), or the kernel already dropped it
             entry.mask = 0
             return
+        et = entry.et
         if entry.mask == 0:
             try:
-                ep.register(fd, mask | EPOLLET)
+                ep.register(fd, mask | et)
             except FileExistsError:
                 # A stale registration under this number (the old file was closed
                 # without unregistering and a dup kept it alive, or we never saw the
                 # close): replace it.
-                ep.modify(fd, mask | EPOLLET)
+                ep.modify(fd, mask | et)
         else:
             try:
-                ep.modify(fd, mask | EPOLLET)
+                ep.modify(fd, mask | et)
             except FileNotFoundError:
                 # The fd was closed and reopened under the same number: the kernel
                 # dropped the old registration with the old file.
-                ep.register(fd, mask | EPOLLET)
+                ep.register(fd, mask | et)
         entry.mask = mask
 
     def _entry(self, fd: int, kind: str) -> _Entry:
@@ -571,7 +590,13 @@ class Loop:
         return Future(self)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> Task[T]:
-        """Run a coroutine on this loop; the Task is a Future of its result."""
+        """Run a coroutine on this loop; the Task is a Future of its result.
+
+        With an asyncio face attached (``aio.AsyncioLoop(loop)``), it is an
+        asyncio Task of that face, so ``asyncio.current_task()``, TaskGroup
+        and ``asyncio.timeout`` work in the coroutine."""
+        if self._facade is not None:
+            return self._facade.create_task(coro)
         return Task(coro, self)
 
     # --- running ---------------------------------------------------------------
@@ -738,6 +763,7 @@ class Loop:
                     except KeyError:
                         continue  # removed earlier in this turn
                     e.count += 1
+                    e.ev = ev
                     if ev & read_ev:
                         fn = e.reader
                         if fn is not None:
@@ -806,7 +832,7 @@ class Loop:
                     while ready and limit:
                         limit -= 1
                         n -= 1
-                        if n < 0 and t > chain_end:
+                        if n < 0 and (t > chain_end or self._stopping):
                             break  # a chain has had its share of this turn: timers and I/O now
                         n_cb += 1
                         h = popleft()
@@ -891,7 +917,16 @@ _PENDING, _DONE, _CANCELLED = 0, 1, 2
 class Future(Generic[T]):
     """A result that a callback will provide; ``await fut`` waits for it."""
 
-    __slots__ = ("__weakref__", "_callbacks", "_exc", "_loop", "_result", "_retrieved", "_state")
+    __slots__ = (
+        "__weakref__",
+        "_asyncio_future_blocking",
+        "_callbacks",
+        "_exc",
+        "_loop",
+        "_result",
+        "_retrieved",
+        "_state",
+    )
 
     _result: T  # set by set_result(), read only once it was
 
@@ -901,6 +936,13 @@ class Future(Generic[T]):
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], Any]] = []
         self._retrieved = False
+        # asyncio's Task waits on whatever it is yielded that carries this flag
+        # (set in __await__): so an asyncio Task can await an actorq Future.
+        self._asyncio_future_blocking = False
+
+    def get_loop(self) -> Any:
+        """The loop, as asyncio sees it: its asyncio face if it has one."""
+        return self._loop._facade or self._loop
 
     def done(self) -> bool:
         return self._state != _PENDING
@@ -963,8 +1005,11 @@ class Future(Generic[T]):
         self._finish()
         return True
 
-    def add_done_callback(self, fn: Callable[[Future[T]], Any]) -> None:
-        """Call ``fn(fut)`` (soon, on the loop) once it is done."""
+    def add_done_callback(self, fn: Callable[[Future[T]], Any], *, context: Any = None) -> None:
+        """Call ``fn(fut)`` (soon, on the loop) once it is done (in ``context``
+        if given: a ``contextvars.Context``, as asyncio's Task passes one)."""
+        if context is not None:
+            fn = functools.partial(context.run, fn)
         if self._state != _PENDING:
             self._loop._ready.append(Handle(fn, (self,)))
         else:
@@ -972,11 +1017,16 @@ class Future(Generic[T]):
 
     def remove_done_callback(self, fn: Callable[[Future[T]], Any]) -> int:
         n = len(self._callbacks)
-        self._callbacks = [cb for cb in self._callbacks if cb != fn]
+        self._callbacks = [
+            cb
+            for cb in self._callbacks
+            if cb != fn and not (isinstance(cb, functools.partial) and cb.args[:1] == (fn,))
+        ]
         return n - len(self._callbacks)
 
     def __await__(self) -> Generator[Any, None, T]:
         if self._state == _PENDING:
+            self._asyncio_future_blocking = True
             yield self
         return self.result()
 
@@ -1017,6 +1067,7 @@ class Task(Future[T]):
             if w.cancel(msg):
                 return True
             w.remove_done_callback(self._wakeup)
+            w.remove_done_callback(self._wakeup_foreign)
             self._waiting = None
             self._loop._ready.append(Handle(self._step, (None, None)))
         self._must_cancel = True
@@ -1066,10 +1117,19 @@ class Task(Future[T]):
                         self._loop._ready.append(Handle(self._wakeup, (y,)))
                     else:
                         y._callbacks.append(self._wakeup)
+            elif (
+                getattr(y, "_asyncio_future_blocking", None) is True
+                and y.get_loop() is self._loop._facade
+            ):
+                # an asyncio Future of this loop (when it is an asyncio loop: aio.py)
+                y._asyncio_future_blocking = False
+                self._waiting = y
+                y.add_done_callback(self._wakeup_foreign)
             else:
                 err = RuntimeError(
                     f"a coroutine on the actorq loop yielded {y!r}; await actorq awaitables "
-                    "(sleep, wait_readable, Future...), not asyncio ones"
+                    "(sleep, wait_readable, Future...), or run on actorq.loop.new_event_loop() "
+                    "to await asyncio ones"
                 )
                 self._loop._ready.append(Handle(self._step, (None, err)))
 
@@ -1082,6 +1142,18 @@ class Task(Future[T]):
             self._step(fut._result, None)
         else:
             self._step(None, fut._exc if fut._exc is not None else Cancelled())
+
+    def _wakeup_foreign(self, fut: Any) -> None:
+        result = fut.result  # (taken before the identity test narrows fut's type)
+        if self._waiting is not fut:
+            return
+        self._waiting = None
+        try:
+            value = result()
+        except BaseException as exc:
+            self._step(None, exc)
+        else:
+            self._step(value, None)
 
     def __repr__(self) -> str:
         state = ("pending", "done", "cancelled")[self._state]
