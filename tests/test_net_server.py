@@ -285,3 +285,25 @@ def test_deep_pipeliners_do_not_starve_polite_clients() -> None:
         piped = [p.communicate()[0].count(".") for p in pipers]
         srv.stop()
     assert all(n > 0 for n in piped), piped
+
+
+def test_a_request_and_the_clients_close_in_one_edge_end_the_connection_at_once() -> None:
+    """The last bytes and the FIN arrive together: the short read is not the end
+    of the story; the server reads on to the end of file (no idle timeout wait)."""
+    srv = Server("idle_timeout=60 first_request_timeout=60")
+    try:
+        for _ in range(20):
+            # a server that missed the FIN would keep the connection until its
+            # idle timeout (60 s): recv below would time out instead of ending
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"PING\n")
+            s.shutdown(socket.SHUT_WR)  # our FIN follows the request at once
+            got = b""
+            while chunk := s.recv(4096):  # the server closes after answering
+                got += chunk
+            assert got == b"PONG\n"
+            s.close()
+        # only the stats connection itself is open (it closes when this one does)
+        assert wait_until(lambda: srv.stats()["open"] == 1, timeout=10)
+    finally:
+        srv.stop()

@@ -141,6 +141,8 @@ log = logging.getLogger("actorq.loop")
 T = TypeVar("T")
 
 EPOLLIN = select.EPOLLIN
+_RDHUP = select.EPOLLRDHUP
+_HUNG_UP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 EPOLLOUT = select.EPOLLOUT
 EPOLLET = select.EPOLLET
 _READ_EVENTS = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
@@ -496,9 +498,24 @@ class Loop:
         """
         self._watch(fd, "reader", EPOLLIN, _bind(fn, args))
 
+    def add_stream_reader(self, fd: Any, fn: Callable[..., Any], *args: Any) -> None:
+        """``add_reader`` for a stream socket, told of the peer's hang-up too.
+
+        Edge-triggered, a short read usually means "drained", except when the
+        peer's last bytes and its FIN came in one edge: no later edge will
+        report the end of file. ``hung_up(fd)`` says whether the last edge
+        carried it; read on to the end of file then."""
+        self._watch(fd, "reader", EPOLLIN | _RDHUP, _bind(fn, args))
+
+    def hung_up(self, fd: int) -> bool:
+        """Whether the last event of ``fd`` (watched by ``add_stream_reader``)
+        said the peer hung up or the socket failed."""
+        e = self._fds.get(fd)
+        return e is not None and bool(e.ev & _HUNG_UP)
+
     def remove_reader(self, fd: Any) -> bool:
         """Stop watching ``fd`` for reading; True if it was watched. Safe after close."""
-        return self._unwatch(fd, "reader", EPOLLIN)
+        return self._unwatch(fd, "reader", EPOLLIN | _RDHUP)
 
     def add_writer(self, fd: Any, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn(*args)`` on each writable edge of ``fd`` (write until EAGAIN or done)."""

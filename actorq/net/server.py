@@ -192,7 +192,7 @@ class Connection:
         self._t_act = self._t_prog = self._t_req = self._t_out = now
         self._in_at_req = 0
         self._resume_queued = False
-        self.loop.add_reader(self.fd, self._on_readable)
+        self.loop.add_stream_reader(self.fd, self._on_readable)
 
     # -- what a protocol overrides -----------------------------------------------
     def on_data(self, data: bytes) -> int:
@@ -276,9 +276,11 @@ class Connection:
         self.held = held
         if held > self.server.limits.max_input and not self.closed:
             self.close("input_cap")
-        # A short read drained the socket (a later byte raises a new edge);
-        # a full one may have left more: come back after the others' turn.
-        return n == size and not self.closed and self.reading
+        # A short read drained the socket (a later byte raises a new edge),
+        # unless the peer's FIN came in the same edge (no edge will follow:
+        # read on to its end of file); a full one may have left more: come back
+        # after the others' turn.
+        return (n == size or self.loop.hung_up(self.fd)) and not self.closed and self.reading
 
     def pause_reading(self) -> None:
         """Stop reading (back-pressure: TCP's flow control holds the client)."""
