@@ -149,9 +149,10 @@ def measure_ask(count: int, payload: int) -> dict[str, float]:
 def _take_all(inbox: Any) -> list[tuple[int, list[Any]]]:
     """Drain ``inbox`` as RingPort does: decode each batch from the ring's memory."""
     from actorq._codec import unpack
+    from actorq._runtime.mesh import messages
 
     taken: list[tuple[int, list[Any]]] = []
-    inbox.drain(lambda s, rec: taken.append((s, unpack(rec))), None)
+    inbox.drain(lambda s, rec: taken.append((s, messages(unpack(rec)))), None)
     return taken
 
 

@@ -16,7 +16,8 @@ Whatever the channel (shared-memory rings, see ``RingMesh``; or socketpairs,
   destination are coalesced into one *batch record* (a msgpack array whose
   elements are the messages, each already packed by the caller: the array is
   their bytes joined behind an array header, no second encode), cut at
-  ``_BATCH_BYTES`` and at every flush. When the channel to ``dest`` is full
+  ``_BATCH_BYTES`` and at every flush; a batch of one is written as the
+  message itself (``messages()`` tells them apart). When the channel to ``dest`` is full
   the batch joins a local backlog for ``dest`` (and so does every later one,
   keeping FIFO), and the loop is asked to call us when there is room. The
   sender's loop keeps draining its own inbound channels meanwhile, so two
@@ -86,6 +87,14 @@ def _array_header(n: int) -> bytes:
 _FIXARRAY = [bytes([0x90 | n]) for n in range(16)]
 
 
+def messages(record: Any) -> list[Any]:
+    """The messages of a decoded record: a batch is a list of messages, a lone
+    message is itself a list whose first item is its kind (an int)."""
+    if type(record) is not list or not record:
+        raise ValueError(f"a record must be a message or a batch, not {record!r:.60}")
+    return [record] if type(record[0]) is int else record
+
+
 class Port:
     """One node's ends of the mesh (see the module docstring)."""
 
@@ -128,6 +137,9 @@ class Port:
         out = self._out.pop(dest)
         del self._outsize[dest]
         count = len(out) - 1
+        if count == 1:  # a lone message (an ask, its reply) goes as it is: no join
+            self._write(dest, out[1], 1)
+            return
         out[0] = _array_header(count)
         self._write(dest, b"".join(out), count)
 
@@ -268,7 +280,7 @@ class SocketPort(Port):
             if end - off - 4 < n:
                 break
             try:
-                msgs = unpack(memoryview(acc)[off + 4 : off + 4 + n])
+                msgs = messages(unpack(memoryview(acc)[off + 4 : off + 4 + n]))
             except Exception as exc:
                 log.error("node %d: unreadable record from node %d: %s", self.index, peer, exc)
             else:
@@ -503,11 +515,11 @@ class RingPort(Port):
     def _take(self, sender: int, record: memoryview) -> None:
         # zero copy: ``record`` is the ring's own memory, valid until we return
         try:
-            msgs = unpack(record)
-            self._batch_n += len(msgs)
+            msgs = messages(unpack(record))
         except Exception as exc:  # a record we cannot read must not stop the worker
             log.error("node %d: unreadable record from node %d: %s", self.index, sender, exc)
             return
+        self._batch_n += len(msgs)
         self._batch.append((sender, msgs))
 
     def _doorbell(self) -> bool:
