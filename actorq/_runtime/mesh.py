@@ -132,6 +132,16 @@ class Port:
         self._out[dest] = [b"", data]  # [0]: the array header, filled in by _cut
         self._outsize[dest] = n
 
+    def send_now(self, dest: int, data: bytes) -> None:
+        """Send one message and make it visible at once (an ask: someone waits).
+        Behind this turn's batch for ``dest`` if there is one (FIFO); else
+        written as it is, without a batch."""
+        if dest in self._out or len(data) > self.max_message:
+            self.send(dest, data)  # (raises PayloadTooLarge, naming the bound)
+        else:
+            self._write(dest, data, 1)
+        self.publish(dest)
+
     def _cut(self, dest: int) -> None:
         """Make ``dest``'s batch one record and hand it to the channel."""
         out = self._out.pop(dest)

@@ -203,10 +203,11 @@ class Node:
             self.outside.send(dest, data)
             return
         port = self.port
-        port.send(dest, data)
         if urgent:
-            port.publish(dest)
-        elif self._flush_handle is None and not port.draining:
+            port.send_now(dest, data)
+            return
+        port.send(dest, data)
+        if self._flush_handle is None and not port.draining:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
