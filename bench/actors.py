@@ -46,23 +46,7 @@ def _runtime_bench(
 ) -> None:
     """In a forked child: start a runtime, measure, write JSON to ``out_w``."""
     import actorq
-
-    @actorq.actor
-    class Sink:
-        def __init__(self) -> None:
-            self.n = 0
-
-        def take(self, blob: bytes) -> None:
-            self.n += 1
-
-        def count(self) -> int:
-            return self.n
-
-        def cpu(self) -> float:
-            return time.process_time()
-
-        def echo(self, blob: bytes) -> bytes:
-            return blob
+    from bench._sink import Sink
 
     @actorq.actor
     class Source:

@@ -22,49 +22,56 @@ the larger side (sender + its half of the ring, or receiver + its half).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import actorq
 from actorq import _actor
+from bench._sink import Sink
+
+_SINK_ID = (2 << 32) | 1  # the Sink: actor 1 of the second node
 
 
-@actorq.actor
-class Sink:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def take(self, blob: bytes) -> None:
-        self.n += 1
-
-    def echo(self, blob: bytes) -> bytes:
-        return blob
-
-
-def measure(count: int, payload: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _two_nodes() -> Iterator[tuple[Any, Any, actorq.ActorRef]]:
+    """Two worker nodes on one loop, joined by a ring mesh, with a Sink on the
+    second and the first as this thread's node: (first, second, the Sink's ref).
+    Everything is closed after."""
     from actorq._runtime.mesh import RingMesh
     from actorq._runtime.node import Node
     from actorq.loop import Loop
 
     loop = Loop()
     mesh = RingMesh(3, 1 << 20)
-    sender = Node(1, loop, mesh.port(1), worker_cpus=[0], address="")
-    receiver = Node(2, loop, mesh.port(2), worker_cpus=[0], address="")
-    sink_id = (2 << 32) | 1
-    receiver.host.create(sink_id, f"{Sink.__module__}:{Sink.__qualname__}", [], None, None)
-    ref = actorq.ActorRef(sink_id, f"{Sink.__module__}:{Sink.__qualname__}")
+    first = Node(1, loop, mesh.port(1), worker_cpus=[0], address="")
+    second = Node(2, loop, mesh.port(2), worker_cpus=[0], address="")
+    path = f"{Sink.__module__}:{Sink.__qualname__}"
+    second.host.create(_SINK_ID, path, [], None, None)
+    prev = _actor.ctx.node
+    _actor.ctx.node = first
+    try:
+        yield first, second, actorq.ActorRef(_SINK_ID, path)
+    finally:
+        _actor.ctx.node = prev
+        first.port.close()
+        second.port.close()
+        mesh.close()
+        loop.close()
+
+
+def measure(count: int, payload: int) -> dict[str, float]:
     blob = os.urandom(payload)
     chunk = 64  # a loop turn's worth of tells to one destination: one batch
     out: dict[str, float] = {"sender": 0.0, "ring": 0.0, "receiver": 0.0}
-    port_s, port_r = sender.port, receiver.port
     done = 0
     clock = time.perf_counter
-    prev = _actor.ctx.node
-    _actor.ctx.node = sender
-    try:
+    with _two_nodes() as (sender, receiver, ref):
+        port_s, port_r = sender.port, receiver.port
         tell = ref.take.tell
         while done < count:
             t0 = clock()
@@ -82,13 +89,7 @@ def measure(count: int, payload: int) -> dict[str, float]:
             out["receiver"] += t3 - t2
             done += chunk
             sender._flush_handle = None  # the turn's flush ran above, by hand
-    finally:
-        _actor.ctx.node = prev
-        port_s.close()
-        port_r.close()
-        mesh.close()
-        loop.close()
-    got = receiver.actors[sink_id].instance.n
+    got = receiver.actors[_SINK_ID].instance.n
     assert got == done, (got, done)
     return {k: v / done * 1e6 for k, v in out.items()}
 
@@ -97,25 +98,11 @@ def measure_ask(count: int, payload: int) -> dict[str, float]:
     """One ask's round trip, step by step, on one CPU: the asker's side (make
     the record, publish it), the ring both ways, the answerer's side (route,
     run, reply), and the asker taking the reply (route it to its future)."""
-    from actorq._runtime.mesh import RingMesh
-    from actorq._runtime.node import Node
-    from actorq.loop import Loop
-
-    loop = Loop()
-    mesh = RingMesh(3, 1 << 20)
-    asker = Node(1, loop, mesh.port(1), worker_cpus=[0], address="")
-    answerer = Node(2, loop, mesh.port(2), worker_cpus=[0], address="")
-    sink_id = (2 << 32) | 1
-    path = f"{Sink.__module__}:{Sink.__qualname__}"
-    answerer.host.create(sink_id, path, [], None, None)
-    ref = actorq.ActorRef(sink_id, path)
     blob = os.urandom(payload)
     out = {"asker": 0.0, "ring": 0.0, "answerer": 0.0, "reply": 0.0}
     clock = time.perf_counter
-    prev = _actor.ctx.node
-    _actor.ctx.node = asker
-    pa, pb = asker.port, answerer.port
-    try:
+    with _two_nodes() as (asker, answerer, ref):
+        pa, pb = asker.port, answerer.port
         echo = ref.echo
         for _ in range(count):
             t0 = clock()
@@ -137,12 +124,6 @@ def measure_ask(count: int, payload: int) -> dict[str, float]:
             out["ring"] += (t2 - t1) + (t4 - t3)
             out["answerer"] += t3 - t2
             out["reply"] += t5 - t4
-    finally:
-        _actor.ctx.node = prev
-        pa.close()
-        pb.close()
-        mesh.close()
-        loop.close()
     return {k: v / count * 1e6 for k, v in out.items()}
 
 

@@ -25,17 +25,8 @@ import argparse
 import time
 from typing import Any
 
-import actorq
 from bench._common import Result, emit
-
-
-@actorq.actor
-class Sink:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def take(self, blob: bytes) -> None:
-        self.n += 1
+from bench._sink import Sink
 
 
 class _SinkPort:

@@ -230,11 +230,16 @@ def plot_overload(steps: list[dict[str, Any]], png: Path) -> str | None:
     late.set_title("p99 against offered load (from when each request was due)")
     for ax in (good, late):
         ax.legend(fontsize=7)
+    _save(plt, fig, png)
+    return None
+
+
+def _save(plt: Any, fig: Any, png: Path) -> None:
+    """Lay out ``fig``, write it to ``png`` (making its folder) and free it."""
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return None
 
 
 def scaling_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -270,10 +275,7 @@ def plot_scaling(rows: list[dict[str, Any]], png: Path) -> str | None:
     ax.set_xticks(sorted({w for points in series.values() for w, _ in points}))
     ax.set_title("throughput against workers")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, png)
     return None
 
 
@@ -308,10 +310,7 @@ def plot(rows: list[dict[str, Any]], png: Path) -> str | None:
         ax.set_ylabel("msgs/s (log)")
         ax.set_title(f"{bench}: actorq beside its peers")
         ax.legend(fontsize=7, ncols=min(4, len(contenders)))
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, png)
     return None
 
 

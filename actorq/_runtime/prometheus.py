@@ -59,6 +59,17 @@ _ACTOR_COUNTERS = {
     "shed": ("actorq_actor_shed", "Messages its mailbox refused (overload)."),
     "expired": ("actorq_actor_expired", "Asks dropped unrun from its mailbox: deadline passed."),
 }
+_SERVER_COUNTERS = {
+    f: (f"actorq_server_{f}", f"Connection server: {f.replace('_', ' ')}.")
+    for f in ("accepted", "refused", "closed", "bytes_in", "bytes_out")
+}
+
+
+def _counter_families(
+    table: dict[str, tuple[str, str]], labels: list[str]
+) -> dict[str, CounterMetricFamily]:
+    """One labelled counter family per published field of ``table``."""
+    return {f: CounterMetricFamily(name, doc, labels=labels) for f, (name, doc) in table.items()}
 
 
 class RuntimeCollector(Collector):
@@ -70,10 +81,7 @@ class RuntimeCollector(Collector):
     def collect(self) -> Iterator[Any]:
         view = metrics.runtime_view(self.sup)
         wl = ["worker", "cpu"]
-        counters = {
-            f: CounterMetricFamily(name, doc, labels=wl)
-            for f, (name, doc) in _WORKER_COUNTERS.items()
-        }
+        counters = _counter_families(_WORKER_COUNTERS, wl)
         busy = CounterMetricFamily(
             "actorq_worker_busy_seconds", "Loop time not spent waiting for events.", labels=wl
         )
@@ -90,10 +98,7 @@ class RuntimeCollector(Collector):
             ),
         }
         al = ["actor", "worker", "cls"]
-        actor_counters = {
-            f: CounterMetricFamily(name, doc, labels=al)
-            for f, (name, doc) in _ACTOR_COUNTERS.items()
-        }
+        actor_counters = _counter_families(_ACTOR_COUNTERS, al)
         queued = GaugeMetricFamily(
             "actorq_actor_mailbox_depth", "Messages waiting in the mailbox.", labels=al
         )
@@ -111,16 +116,7 @@ class RuntimeCollector(Collector):
             labels=al,
         )
         sl = ["worker", "server"]
-        servers = {
-            f: CounterMetricFamily(f"actorq_server_{f}", f"Connection server: {f}.", labels=sl)
-            for f in ("accepted", "refused", "closed")
-        }
-        server_bytes = {
-            f: CounterMetricFamily(
-                f"actorq_server_{f}", f"Connection server: {f.replace('_', ' ')}.", labels=sl
-            )
-            for f in ("bytes_in", "bytes_out")
-        }
+        servers = _counter_families(_SERVER_COUNTERS, sl)
         server_open = GaugeMetricFamily(
             "actorq_server_connections", "Connections open now.", labels=sl
         )
@@ -150,8 +146,6 @@ class RuntimeCollector(Collector):
                 sv = [str(w["worker"]), s["name"]]
                 for f, fam in servers.items():
                     fam.add_metric(sv, s[f])
-                for f, fam in server_bytes.items():
-                    fam.add_metric(sv, s[f])
                 server_open.add_metric(sv, s["open"])
         yield from counters.values()
         yield busy
@@ -163,7 +157,6 @@ class RuntimeCollector(Collector):
         yield service
         yield sojourn
         yield from servers.values()
-        yield from server_bytes.values()
         yield server_open
 
 

@@ -1,5 +1,5 @@
-"""What ``actorq stats --watch`` and ``actorq top`` share: finding the runtime,
-and turning two stats snapshots into rates.
+"""What ``actorq stats --watch`` and ``actorq top`` share: naming and finding
+the runtime, and turning two stats snapshots into rates.
 
 A snapshot is what the ``stats`` control op returns; its ``metrics`` part is
 what each worker last published in its board (``_runtime/metrics.py``), so
@@ -11,11 +11,24 @@ since the start.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
 from .._runtime.admission import BUCKETS as SOJOURN_BUCKETS
 from .._runtime.metrics import SERVICE_BUCKETS, quantile
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The optional RUNTIME argument and ``--timeout``, the same for every command
+    that talks to a running runtime."""
+    parser.add_argument(
+        "address",
+        nargs="?",
+        metavar="RUNTIME",
+        help="a runtime's name, directory or ipc:// address (default: the only one running)",
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
 
 def resolve(which: str | None, command: str) -> str | None:

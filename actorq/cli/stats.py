@@ -18,16 +18,11 @@ import sys
 import time
 from typing import Any
 
-from ._snapshots import resolve, summary
+from ._snapshots import add_runtime_arguments, resolve, summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "address",
-        nargs="?",
-        metavar="RUNTIME",
-        help="a runtime's name, directory or ipc:// address (default: the only one running)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the stats as JSON")
     parser.add_argument(
         "--watch",
@@ -36,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="print a snapshot every N seconds, with rates between snapshots",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
 
 _INTERNAL = ("service_buckets", "sojourn_buckets", "service_sum_ns", "service_samples")

@@ -24,7 +24,7 @@ import time
 import tty
 from typing import Any
 
-from ._snapshots import resolve, summary
+from ._snapshots import add_runtime_arguments, resolve, summary
 
 SORTS = {  # key -> (title, actor summary field)
     "c": ("cpu", "cpu_percent"),
@@ -36,19 +36,13 @@ _ACTOR_ROWS = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "address",
-        nargs="?",
-        metavar="RUNTIME",
-        help="a runtime's name, directory or ipc:// address (default: the only one running)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes"
     )
     parser.add_argument(
         "--sort", choices=[t for t, _ in SORTS.values()], default="cpu", help="first sort order"
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
 
 
 def _f(x: float | None, fmt: str = "{:,.0f}") -> str:

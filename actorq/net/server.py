@@ -244,13 +244,18 @@ class Connection:
     def detach(self, reason: str) -> None:
         """Let go of the connection without ending it (it lives on elsewhere):
         stop watching it, leave the server, close this process's descriptor."""
+        if self._let_go():
+            self.server._closed(self, reason)
+
+    def _let_go(self) -> bool:
+        """Stop watching the descriptor and close it, once: False if that was done."""
         if self.closed:
-            return
+            return False
         self.closed = True
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
         self.sock.close()
-        self.server._closed(self, reason)
+        return True
 
     # -- input -------------------------------------------------------------------
     def _on_readable(self) -> bool | None:
@@ -350,12 +355,8 @@ class Connection:
         self.on_drained()
 
     def close(self, reason: str = "closed") -> None:
-        if self.closed:
+        if not self._let_go():
             return
-        self.closed = True
-        self.loop.remove_reader(self.fd)
-        self.loop.remove_writer(self.fd)
-        self.sock.close()
         self.outq.clear()
         self.outbytes = 0
         self.server._closed(self, reason)

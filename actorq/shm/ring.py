@@ -262,16 +262,7 @@ class Ring:
                 os.close(fd)
             seg.close()
             raise
-        return cls(
-            seg,
-            base=0,
-            capacity=capacity,
-            max_record=max_record,
-            slab_threshold=threshold,
-            doorbell_fd=fds[0],
-            space_fd=fds[1],
-            slab=slab_obj,
-        )
+        return cls._standalone(seg, fds[0], fds[1], slab_obj)
 
     @classmethod
     def slot(
@@ -352,34 +343,47 @@ class Ring:
                 )
                 ring.owned = True
                 return ring
-            ctl = seg.buf[:HDR].cast("Q")
-            try:
-                if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != VERSION:
-                    raise RingCorrupt(
-                        f"ring {seg.name!r} (fd {seg.fd}): bad magic/version at offset 0; "
-                        "this fd is not an actorq ring of this version"
-                    )
-                capacity, max_record, threshold = ctl[_CAPACITY], ctl[_MAXREC], ctl[_THRESHOLD]
-            finally:
-                ctl.release()
-            if capacity < 64 or capacity & (capacity - 1) or HDR + capacity > seg.size:
-                raise RingCorrupt(f"ring {seg.name!r}: impossible capacity {capacity} at offset 16")
-            return cls(
-                seg,
-                base=0,
-                capacity=capacity,
-                max_record=max_record,
-                slab_threshold=threshold,
-                doorbell_fd=doorbell_fd,
-                space_fd=space_fd,
-                slab=slab,
-                slab_reader=slab_reader,
-            )
+            return cls._standalone(seg, doorbell_fd, space_fd, slab, slab_reader)
         except BaseException:
             seg.close()
             if slab is not None:
                 slab.close()
             raise
+
+    @classmethod
+    def _standalone(
+        cls,
+        seg: Segment,
+        doorbell_fd: int,
+        space_fd: int,
+        slab: Slab | None,
+        slab_reader: int = 0,
+    ) -> Ring:
+        """The standalone ring in ``seg``, its geometry read from its control block
+        (``create`` wrote it there; ``attach`` checks what it received)."""
+        ctl = seg.buf[:HDR].cast("Q")
+        try:
+            if ctl[_MAGIC] != MAGIC or ctl[_VERSION] != VERSION:
+                raise RingCorrupt(
+                    f"ring {seg.name!r} (fd {seg.fd}): bad magic/version at offset 0; "
+                    "this fd is not an actorq ring of this version"
+                )
+            capacity, max_record, threshold = ctl[_CAPACITY], ctl[_MAXREC], ctl[_THRESHOLD]
+        finally:
+            ctl.release()
+        if capacity < 64 or capacity & (capacity - 1) or HDR + capacity > seg.size:
+            raise RingCorrupt(f"ring {seg.name!r}: impossible capacity {capacity} at offset 16")
+        return cls(
+            seg,
+            base=0,
+            capacity=capacity,
+            max_record=max_record,
+            slab_threshold=threshold,
+            doorbell_fd=doorbell_fd,
+            space_fd=space_fd,
+            slab=slab,
+            slab_reader=slab_reader,
+        )
 
     def stats(self) -> dict[str, int]:
         """What either side can see in shared memory: positions (bytes ever

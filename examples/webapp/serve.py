@@ -104,21 +104,13 @@ def uvicorn_beside_runtime(
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``actorq run examples.webapp.actors:main`` + ``uvicorn --workers N``."""
     env = env_with({"ACTORQ_RUNTIME_DIR": runtime_dir, **(extra_env or {})})
-    with runtime(runtime_dir, runtime_workers, extra_env) as rt:
-        web = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "examples.webapp.app:app"),
-                *("--workers", str(web_workers), "--host", "127.0.0.1", "--port", str(port)),
-                *("--log-level", "warning", "--no-access-log"),
-            ],
-            cwd=ROOT,
-            env=env,
-        )
-        try:
-            wait_http(port)
-            yield [rt, web]
-        finally:
-            stop(web)
+    argv = [
+        *(sys.executable, "-m", "uvicorn", "examples.webapp.app:app"),
+        *("--workers", str(web_workers), "--host", "127.0.0.1", "--port", str(port)),
+        *("--log-level", "warning", "--no-access-log"),
+    ]
+    with runtime(runtime_dir, runtime_workers, extra_env) as rt, _web(argv, port, env) as web:
+        yield [rt, web]
 
 
 @contextlib.contextmanager
@@ -138,24 +130,28 @@ def gunicorn_hosting_runtime(
             **(extra_env or {}),
         }
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "examples.webapp.app:app",
-            "-c",
-            str(ROOT / "examples" / "webapp" / "gunicorn_conf.py"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "examples.webapp.app:app",
+        "-c",
+        str(ROOT / "examples" / "webapp" / "gunicorn_conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    with _web(argv, port, env) as proc:
+        yield [proc]
+
+
+@contextlib.contextmanager
+def _web(argv: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A web server process, once it answers on ``port``; stopped after."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     try:
         wait_http(port)
-        yield [proc]
+        yield proc
     finally:
         stop(proc)
