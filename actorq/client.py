@@ -47,6 +47,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from types import EllipsisType
 from typing import Any, Literal, overload
 
@@ -55,7 +56,14 @@ import zmq
 from . import _codec
 from ._actor import ActorRef, spawn_body
 from ._codec import ASK, STOP, TELL
-from ._direct import AsyncChannel, BlockingChannel, ChannelGone, ChannelRefused, outcome
+from ._direct import (
+    AsyncChannel,
+    BlockingChannel,
+    ChannelEnd,
+    ChannelGone,
+    ChannelRefused,
+    outcome,
+)
 from ._runtime.control import ProtocolError, encode, error_from, normalize_address
 from .errors import ActorDied, ForkedClient, NoRuntime
 
@@ -99,6 +107,14 @@ def probe(address: str) -> None:
         s.close()
 
 
+def _result(msg: list[Any]) -> Any:
+    """The value of an answer that came over a blocking channel, or raise its error."""
+    ok, value = outcome(msg)
+    if ok:
+        return value
+    raise value
+
+
 class _Session:
     """The refs of one runtime incarnation: what ``ref.add(5)`` calls on a
     client's refs. A restarted runtime starts a new session; the old one's
@@ -117,15 +133,15 @@ class _Session:
         kwargs: dict[str, Any],
         timeout: float | EllipsisType | None = ...,
     ) -> Any:
-        return self.client.ask_actor(ref, method, args, kwargs, timeout, self)
+        return self.client._ask(ref, method, args, kwargs, timeout, self)
 
     def tell_actor(
         self, ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return self.client.tell_actor(ref, method, args, kwargs, self)
+        return self.client._tell(ref, method, args, kwargs, self)
 
     def stop_actor(self, ref: ActorRef) -> Any:
-        return self.client.stop_actor(ref, self)
+        return self.client._stop(ref, self)
 
 
 class _Base:
@@ -181,6 +197,40 @@ class _Base:
         log.warning("%s; calls to its actors go through the supervisor instead", exc)
         self._no_channel.add(worker)
 
+    def _took(self, ticket: dict[str, Any]) -> None:
+        """A channel ticket arrived: it tells the runtime's ask_timeout and incarnation."""
+        self._ask_timeout = ticket.get("ask_timeout")
+        self._seen(ticket["rt"])
+
+    def _not_opened(self, worker: int, exc: Exception) -> None:
+        """Opening a channel to ``worker`` failed with ``exc``: return (its actors
+        are reached through the supervisor) or raise ActorDied (it is down)."""
+        if isinstance(exc, FileNotFoundError):  # this worker serves no direct channels
+            self._no_channel.add(worker)
+        elif isinstance(exc, ChannelRefused):
+            self._refused(worker, exc)
+        else:  # it died, or is being restarted
+            raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
+
+    def _same_runtime(self, session: _Session, channel: ChannelEnd) -> None:
+        """ActorDied unless ``channel`` leads to the incarnation ``session`` knew."""
+        if session is not self._session or channel.rt != session.rt:
+            raise self._restarted()
+
+    @staticmethod
+    def _gone(ref: ActorRef) -> ActorDied:
+        return ActorDied(
+            f"{ref!r}: worker {ref.id >> 32} died (or its channel closed) before it answered"
+        )
+
+    def _closing(self) -> bool:
+        """Mark the client closed; whether this process should close its sockets
+        (not if already closed, nor in a child of the process that made it)."""
+        if self.closed:
+            return False
+        self.closed = True
+        return _forks[0] == self._fork_count
+
     def _restarted(self) -> ActorDied:
         return ActorDied(
             f"the runtime at {self.address} was restarted since this ref was made: its actors "
@@ -195,17 +245,30 @@ class _Base:
             return None, None
         return seconds, time.monotonic() + seconds
 
-    @staticmethod
     def _ask_record(
-        req: int,
+        self,
         ref: ActorRef,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        deadline: float | None,
-    ) -> bytes:
+        timeout: float | EllipsisType | None,
+    ) -> tuple[int, bytes, float | None, float | None]:
+        """An ask for a direct channel: (req, packed record, seconds, deadline)."""
+        seconds, deadline = self._deadline(timeout)
+        req = next(self._ids)
         record = [ASK, req, ref.id, method, args, kwargs or None, 0, deadline]
-        return _codec.pack_call(record, ref, method, args, kwargs)
+        return req, _codec.pack_call(record, ref, method, args, kwargs), seconds, deadline
+
+    @staticmethod
+    def _tell_record(
+        ref: ActorRef, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes:
+        record = [TELL, ref.id, method, args, kwargs or None, 0]
+        return _codec.pack_call(record, ref, method, args, kwargs, ".tell")
+
+    def _stop_record(self, ref: ActorRef) -> tuple[int, bytes]:
+        req = next(self._ids)
+        return req, _codec.pack([STOP, req, ref.id])
 
     def _body(
         self,
@@ -215,15 +278,37 @@ class _Base:
         kwargs: dict[str, Any],
         session: _Session | None,
     ) -> dict[str, Any]:
-        body = {"id": ref.id, "method": method, "args": list(args), "kwargs": kwargs}
-        if session is not None and session.rt is not None:
-            body["rt"] = session.rt
+        body = self._id_body(ref, session)
+        body.update(method=method, args=list(args), kwargs=kwargs)
         try:
             _codec.pack(body)
         except _codec.UNSENDABLE:
             raise _codec.explain_unsendable(
                 f"{ref!r}.{method}", args, kwargs, ref.method_fn(method)
             ) from None
+        return body
+
+    @staticmethod
+    def _id_body(ref: ActorRef, session: _Session | None) -> dict[str, Any]:
+        """The start of a request about ``ref`` to the supervisor."""
+        body: dict[str, Any] = {"id": ref.id}
+        if session is not None and session.rt is not None:
+            body["rt"] = session.rt
+        return body
+
+    def _ask_body(
+        self,
+        ref: ActorRef,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | EllipsisType | None,
+        session: _Session,
+    ) -> dict[str, Any]:
+        """An ask to send through the supervisor."""
+        body = self._body(ref, method, args, kwargs, session)
+        if timeout is not ...:
+            body["timeout"] = timeout
         return body
 
     def _connect(self, ctx: Any) -> None:
@@ -239,6 +324,25 @@ class _Base:
         if deadline is ...:
             return self.timeout
         return None if deadline is None else deadline + _MARGIN
+
+    def _waiting_for(
+        self, deadline: float | EllipsisType | None
+    ) -> tuple[float | None, float | None]:
+        """(seconds, monotonic end) of the wait for a control answer (None: no end)."""
+        wait = self._wait(deadline)
+        return wait, None if wait is None else time.monotonic() + wait
+
+    @staticmethod
+    def _left(end: float | None) -> float:
+        """How long to wait for the answer before looking at the runtime again."""
+        return _PROBE_EVERY if end is None else min(_PROBE_EVERY, end - time.monotonic())
+
+    def _unanswered(self, wait: float | None, end: float | None) -> None:
+        """No answer yet: TimeoutError once ``end`` has passed, NoRuntime if the
+        runtime went away meanwhile; else wait on."""
+        if end is not None and time.monotonic() >= end:
+            raise TimeoutError(f"no answer from the runtime at {self.address} within {wait} s")
+        probe(self.address)
 
     def decode(self, frame: bytes) -> tuple[str, int, Any]:
         """A control answer, decoded once, with refs in it bound to this client."""
@@ -257,30 +361,15 @@ class _Base:
             f"with ask_timeout in the config, or ref.{method}.with_timeout(seconds) for one call"
         )
 
-    # --- what ActorRefs bound to this client call (through their _Session) ------------------
-    def ask_actor(
-        self,
-        ref: ActorRef,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | EllipsisType | None = ...,
-        session: _Session | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    def tell_actor(
-        self,
-        ref: ActorRef,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        session: _Session | None = None,
-    ) -> Any:
-        raise NotImplementedError
-
-    def stop_actor(self, ref: ActorRef, session: _Session | None = None) -> Any:
-        raise NotImplementedError
+    # --- what ActorRefs bound to this client call (through their _Session); each form
+    # defines them, blocking or as coroutines: ask(ref, method, args, kwargs, timeout,
+    # session), tell(ref, method, args, kwargs, session), stop(ref, session)
+    _ask: Callable[
+        [ActorRef, str, tuple[Any, ...], dict[str, Any], float | EllipsisType | None, _Session],
+        Any,
+    ]
+    _tell: Callable[[ActorRef, str, tuple[Any, ...], dict[str, Any], _Session], None]
+    _stop: Callable[[ActorRef, _Session], Any]
 
 
 class Client(_Base):
@@ -304,16 +393,11 @@ class Client(_Base):
         self._check()
         req = next(self._ids)
         self._sock.send(encode(op, req, body))
-        wait = self._wait(deadline)
-        end = None if wait is None else time.monotonic() + wait
+        wait, end = self._waiting_for(deadline)
         while True:
-            left = _PROBE_EVERY if end is None else min(_PROBE_EVERY, end - time.monotonic())
-            if left <= 0 or not self._sock.poll(max(0.0, left) * 1000):
-                if end is not None and time.monotonic() >= end:
-                    raise TimeoutError(
-                        f"no answer from the runtime at {self.address} within {wait} s"
-                    )
-                probe(self.address)  # NoRuntime if it went away meanwhile
+            left = self._left(end)
+            if left <= 0 or not self._sock.poll(left * 1000):
+                self._unanswered(wait, end)
                 continue
             rop, rreq, rbody = self.decode(self._sock.recv())
             if rreq != req:
@@ -333,18 +417,12 @@ class Client(_Base):
         if channel is not None or not self.direct or worker in self._no_channel:
             return channel
         ticket = self._call("channel", {"worker": worker})
-        self._ask_timeout = ticket.get("ask_timeout")
-        self._seen(ticket["rt"])
+        self._took(ticket)
         try:
             channel = BlockingChannel(worker, ticket, self._ext)
-        except FileNotFoundError:  # this worker serves no direct channels
-            self._no_channel.add(worker)
+        except (FileNotFoundError, ConnectionError, TimeoutError) as exc:
+            self._not_opened(worker, exc)
             return None
-        except ChannelRefused as exc:
-            self._refused(worker, exc)
-            return None
-        except (ConnectionError, TimeoutError) as exc:  # it died, or is being restarted
-            raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
         self._channels[worker] = channel
         return channel
 
@@ -365,88 +443,67 @@ class Client(_Base):
         large for it; None when ``until`` passed."""
         if len(record) > channel.max_record:
             return ...
-        if session is not self._session or channel.rt != session.rt:
-            raise self._restarted()
+        self._same_runtime(session, channel)
         try:
             return channel.call(record, req, until)
         except ChannelGone:
             self._drop(channel)
-            raise ActorDied(
-                f"{ref!r}: worker {ref.id >> 32} died (or its channel closed) before it answered"
-            ) from None
+            raise self._gone(ref) from None
 
-    def ask_actor(
+    def _ask(
         self,
         ref: ActorRef,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        timeout: float | EllipsisType | None = ...,
-        session: _Session | None = None,
+        timeout: float | EllipsisType | None,
+        session: _Session,
     ) -> Any:
         """Call ``method`` on the actor and wait for its reply."""
-        session = session or self._session
         self._check(session)
         channel = self._channel(ref.id >> 32) if self.direct else None
         if channel is not None:  # opened first: it tells the runtime's ask_timeout
-            seconds, deadline = self._deadline(timeout)
-            req = next(self._ids)
-            record = self._ask_record(req, ref, method, args, kwargs, deadline)
+            req, record, seconds, deadline = self._ask_record(ref, method, args, kwargs, timeout)
             msg = self._direct_call(session, ref, channel, record, req, deadline)
             if msg is None:
                 raise self._timed_out(ref, method, seconds)
             if msg is not ...:
-                ok, value = outcome(msg)
-                if ok:
-                    return value
-                raise value
-        body = self._body(ref, method, args, kwargs, session)
-        if timeout is not ...:
-            body["timeout"] = timeout
-        return self._call("ask", body, timeout)
+                return _result(msg)
+        return self._call(
+            "ask", self._ask_body(ref, method, args, kwargs, timeout, session), timeout
+        )
 
-    def tell_actor(
+    def _tell(
         self,
         ref: ActorRef,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        session: _Session | None = None,
+        session: _Session,
     ) -> None:
         """Call ``method`` on the actor without waiting for a reply."""
-        session = session or self._session
         self._check(session)
         channel = self._channel(ref.id >> 32) if self.direct else None
         if channel is not None:
-            if channel.rt != session.rt:
-                raise self._restarted()
-            record = _codec.pack_call(
-                [TELL, ref.id, method, args, kwargs or None, 0], ref, method, args, kwargs, ".tell"
-            )
+            self._same_runtime(session, channel)
+            record = self._tell_record(ref, method, args, kwargs)
             if len(record) <= channel.max_record:
                 channel.send(record, None)
                 return
         self._sock.send(encode("tell", 0, self._body(ref, method, args, kwargs, session)))
 
-    def stop_actor(self, ref: ActorRef, session: _Session | None = None) -> Any:
+    def _stop(self, ref: ActorRef, session: _Session) -> Any:
         """Stop the actor (after what this client sent it before); waits for on_stop."""
-        session = session or self._session
         self._check(session)
         channel = self._channel(ref.id >> 32) if self.direct else None
         if channel is not None:
-            req = next(self._ids)
-            record = _codec.pack([STOP, req, ref.id])
+            req, record = self._stop_record(ref)
             msg = self._direct_call(session, ref, channel, record, req, None)
             if msg is not ...:
                 assert msg is not None  # no deadline: it waits
-                ok, value = outcome(msg)
-                if not ok:
-                    raise value
+                _result(msg)
                 return None
-        body: dict[str, Any] = {"id": ref.id}
-        if session.rt is not None:
-            body["rt"] = session.rt
-        return self._call("stop", body)
+        return self._call("stop", self._id_body(ref, session))
 
     # --- control ----------------------------------------------------------------------------
     def lookup(self, name: str) -> ActorRef:
@@ -480,11 +537,8 @@ class Client(_Base):
 
     def close(self) -> None:
         """Close the sockets and channels (in the process that made the client only)."""
-        if self.closed:
-            return
-        self.closed = True
-        if _forks[0] != self._fork_count:
-            return  # the parent's: leave them to it
+        if not self._closing():
+            return  # closed already, or the parent's: leave them to it
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
@@ -550,18 +604,12 @@ class AsyncClient(_Base):
             await self._sock.send(encode(op, req, body))
             if self._reader is None:
                 self._reader = asyncio.ensure_future(self._read_loop())
-            wait = self._wait(deadline)
-            end = None if wait is None else time.monotonic() + wait
+            wait, end = self._waiting_for(deadline)
             while True:
-                left = _PROBE_EVERY if end is None else min(_PROBE_EVERY, end - time.monotonic())
-                done, _ = await asyncio.wait([fut], timeout=max(0.0, left))
+                done, _ = await asyncio.wait([fut], timeout=max(0.0, self._left(end)))
                 if done:
                     return fut.result()
-                if end is not None and time.monotonic() >= end:
-                    raise TimeoutError(
-                        f"no answer from the runtime at {self.address} within {wait} s"
-                    )
-                probe(self.address)
+                self._unanswered(wait, end)
         finally:
             self._waiting.pop(req, None)
 
@@ -588,19 +636,13 @@ class AsyncClient(_Base):
 
     async def _open(self, worker: int) -> AsyncChannel | None:
         ticket = await self._call("channel", {"worker": worker})
-        self._ask_timeout = ticket.get("ask_timeout")
-        self._seen(ticket["rt"])
+        self._took(ticket)
         channel = AsyncChannel(worker, ticket, self._ext, asyncio.get_running_loop())
         try:
             await channel.open()
-        except FileNotFoundError:
-            self._no_channel.add(worker)
+        except (FileNotFoundError, ConnectionError, TimeoutError) as exc:
+            self._not_opened(worker, exc)
             return None
-        except ChannelRefused as exc:
-            self._refused(worker, exc)
-            return None
-        except (ConnectionError, TimeoutError) as exc:
-            raise ActorDied(f"worker {worker} is not answering ({exc}); try again") from None
         self._channels[worker] = channel
         return channel
 
@@ -625,8 +667,7 @@ class AsyncClient(_Base):
         record is too large for it. TimeoutError (bare) when ``seconds`` pass first."""
         if len(record) > channel.max_record:
             return ...
-        if session is not self._session or channel.rt != session.rt:
-            raise self._restarted()
+        self._same_runtime(session, channel)
         fut = channel.loop.create_future()
         channel.waiting[req] = fut
         if seconds is not None:
@@ -636,9 +677,7 @@ class AsyncClient(_Base):
             return await fut
         except ChannelGone:
             self._channels.pop(channel.worker, None)
-            raise ActorDied(
-                f"{ref!r}: worker {ref.id >> 32} died (or its channel closed) before it answered"
-            ) from None
+            raise self._gone(ref) from None
         finally:
             channel.waiting.pop(req, None)
 
@@ -651,55 +690,36 @@ class AsyncClient(_Base):
         timeout: float | EllipsisType | None,
         session: _Session,
     ) -> Any:
+        """The actor's reply to ``method``."""
         self._check(session)
         channel = self._channels.get(ref.id >> 32)
         if (channel is None or channel.closed) and self.direct:
             channel = await self._live_channel(ref.id >> 32)
         if channel is not None:  # opened first: it tells the runtime's ask_timeout
-            seconds, deadline = self._deadline(timeout)
-            req = next(self._ids)
-            record = self._ask_record(req, ref, method, args, kwargs, deadline)
+            req, record, seconds, _ = self._ask_record(ref, method, args, kwargs, timeout)
             try:
                 value = await self._direct_call(session, ref, channel, record, req, seconds)
             except TimeoutError:
                 raise self._timed_out(ref, method, seconds) from None
             if value is not ...:
                 return value
-        body = self._body(ref, method, args, kwargs, session)
-        if timeout is not ...:
-            body["timeout"] = timeout
+        body = self._ask_body(ref, method, args, kwargs, timeout, session)
         return await self._call("ask", body, timeout)
 
-    def ask_actor(
+    def _tell(
         self,
         ref: ActorRef,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        timeout: float | EllipsisType | None = ...,
-        session: _Session | None = None,
-    ) -> Any:
-        """A coroutine of the actor's reply to ``method``."""
-        return self._ask(ref, method, args, kwargs, timeout, session or self._session)
-
-    def tell_actor(
-        self,
-        ref: ActorRef,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        session: _Session | None = None,
+        session: _Session,
     ) -> None:
         """Send without waiting (no coroutine: the record leaves now, or is queued)."""
-        session = session or self._session
         self._check(session)
         channel = self._channels.get(ref.id >> 32) if self.direct else None
         if channel is not None and not channel.closed:
-            if channel.rt != session.rt:
-                raise self._restarted()
-            record = _codec.pack_call(
-                [TELL, ref.id, method, args, kwargs or None, 0], ref, method, args, kwargs, ".tell"
-            )
+            self._same_runtime(session, channel)
+            record = self._tell_record(ref, method, args, kwargs)
             if len(record) <= channel.max_record:
                 channel.send(record)
                 return
@@ -727,25 +747,18 @@ class AsyncClient(_Base):
         except Exception as exc:  # a tell has nobody to raise to: like a dead letter
             log.warning("tell %s to %r not sent: %s", method, ref, exc)
             return
-        self.tell_actor(ref, method, args, kwargs, session)
+        self._tell(ref, method, args, kwargs, session)
 
     async def _stop(self, ref: ActorRef, session: _Session) -> None:
+        """Stop the actor after what this client sent it before."""
         self._check(session)
         channel = await self._live_channel(ref.id >> 32) if self.direct else None
         if channel is not None:
-            req = next(self._ids)
-            record = _codec.pack([STOP, req, ref.id])
+            req, record = self._stop_record(ref)
             value = await self._direct_call(session, ref, channel, record, req, None)
             if value is not ...:
                 return
-        body: dict[str, Any] = {"id": ref.id}
-        if session.rt is not None:
-            body["rt"] = session.rt
-        await self._call("stop", body)
-
-    def stop_actor(self, ref: ActorRef, session: _Session | None = None) -> Any:
-        """A coroutine: stop the actor after what this client sent it before."""
-        return self._stop(ref, session or self._session)
+        await self._call("stop", self._id_body(ref, session))
 
     # --- control ----------------------------------------------------------------------------
     async def lookup(self, name: str) -> ActorRef:
@@ -776,10 +789,7 @@ class AsyncClient(_Base):
         await self._call("shutdown", {})
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if _forks[0] != self._fork_count:
+        if not self._closing():
             return
         for channel in self._channels.values():
             channel.fail_all(RuntimeError(f"the client of {self.address} was closed"))

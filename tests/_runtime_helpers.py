@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
+import actorq
 from actorq.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,3 +118,17 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, str
         out, err = proc.communicate()
         raise AssertionError(f"runtime did not exit; stderr:\n{err}") from None
     return proc.returncode, out, err
+
+
+def check_counter_calls(hits: Any) -> None:
+    """The calls every client test makes on a ``hits`` counter holding 10 (add,
+    a tell, a remote failure, a ref inside a reply): asks, tells and refs work
+    through whichever client ``hits`` is bound to. Leaves it at 18."""
+    assert hits.add(5) == 15
+    hits.add.tell(2)
+    assert hits.add(0) == 17
+    with pytest.raises(actorq.RemoteError, match="bad day"):
+        hits.fail()
+    me = hits.me()  # a ref inside a reply is bound to the same client
+    assert me == hits
+    assert me.add(1) == 18
