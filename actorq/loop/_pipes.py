@@ -19,8 +19,7 @@ import stat
 import warnings
 from typing import Any
 
-from ._transports import _HUNG_UP, _MAX_READ, _READ_BITS, _FlowControl
-from ._transports import _set_result_unless_cancelled as _resolve
+from ._transports import _HUNG_UP, _MAX_READ, _READ_BITS, _announce, _FlowControl, _report
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
 
 logger = logging.getLogger("asyncio")
@@ -62,6 +61,16 @@ class _PipeBase:
             self._core._unwatch(self._fileno, "reader", _READ_BITS)
             self._core._unwatch(self._fileno, "writer", EPOLLOUT)
 
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            _report(self, message, exc)
+        self._close(exc)
+
+    def _close(self, exc: BaseException | None) -> None:
+        self._closing = True
+        self._unregister()
+        self._face.call_soon(self._call_connection_lost, exc)
+
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             self._protocol.connection_lost(exc)
@@ -95,10 +104,7 @@ class ReadPipeTransport(_PipeBase, asyncio.ReadTransport):
             self._pipe = None
             raise ValueError("Pipe transport is for pipes/sockets only.")
         os.set_blocking(self._fileno, False)
-        face.call_soon(protocol.connection_made, self)
-        face.call_soon(self._start_reading)
-        if waiter is not None:
-            face.call_soon(_resolve, waiter, None)
+        _announce(face, self, protocol, self._start_reading, waiter)
 
     def _start_reading(self) -> None:
         if not self._closing and self._pipe is not None:
@@ -147,23 +153,6 @@ class ReadPipeTransport(_PipeBase, asyncio.ReadTransport):
         if not self._closing:
             self._close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._face.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
-
-    def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
-        self._unregister()
-        self._face.call_soon(self._call_connection_lost, exc)
-
 
 class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
     """The write end of a pipe, a pty, or a stream socket."""
@@ -180,12 +169,9 @@ class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
             self._pipe = None
             raise ValueError("Pipe transport is only for pipes, sockets and character devices")
         os.set_blocking(self._fileno, False)
-        face.call_soon(protocol.connection_made, self)
-        if is_socket or is_fifo:
-            # the reader going away shows as an error (hang-up) edge on our end
-            face.call_soon(self._watch_peer)
-        if waiter is not None:
-            face.call_soon(_resolve, waiter, None)
+        # the reader going away shows as an error (hang-up) edge on our end
+        # (a socket's or a fifo's: a character device has no such edge)
+        _announce(face, self, protocol, self._watch_peer if is_socket or is_fifo else None, waiter)
 
     def _watch_peer(self) -> None:
         if self._pipe is not None and not self._core._closed:
@@ -274,20 +260,6 @@ class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
     def abort(self) -> None:
         self._close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._face.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
-
     def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
         self._buffer.clear()
-        self._unregister()
-        self._face.call_soon(self._call_connection_lost, exc)
+        super()._close(exc)
