@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     ssl_module = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .core import Loop
 
@@ -85,16 +85,8 @@ class NetworkMixin:
         def remove_reader(self, fd: Any) -> bool: ...
         def remove_writer(self, fd: Any) -> bool: ...
         def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any: ...
-        async def getaddrinfo(
-            self,
-            host: Any,
-            port: Any,
-            *,
-            family: int = 0,
-            type: int = 0,
-            proto: int = 0,
-            flags: int = 0,
-        ) -> list[Any]: ...
+
+        getaddrinfo: Callable[..., Awaitable[list[Any]]]  # AsyncioLoop.getaddrinfo
 
     def __init__(self) -> None:
         # fd -> the transport using it (add_reader on it is refused, as asyncio does)
@@ -796,9 +788,16 @@ class NetworkMixin:
                     local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast
                 )
             sock.setblocking(False)
+        return await self._transport_made(
+            protocol_factory, functools.partial(_datagram_transport, self, sock, remote)
+        )
+
+    async def _transport_made(self, protocol_factory: Any, make: Any) -> tuple[Any, Any]:
+        """``(transport, protocol)`` from ``make(protocol, waiter)`` once the
+        transport says it is connected; closed again if that wait fails."""
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = DatagramTransport(self, sock, protocol, remote, waiter)
+        transport = make(protocol, waiter)
         try:
             await waiter
         except BaseException:
@@ -858,6 +857,12 @@ class NetworkMixin:
                 sock.close()
                 raise
         raise last if last is not None else ValueError("can not get address information")
+
+
+def _datagram_transport(
+    face: Any, sock: socket.socket, remote: Any, protocol: Any, waiter: Any
+) -> DatagramTransport:
+    return DatagramTransport(face, sock, protocol, remote, waiter)
 
 
 def _ssl_protocol(*args: Any, **kwargs: Any) -> Any:

@@ -19,7 +19,15 @@ import stat
 import warnings
 from typing import Any
 
-from ._transports import _HUNG_UP, _MAX_READ, _READ_BITS, _announce, _FlowControl, _report
+from ._transports import (
+    _HUNG_UP,
+    _MAX_READ,
+    _READ_BITS,
+    _announce,
+    _FlowControl,
+    _report,
+    _TransportBase,
+)
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
 
 logger = logging.getLogger("asyncio")
@@ -27,34 +35,20 @@ logger = logging.getLogger("asyncio")
 _READS_PER_EDGE = 16
 
 
-class _PipeBase:
-    _face: Any
+class _PipeBase(_TransportBase):
+    """What both ends of a pipe share: the pipe, errors and closing."""
+
     _fileno: int
     _pipe: Any
-    _protocol: Any
-    _closing: bool
 
     def _init(self, face: Any, pipe: Any, protocol: Any, extra: Any) -> None:
-        self._extra = dict(extra) if extra else {}
+        self._init_base(face, protocol, extra)
         self._extra["pipe"] = pipe
-        self._face = face
-        self._core = face._core
         self._pipe = pipe
         self._fileno = pipe.fileno()
-        self._protocol = protocol
-        self._closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
-
-    def get_protocol(self) -> Any:
-        return self._protocol
 
     def _unregister(self) -> None:
         if not self._core._closed:

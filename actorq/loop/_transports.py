@@ -122,16 +122,37 @@ class _FlowControl:
                 _report(self, "protocol.resume_writing() failed", exc)
 
 
-class _SocketTransport(_FlowControl):
-    """What stream and datagram transports share: the socket, extra info,
-    closing and the loss of the connection."""
+class _TransportBase:
+    """What socket and pipe transports share: the loop, the protocol, extra
+    info and whether it is closing."""
+
+    def _init_base(self, face: Any, protocol: Any, extra: Any) -> None:
+        self._extra = dict(extra) if extra else {}
+        self._face = face
+        self._core = face._core
+        self._protocol = protocol
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+
+class _SocketTransport(_TransportBase, _FlowControl):
+    """What stream and datagram transports share: the socket, closing and the
+    loss of the connection."""
 
     _sock: socket.socket | None
 
     def _setup(
         self, face: Any, sock: socket.socket, protocol: Any, extra: Any, server: Any
     ) -> None:
-        self._extra = dict(extra) if extra else {}
+        self._init_base(face, protocol, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -142,28 +163,15 @@ class _SocketTransport(_FlowControl):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
-        self._face = face
-        self._core = face._core
         self._sock = sock
         self._fd = sock.fileno()
-        self._protocol = protocol
         self._protocol_connected = False
         self._server = server
         self._conn_lost = 0
-        self._closing = False
         self._paused = False
         if server is not None:
             server._attach()
         face._transports[self._fd] = self
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_protocol(self) -> Any:
-        return self._protocol
 
     def abort(self) -> None:
         self._force_close(None)

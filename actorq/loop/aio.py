@@ -38,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import errno
+import functools
 import logging
 import os
 import signal
@@ -715,26 +716,14 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
 
     # --- pipes ----------------------------------------------------------------------
     async def connect_read_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = ReadPipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._transport_made(
+            protocol_factory, functools.partial(ReadPipeTransport, self, pipe)
+        )
 
     async def connect_write_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = WritePipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._transport_made(
+            protocol_factory, functools.partial(WritePipeTransport, self, pipe)
+        )
 
     # --- not supported ------------------------------------------------------------
     def _unsupported(self, what: str) -> NotImplementedError:
