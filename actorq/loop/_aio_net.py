@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     ssl_module = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .core import Loop
 
@@ -85,16 +85,8 @@ class NetworkMixin:
         def remove_reader(self, fd: Any) -> bool: ...
         def remove_writer(self, fd: Any) -> bool: ...
         def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any: ...
-        async def getaddrinfo(
-            self,
-            host: Any,
-            port: Any,
-            *,
-            family: int = 0,
-            type: int = 0,
-            proto: int = 0,
-            flags: int = 0,
-        ) -> list[Any]: ...
+
+        getaddrinfo: Callable[..., Awaitable[list[Any]]]  # AsyncioLoop.getaddrinfo
 
     def __init__(self) -> None:
         # fd -> the transport using it (add_reader on it is refused, as asyncio does)
@@ -136,21 +128,21 @@ class NetworkMixin:
         if e is not None and getattr(e, "writer" if writable else "reader") is mine:
             (self.remove_writer if writable else self.remove_reader)(fd)
 
-    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
-        _check_nonblocking(sock)
+    async def _sock_call(self, sock: socket.socket, writable: bool, op: str, *args: Any) -> Any:
+        """``sock.<op>(*args)`` now, or (on EAGAIN) once ``sock`` is ready for it."""
         try:
-            return sock.recv(n)
+            return _call(sock, op, *args)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _try_call, sock, "recv", n)
+        return await self._wait_io(sock, writable, _settle, _call, sock, op, *args)
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        _check_nonblocking(sock)
+        return await self._sock_call(sock, False, "recv", n)
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         _check_nonblocking(sock)
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._wait_io(sock, False, _try_call, sock, "recv_into", buf)
+        return await self._sock_call(sock, False, "recv_into", buf)
 
     async def sock_recvfrom(
         self,
@@ -158,11 +150,7 @@ class NetworkMixin:
         bufsize: int,
     ) -> tuple[bytes, Any]:
         _check_nonblocking(sock)
-        try:
-            return sock.recvfrom(bufsize)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._wait_io(sock, False, _try_call, sock, "recvfrom", bufsize)
+        return await self._sock_call(sock, False, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(
         self,
@@ -171,13 +159,7 @@ class NetworkMixin:
         nbytes: int = 0,
     ) -> tuple[int, Any]:
         _check_nonblocking(sock)
-        if not nbytes:
-            nbytes = len(buf)
-        try:
-            return sock.recvfrom_into(buf, nbytes)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._wait_io(sock, False, _try_call, sock, "recvfrom_into", buf, nbytes)
+        return await self._sock_call(sock, False, "recvfrom_into", buf, nbytes or len(buf))
 
     async def sock_sendto(
         self,
@@ -186,11 +168,7 @@ class NetworkMixin:
         address: Any,
     ) -> int:
         _check_nonblocking(sock)
-        try:
-            return sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._wait_io(sock, True, _try_call, sock, "sendto", data, address)
+        return await self._sock_call(sock, True, "sendto", data, address)
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         _check_nonblocking(sock)
@@ -218,17 +196,15 @@ class NetworkMixin:
         except (BlockingIOError, InterruptedError):
             pass
         # Connecting goes on in the background: writable means done, SO_ERROR says how.
-        await self._wait_io(sock, True, _connect_done, sock, address)
+        await self._wait_io(sock, True, _settle, _connect_result, sock, address)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         _check_nonblocking(sock)
         try:
-            conn, address = sock.accept()
-            conn.setblocking(False)
-            return conn, address
+            return _accept_nonblocking(sock)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._wait_io(sock, False, _accept_one, sock)
+        return await self._wait_io(sock, False, _settle, _accept_nonblocking, sock)
 
     async def sock_sendfile(
         self,
@@ -573,21 +549,15 @@ class NetworkMixin:
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
             sockets = [sock]
-        for s in sockets:
-            s.setblocking(False)
-        server = Server(
-            self,
+        return await self._serve(
             sockets,
             protocol_factory,
             ssl,
             backlog,
             ssl_handshake_timeout,
             ssl_shutdown_timeout,
+            start_serving,
         )
-        if start_serving:
-            server._start_serving()
-            await asyncio.sleep(0)
-        return server
 
     async def create_unix_server(
         self,
@@ -630,10 +600,32 @@ class NetworkMixin:
                 raise ValueError("path was not specified, and no sock specified")
             if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
-        sock.setblocking(False)
+        return await self._serve(
+            [sock],
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+            start_serving,
+        )
+
+    async def _serve(
+        self,
+        sockets: list[socket.socket],
+        protocol_factory: Any,
+        ssl: Any,
+        backlog: int,
+        ssl_handshake_timeout: float | None,
+        ssl_shutdown_timeout: float | None,
+        start_serving: bool,
+    ) -> Server:
+        """The server over bound ``sockets``, listening at once if ``start_serving``."""
+        for s in sockets:
+            s.setblocking(False)
         server = Server(
             self,
-            [sock],
+            sockets,
             protocol_factory,
             ssl,
             backlog,
@@ -796,9 +788,16 @@ class NetworkMixin:
                     local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast
                 )
             sock.setblocking(False)
+        return await self._transport_made(
+            protocol_factory, functools.partial(_datagram_transport, self, sock, remote)
+        )
+
+    async def _transport_made(self, protocol_factory: Any, make: Any) -> tuple[Any, Any]:
+        """``(transport, protocol)`` from ``make(protocol, waiter)`` once the
+        transport says it is connected; closed again if that wait fails."""
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = DatagramTransport(self, sock, protocol, remote, waiter)
+        transport = make(protocol, waiter)
         try:
             await waiter
         except BaseException:
@@ -860,6 +859,12 @@ class NetworkMixin:
         raise last if last is not None else ValueError("can not get address information")
 
 
+def _datagram_transport(
+    face: Any, sock: socket.socket, remote: Any, protocol: Any, waiter: Any
+) -> DatagramTransport:
+    return DatagramTransport(face, sock, protocol, remote, waiter)
+
+
 def _ssl_protocol(*args: Any, **kwargs: Any) -> Any:
     """asyncio's own TLS state machine over our transport (stdlib: reused, not copied)."""
     return sslproto.SSLProtocol(*args, **kwargs)
@@ -906,19 +911,25 @@ def _bind_all(infos: set[Any], reuse_address: bool, reuse_port: bool | None) -> 
 
 
 # --- what a waiting sock_* op retries on readiness --------------------------------
-def _try_call(fut: asyncio.Future[Any], sock: socket.socket, op: str, *args: Any) -> None:
+def _settle(fut: asyncio.Future[Any], attempt: Callable[..., Any], *args: Any) -> None:
+    """Resolve ``fut`` with ``attempt(*args)``, or with what it raised; on EAGAIN
+    leave it for the next readiness (level-triggered: we are called again)."""
     if fut.done():
         return
     try:
-        result = getattr(sock, op)(*args)  # looked up each time, as asyncio does
+        result = attempt(*args)
     except (BlockingIOError, InterruptedError):
-        return  # level-triggered: we are called again while it is ready
+        return
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+def _call(sock: socket.socket, op: str, *args: Any) -> Any:
+    return getattr(sock, op)(*args)  # looked up each time, as asyncio does
 
 
 def _send_rest(
@@ -943,34 +954,13 @@ def _send_rest(
         pos[0] = start
 
 
-def _connect_done(fut: asyncio.Future[Any], sock: socket.socket, address: Any) -> None:
-    if fut.done():
-        return
-    try:
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            raise OSError(err, f"Connect call failed {address}")
-    except (BlockingIOError, InterruptedError):
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(None)
+def _connect_result(sock: socket.socket, address: Any) -> None:
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, f"Connect call failed {address}")
 
 
-def _accept_one(fut: asyncio.Future[Any], sock: socket.socket) -> None:
-    if fut.done():
-        return
-    try:
-        conn, address = sock.accept()
-        conn.setblocking(False)
-    except (BlockingIOError, InterruptedError):
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result((conn, address))
+def _accept_nonblocking(sock: socket.socket) -> tuple[socket.socket, Any]:
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address

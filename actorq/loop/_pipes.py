@@ -19,8 +19,15 @@ import stat
 import warnings
 from typing import Any
 
-from ._transports import _HUNG_UP, _MAX_READ, _READ_BITS, _FlowControl
-from ._transports import _set_result_unless_cancelled as _resolve
+from ._transports import (
+    _HUNG_UP,
+    _MAX_READ,
+    _READ_BITS,
+    _announce,
+    _FlowControl,
+    _report,
+    _TransportBase,
+)
 from .core import EPOLLIN, EPOLLOUT, Handle, _again
 
 logger = logging.getLogger("asyncio")
@@ -28,39 +35,35 @@ logger = logging.getLogger("asyncio")
 _READS_PER_EDGE = 16
 
 
-class _PipeBase:
-    _face: Any
+class _PipeBase(_TransportBase):
+    """What both ends of a pipe share: the pipe, errors and closing."""
+
     _fileno: int
     _pipe: Any
-    _protocol: Any
-    _closing: bool
 
     def _init(self, face: Any, pipe: Any, protocol: Any, extra: Any) -> None:
-        self._extra = dict(extra) if extra else {}
+        self._init_base(face, protocol, extra)
         self._extra["pipe"] = pipe
-        self._face = face
-        self._core = face._core
         self._pipe = pipe
         self._fileno = pipe.fileno()
-        self._protocol = protocol
-        self._closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
-
-    def get_protocol(self) -> Any:
-        return self._protocol
 
     def _unregister(self) -> None:
         if not self._core._closed:
             self._core._unwatch(self._fileno, "reader", _READ_BITS)
             self._core._unwatch(self._fileno, "writer", EPOLLOUT)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            _report(self, message, exc)
+        self._close(exc)
+
+    def _close(self, exc: BaseException | None) -> None:
+        self._closing = True
+        self._unregister()
+        self._face.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -95,10 +98,7 @@ class ReadPipeTransport(_PipeBase, asyncio.ReadTransport):
             self._pipe = None
             raise ValueError("Pipe transport is for pipes/sockets only.")
         os.set_blocking(self._fileno, False)
-        face.call_soon(protocol.connection_made, self)
-        face.call_soon(self._start_reading)
-        if waiter is not None:
-            face.call_soon(_resolve, waiter, None)
+        _announce(face, self, protocol, self._start_reading, waiter)
 
     def _start_reading(self) -> None:
         if not self._closing and self._pipe is not None:
@@ -147,23 +147,6 @@ class ReadPipeTransport(_PipeBase, asyncio.ReadTransport):
         if not self._closing:
             self._close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._face.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
-
-    def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
-        self._unregister()
-        self._face.call_soon(self._call_connection_lost, exc)
-
 
 class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
     """The write end of a pipe, a pty, or a stream socket."""
@@ -180,12 +163,9 @@ class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
             self._pipe = None
             raise ValueError("Pipe transport is only for pipes, sockets and character devices")
         os.set_blocking(self._fileno, False)
-        face.call_soon(protocol.connection_made, self)
-        if is_socket or is_fifo:
-            # the reader going away shows as an error (hang-up) edge on our end
-            face.call_soon(self._watch_peer)
-        if waiter is not None:
-            face.call_soon(_resolve, waiter, None)
+        # the reader going away shows as an error (hang-up) edge on our end
+        # (a socket's or a fifo's: a character device has no such edge)
+        _announce(face, self, protocol, self._watch_peer if is_socket or is_fifo else None, waiter)
 
     def _watch_peer(self) -> None:
         if self._pipe is not None and not self._core._closed:
@@ -274,20 +254,6 @@ class WritePipeTransport(_PipeBase, _FlowControl, asyncio.WriteTransport):
     def abort(self) -> None:
         self._close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._face.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._close(exc)
-
     def _close(self, exc: BaseException | None) -> None:
-        self._closing = True
         self._buffer.clear()
-        self._unregister()
-        self._face.call_soon(self._call_connection_lost, exc)
+        super()._close(exc)

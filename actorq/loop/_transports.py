@@ -53,6 +53,28 @@ def _set_result_unless_cancelled(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_result(result)
 
 
+def _report(transport: Any, message: str, exc: BaseException) -> None:
+    """Hand an error of ``transport`` or its protocol to the loop's exception handler."""
+    transport._face.call_exception_handler(
+        {
+            "message": message,
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        }
+    )
+
+
+def _announce(face: Any, transport: Any, protocol: Any, then: Any, waiter: Any) -> None:
+    """Queue what follows a transport's creation, in asyncio's order: the
+    protocol's ``connection_made``, ``then`` (e.g. start reading), the waiter."""
+    face.call_soon(protocol.connection_made, transport)
+    if then is not None:
+        face.call_soon(then)
+    if waiter is not None:
+        face.call_soon(_set_result_unless_cancelled, waiter, None)
+
+
 class _FlowControl:
     """Write buffer limits and pause_writing/resume_writing, shared by transports."""
 
@@ -87,14 +109,7 @@ class _FlowControl:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._face.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+            _report(self, "protocol.pause_writing() failed", exc)
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self.get_write_buffer_size() <= self._low:
@@ -104,26 +119,40 @@ class _FlowControl:
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._face.call_exception_handler(
-                    {
-                        "message": "protocol.resume_writing() failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
+                _report(self, "protocol.resume_writing() failed", exc)
 
 
-class _SocketTransport(_FlowControl):
-    """What stream and datagram transports share: the socket, extra info,
-    closing and the loss of the connection."""
+class _TransportBase:
+    """What socket and pipe transports share: the loop, the protocol, extra
+    info and whether it is closing."""
+
+    def _init_base(self, face: Any, protocol: Any, extra: Any) -> None:
+        self._extra = dict(extra) if extra else {}
+        self._face = face
+        self._core = face._core
+        self._protocol = protocol
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+
+class _SocketTransport(_TransportBase, _FlowControl):
+    """What stream and datagram transports share: the socket, closing and the
+    loss of the connection."""
 
     _sock: socket.socket | None
 
     def _setup(
         self, face: Any, sock: socket.socket, protocol: Any, extra: Any, server: Any
     ) -> None:
-        self._extra = dict(extra) if extra else {}
+        self._init_base(face, protocol, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -134,28 +163,15 @@ class _SocketTransport(_FlowControl):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
-        self._face = face
-        self._core = face._core
         self._sock = sock
         self._fd = sock.fileno()
-        self._protocol = protocol
         self._protocol_connected = False
         self._server = server
         self._conn_lost = 0
-        self._closing = False
         self._paused = False
         if server is not None:
             server._attach()
         face._transports[self._fd] = self
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_protocol(self) -> Any:
-        return self._protocol
 
     def abort(self) -> None:
         self._force_close(None)
@@ -171,14 +187,7 @@ class _SocketTransport(_FlowControl):
             if self._face.get_debug():
                 logger.debug("%r: %s", self, message, exc_info=True)
         else:
-            self._face.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+            _report(self, message, exc)
         self._force_close(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
@@ -245,10 +254,7 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        face.call_soon(protocol.connection_made, self)
-        face.call_soon(self._start_reading)
-        if waiter is not None:
-            face.call_soon(_set_result_unless_cancelled, waiter, None)
+        _announce(face, self, protocol, self._start_reading, waiter)
 
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
@@ -278,53 +284,31 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
         self._face._ready.append(Handle(_again, (self._core, self._on_readable)))
 
     def _on_readable(self) -> bool | None:
+        """Read and deliver until drained (see the module docstring); a
+        BufferedProtocol is read into its own buffer, a Protocol gets bytes."""
         if self._paused or self._closing:
             return None
-        if self._buffered:
-            return self._read_into()
-        recv = self._sock.recv  # type: ignore[union-attr]
-        protocol = self._protocol
+        sock, protocol, buffered = self._sock, self._protocol, self._buffered
+        assert sock is not None
+        size = _MAX_READ
         for _ in range(_READS_PER_EDGE):
+            if buffered:
+                try:
+                    buf = protocol.get_buffer(-1)
+                    size = len(buf)
+                    if not size:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                    return None
             try:
-                data = recv(_MAX_READ)
-            except (BlockingIOError, InterruptedError):
-                return None
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal read error on socket transport")
-                return None
-            if not data:
-                self._read_eof()
-                return None
-            try:
-                protocol.data_received(data)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return None
-            if self._paused or self._closing:
-                return None
-            if len(data) < _MAX_READ and not self._entry.ev & _HUNG_UP:
-                return None  # a short read drained it (see the module docstring)
-        return True
-
-    def _read_into(self) -> bool | None:
-        protocol = self._protocol
-        for _ in range(_READS_PER_EDGE):
-            try:
-                buf = protocol.get_buffer(-1)
-                size = len(buf)
-                if not size:
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return None
-            try:
-                n = self._sock.recv_into(buf)  # type: ignore[union-attr]
+                if buffered:
+                    n = sock.recv_into(buf)
+                else:
+                    data = sock.recv(_MAX_READ)
+                    n = len(data)
             except (BlockingIOError, InterruptedError):
                 return None
             except (SystemExit, KeyboardInterrupt):
@@ -336,16 +320,20 @@ class StreamTransport(_SocketTransport, asyncio.Transport):
                 self._read_eof()
                 return None
             try:
-                protocol.buffer_updated(n)
+                if buffered:
+                    protocol.buffer_updated(n)
+                else:
+                    protocol.data_received(data)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                what = "buffer_updated" if buffered else "data_received"
+                self._fatal_error(exc, f"Fatal error: protocol.{what}() call failed.")
                 return None
             if self._paused or self._closing:
                 return None
             if n < size and not self._entry.ev & _HUNG_UP:
-                return None
+                return None  # a short read drained it (see the module docstring)
         return True
 
     def _read_eof(self) -> None:
@@ -474,10 +462,7 @@ class DatagramTransport(_SocketTransport, asyncio.Transport, asyncio.DatagramTra
         self._queued = 0
         self.dropped = 0
         self._protocol_connected = True
-        face.call_soon(protocol.connection_made, self)
-        face.call_soon(self._start_reading)
-        if waiter is not None:
-            face.call_soon(_set_result_unless_cancelled, waiter, None)
+        _announce(face, self, protocol, self._start_reading, waiter)
 
     def _start_reading(self) -> None:
         if not self._closing and self._sock is not None:

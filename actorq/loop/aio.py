@@ -38,6 +38,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import errno
+import functools
 import logging
 import os
 import signal
@@ -440,54 +441,52 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
         return self._task_factory
 
     # --- file descriptors (asyncio's contract: level-triggered) ---------------
-    def _watch_level(self, fd: int, slot: str, bit: int, h: AioHandle) -> None:
+    def _watch_level(
+        self, fd: Any, slot: str, bit: int, callback: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        """``add_reader``/``add_writer``: one level-triggered callback per fd and slot."""
+        self._check_closed()
+        fdn = _fd_of(fd)
+        self._ensure_fd_no_transport(fdn)
+        h = _handle(callback, args)
         core = self._core
-        e = core._fds.get(fd)
+        e = core._fds.get(fdn)
         if e is None:
-            e = core._entry(fd, "fd")
+            e = core._entry(fdn, "fd")
             e.et = 0
         old = getattr(e, slot)
         if old is not None and isinstance(getattr(old, "__self__", None), AioHandle):
             old.__self__.cancel()
-        core._watch(fd, slot, bit, h._run)
+        core._watch(fdn, slot, bit, h._run)
 
-    def _unwatch_level(self, fd: int, slot: str, bit: int) -> bool:
+    def _unwatch_level(self, fd: Any, slot: str, bit: int) -> bool:
+        """``remove_reader``/``remove_writer``: False when nothing was watched."""
         core = self._core
-        e = core._fds.get(fd)
+        if core._closed:
+            return False
+        fdn = _fd_of(fd)
+        self._ensure_fd_no_transport(fdn)
+        e = core._fds.get(fdn)
         if e is None:
             return False
         cb = getattr(e, slot)
         if isinstance(getattr(cb, "__self__", None), AioHandle):
             cb.__self__.cancel()
-        return core._unwatch(fd, slot, bit)
+        return core._unwatch(fdn, slot, bit)
 
     def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         """Call ``callback(*args)`` while ``fd`` is readable (level-triggered, as asyncio)."""
-        self._check_closed()
-        fdn = _fd_of(fd)
-        self._ensure_fd_no_transport(fdn)
-        self._watch_level(fdn, "reader", EPOLLIN, _handle(callback, args))
+        self._watch_level(fd, "reader", EPOLLIN, callback, args)
 
     def remove_reader(self, fd: Any) -> bool:
-        if self._core._closed:
-            return False
-        fdn = _fd_of(fd)
-        self._ensure_fd_no_transport(fdn)
-        return self._unwatch_level(fdn, "reader", EPOLLIN)
+        return self._unwatch_level(fd, "reader", EPOLLIN)
 
     def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]
         """Call ``callback(*args)`` while ``fd`` is writable (level-triggered, as asyncio)."""
-        self._check_closed()
-        fdn = _fd_of(fd)
-        self._ensure_fd_no_transport(fdn)
-        self._watch_level(fdn, "writer", EPOLLOUT, _handle(callback, args))
+        self._watch_level(fd, "writer", EPOLLOUT, callback, args)
 
     def remove_writer(self, fd: Any) -> bool:
-        if self._core._closed:
-            return False
-        fdn = _fd_of(fd)
-        self._ensure_fd_no_transport(fdn)
-        return self._unwatch_level(fdn, "writer", EPOLLOUT)
+        return self._unwatch_level(fd, "writer", EPOLLOUT)
 
     # --- executor and name resolution ----------------------------------------
     def run_in_executor(  # type: ignore[override]
@@ -717,26 +716,14 @@ class AsyncioLoop(NetworkMixin, asyncio.AbstractEventLoop):  # type: ignore[misc
 
     # --- pipes ----------------------------------------------------------------------
     async def connect_read_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = ReadPipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._transport_made(
+            protocol_factory, functools.partial(ReadPipeTransport, self, pipe)
+        )
 
     async def connect_write_pipe(self, protocol_factory: Any, pipe: Any) -> tuple[Any, Any]:
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = WritePipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._transport_made(
+            protocol_factory, functools.partial(WritePipeTransport, self, pipe)
+        )
 
     # --- not supported ------------------------------------------------------------
     def _unsupported(self, what: str) -> NotImplementedError:
