@@ -90,7 +90,7 @@ def test_ps_lists_runtimes_by_name_and_stats_finds_them(xdg, tmp_path) -> None:
         ):
             pass
         assert a.running
-    assert os.listdir(xdg / "actorq") == []  # both entries went with their runtimes
+    assert not (xdg / "actorq").exists()  # both entries went with their runtimes, then it
     none = actorq_cli("stats")
     assert none.returncode == 1
     assert "no runtime of yours is running" in none.stderr
@@ -313,3 +313,11 @@ def test_stats_watch_ends_quietly_on_ctrl_c(xdg) -> None:
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0
         assert err == ""
+
+
+def test_the_last_runtime_out_removes_the_registry(xdg) -> None:
+    with running(workers=1):
+        assert (xdg / "actorq").is_dir()
+    assert not (xdg / "actorq").exists()  # nothing of actorq stays behind
+    assert rundir.running_runtimes() == []
+    assert not (xdg / "actorq").exists()  # looking does not make it

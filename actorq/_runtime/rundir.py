@@ -130,14 +130,32 @@ def owner_alive(owner: tuple[int, float]) -> bool:
 # --- the registry and its stale entries -------------------------------------------------
 
 
+def registry_path() -> Path:
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
+        return Path(xdg) / "actorq"
+    return Path(tempfile.gettempdir()) / f"actorq-{os.getuid()}"
+
+
+def _registered() -> Path | None:
+    """The registry if it exists (readers do not make it), checked like ``registry()``."""
+    return registry() if registry_path().exists() else None
+
+
+def _forget_registry_if_empty() -> None:
+    """The last runtime of this user to stop removes the registry too (rmdir
+    fails on a directory that is not empty: a runtime registered meanwhile
+    keeps it, and a runtime registering meanwhile makes it again)."""
+    try:
+        os.rmdir(registry_path())
+    except OSError:
+        pass
+
+
 def registry() -> Path:
     """The per-user place where running runtimes are found (module docstring);
     made 0700 if missing. A ConfigError if it is not a private directory of ours."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK):
-        p = Path(xdg) / "actorq"
-    else:
-        p = Path(tempfile.gettempdir()) / f"actorq-{os.getuid()}"
+    p = registry_path()
     try:
         p.mkdir(mode=0o700)
     except FileExistsError:
@@ -240,22 +258,25 @@ def make_runtime_dir(
     sweep_stale(reg, prefix="", links=True)
     p, created = (None, True) if path is None else _claim_explicit(Path(path))
     for n in names:
-        entry = reg / n
-        try:
-            if p is None:
-                entry.mkdir(mode=0o700)
-                try:
-                    write_owner(entry)
-                except BaseException:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    raise
-                _remember(entry, created=True)
-                return entry, True
-            entry.symlink_to(p.resolve())
-            _links[p] = entry
-            return p, created
-        except FileExistsError:
-            continue
+        for _ in range(3):  # the registry may vanish under us (_forget_registry_if_empty)
+            entry = registry() / n
+            try:
+                if p is None:
+                    entry.mkdir(mode=0o700)
+                    try:
+                        write_owner(entry)
+                    except BaseException:
+                        shutil.rmtree(entry, ignore_errors=True)
+                        raise
+                    _remember(entry, created=True)
+                    return entry, True
+                entry.symlink_to(p.resolve())
+                _links[p] = entry
+                return p, created
+            except FileNotFoundError:
+                continue  # make the registry again and retry this name
+            except FileExistsError:
+                break  # taken: the next name
     if p is not None:
         release_runtime_dir(p, created)
     entry = reg / names[0]
@@ -321,7 +342,9 @@ def read_info(directory: Path) -> dict[str, Any]:
 def running_runtimes() -> list[dict[str, Any]]:
     """The live runtimes of this user in the registry, by name: each with its
     name, directory, pid, start time and what its ``runtime.json`` says."""
-    reg = registry()
+    reg = _registered()
+    if reg is None:
+        return []
     out = []
     for entry in sorted(reg.iterdir()):
         if entry.name.startswith("."):
@@ -348,9 +371,10 @@ def find_runtime(which: str | None) -> str:
     only running one). LookupError with the choices when that is not one runtime."""
     if which is not None and ("/" in which or "://" in which or which in (".", "..")):
         return which
+    reg = _registered()
     if which is not None:
-        entry = registry() / which
-        if entry.exists():
+        entry = reg / which if reg is not None else None
+        if entry is not None and entry.exists():
             return os.fspath(entry)
         if Path(which).is_dir():
             return which
@@ -360,11 +384,11 @@ def find_runtime(which: str | None) -> str:
     names = ", ".join(str(r["name"]) for r in live)
     if which is not None:
         raise LookupError(
-            f"no runtime named {which!r} in {registry()}"
+            f"no runtime named {which!r} in {registry_path()}"
             + (f"; running: {names}" if names else "; none is running")
         )
     if not live:
-        raise LookupError(f"no runtime of yours is running (none in {registry()})")
+        raise LookupError(f"no runtime of yours is running (none in {registry_path()})")
     raise LookupError(f"{len(live)} runtimes are running ({names}): name one")
 
 
@@ -438,14 +462,15 @@ def release_runtime_dir(p: Path, created: bool) -> None:
         _unlink(link)
     if created:
         shutil.rmtree(p, ignore_errors=True)
-        return
-    _unlink(p / "control")
-    _unlink(p / INFO_FILE)
-    for chan in p.glob("w*.chan"):  # the workers' direct-channel sockets (outside.py)
-        _unlink(chan)
-    owner = read_owner(p)
-    if owner is not None and owner[0] == os.getpid():
-        _unlink(p / OWNER_FILE)
+    else:
+        _unlink(p / "control")
+        _unlink(p / INFO_FILE)
+        for chan in p.glob("w*.chan"):  # the workers' direct-channel sockets (outside.py)
+            _unlink(chan)
+        owner = read_owner(p)
+        if owner is not None and owner[0] == os.getpid():
+            _unlink(p / OWNER_FILE)
+    _forget_registry_if_empty()
 
 
 def _release_at_exit() -> None:

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._runtime.rundir import registry, running_runtimes
+    from .._runtime.rundir import registry_path, running_runtimes
     from ..errors import ConfigError
 
     try:
@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     elif live:
         print(render_ps(live))
     else:
-        print(f"no runtime of yours is running (registry: {registry()})", file=sys.stderr)
+        print(f"no runtime of yours is running (registry: {registry_path()})", file=sys.stderr)
     return 0
